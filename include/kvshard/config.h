@@ -1,0 +1,144 @@
+/*
+ * kvshard/config.h - the cluster configuration (a TOML file).
+ *
+ * The file lists the shards ([[shards]] with name, idx, address) and
+ * optional tables [cluster], [storage], [limits], [server], [auth] and
+ * [tls]; docs/config.md describes every key. Loading validates everything:
+ * any mistake is reported as "file:line:column: what is wrong", and unknown
+ * keys are errors.
+ *
+ * Threads: a loaded kvs_config is immutable; any number of threads may read
+ * it at once.
+ *
+ * Part of libkvshard's public API; include <kvshard.h> rather than this file.
+ */
+#ifndef KVSHARD_CONFIG_H
+#define KVSHARD_CONFIG_H
+
+#include "common.h"
+#include "store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kvs_config kvs_config;
+
+/* Size of the buffer receiving a configuration error message. */
+#define KVS_ERRBUF_SIZE 512
+
+/* Defaults, documented once (docs/config.md repeats them). */
+#define KVS_DEFAULT_REPLICATION 3u /* capped at the number of shards */
+#define KVS_DEFAULT_REQUEST_TIMEOUT_MS 2000u
+#define KVS_DEFAULT_CONNECT_TIMEOUT_MS 500u
+#define KVS_DEFAULT_MAX_KEY_BYTES 511u
+#define KVS_DEFAULT_MAX_VALUE_BYTES (16u * 1024u * 1024u)
+#define KVS_DEFAULT_MAX_CONNECTIONS 1024u
+#define KVS_DEFAULT_IDLE_TIMEOUT_S 60u
+#define KVS_DEFAULT_MAX_BATCH_OPS 1000u
+#define KVS_DEFAULT_MAX_SCAN_LIMIT 10000u
+#define KVS_DEFAULT_DATA_DIR "data"
+
+/* How a node answers a request for a key it does not own. */
+typedef enum kvs_routing {
+	KVS_ROUTING_PROXY = 0,   /* forward it to an owner and relay the answer */
+	KVS_ROUTING_REDIRECT = 1 /* answer 307 with the owner's URL */
+} kvs_routing;
+
+typedef struct kvs_shard_config {
+	const char *name;
+	uint32_t idx;
+	const char *address; /* "host:port" as written in the file */
+	const char *host;    /* host part (an IPv6 address without brackets) */
+	uint16_t port;
+	double weight;
+	unsigned line; /* line of the shard's [[shards]] header */
+} kvs_shard_config;
+
+/*
+ * Everything but the shard list. Strings and arrays are borrowed from the
+ * kvs_config and live until kvs_config_free(); absent optional strings are
+ * NULL.
+ */
+typedef struct kvs_cluster_config {
+	const char *path; /* the file (or the name given to kvs_config_parse) */
+	/* [cluster] */
+	unsigned replication;  /* N, already capped at the number of shards */
+	unsigned write_quorum; /* W, 1..N; default majority of N */
+	unsigned read_quorum;  /* R, 1..N; default majority of N */
+	unsigned vnodes;
+	kvs_routing routing;
+	const char *data_dir;
+	unsigned request_timeout_ms;
+	unsigned connect_timeout_ms;
+	/* [storage] */
+	kvs_sync_mode sync;
+	size_t map_size;     /* 0: the store's default */
+	size_t max_map_size; /* 0: no ceiling */
+	/* [limits] */
+	size_t max_key_bytes;
+	size_t max_value_bytes;
+	unsigned max_connections;
+	unsigned idle_timeout_s;
+	unsigned max_batch_ops;
+	unsigned max_scan_limit;
+	/* [server] */
+	unsigned threads; /* HTTP threads; 0: one per core */
+	/* [auth] */
+	const char *const *client_tokens;
+	size_t n_client_tokens;
+	const char *const *read_tokens;
+	size_t n_read_tokens;
+	const char *cluster_secret;
+	/* [tls] */
+	const char *tls_cert;
+	const char *tls_key;
+	const char *tls_ca;
+} kvs_cluster_config;
+
+/**
+ * Load and validate a configuration file.
+ *
+ * @param out    receives the configuration (kvs_config_free); NULL on error.
+ * @param errbuf KVS_ERRBUF_SIZE bytes receiving "file:line:column: message"
+ *               on KVS_ECONFIG, or "file: reason" when the file cannot be
+ *               read; may be NULL.
+ * @return KVS_OK, KVS_ECONFIG (invalid), KVS_EIO (unreadable), KVS_ENOMEM.
+ */
+KVS_API int kvs_config_load(kvs_config **out, const char *path,
+                            char *errbuf);
+
+/**
+ * As kvs_config_load(), from text in memory (not NUL-terminated; len
+ * bytes). name is used in messages in place of a file name.
+ */
+KVS_API int kvs_config_parse(kvs_config **out, const char *text, size_t len,
+                             const char *name, char *errbuf);
+
+/** Free a configuration; accepts NULL. */
+KVS_API void kvs_config_free(kvs_config *cfg);
+
+/** The cluster-wide settings (borrowed, valid until kvs_config_free). */
+KVS_API const kvs_cluster_config *kvs_config_cluster(const kvs_config *cfg);
+
+/** Number of shards (at least 1 in a loaded configuration). */
+KVS_API size_t kvs_config_shard_count(const kvs_config *cfg);
+
+/**
+ * Shard i in the order of the file (borrowed, valid until kvs_config_free),
+ * or NULL if i is out of range.
+ */
+KVS_API const kvs_shard_config *kvs_config_shard(const kvs_config *cfg,
+                                                 size_t i);
+
+/**
+ * The shard called name (borrowed), or NULL if there is none.
+ */
+KVS_API const kvs_shard_config *kvs_config_find_shard(const kvs_config *cfg,
+                                                      const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KVSHARD_CONFIG_H */

@@ -1,0 +1,1307 @@
+/*
+ * store.c - a node's durable local storage over LMDB.
+ *
+ * Layout. One LMDB environment per store directory. The named database "kv"
+ * maps each user key to a record. The store's own bookkeeping (format
+ * version, the newest clock reading, key counts, blobs of other modules) is
+ * kept in LMDB's main database beside the catalog of named databases: that
+ * page is rewritten by every commit anyway, so updating the bookkeeping in
+ * every batch costs no extra page write. A record is a 16-byte header followed by the value bytes:
+ *
+ *     offset 0   8 bytes  HLC reading of the version stamp, little endian
+ *     offset 8   4 bytes  writer shard id, little endian
+ *     offset 12  1 byte   flags (bit 0: tombstone)
+ *     offset 13  3 bytes  reserved, zero
+ *
+ * Group commit. Writers never touch LMDB themselves: they queue an
+ * operation and wait (or, for the _async calls, get a callback). One writer
+ * thread takes everything queued (up to max_batch operations), applies it in
+ * one write transaction and commits. The environment is opened with
+ * MDB_NOMETASYNC: a commit syncs its data pages but not the meta page that
+ * makes them visible, which LMDB documents as "a system crash may undo the
+ * last committed transaction". The next commit's data sync flushes that
+ * meta page too. So in KVS_SYNC_FULL mode the writers of batch k are
+ * acknowledged only once batch k+1 has committed, or, when nothing else is
+ * queued, after an explicit mdb_env_sync(). Under load that is one sync per
+ * batch instead of LMDB's usual two, with no loss of durability.
+ *
+ * Map growth. LMDB fails a write with MDB_MAP_FULL when the memory map is
+ * full. The writer then aborts the batch, grows the map and retries it.
+ * mdb_env_set_mapsize() requires that no transaction be active in the
+ * process and LMDB does not check: readers hold a writer-preferring rwlock
+ * (shared) from the start to the end of each read transaction, and the
+ * writer takes it exclusively around the resize.
+ *
+ * Readers. The environment uses MDB_NOTLS, so read transactions are not tied
+ * to threads: finished ones are reset and kept in a small pool, and the next
+ * read on any thread renews one instead of creating a transaction. Reads
+ * never wait for writes (LMDB's MVCC).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hlc.h"
+#include "kvshard/store.h"
+#include "store_internal.h"
+
+#define FORMAT_VERSION 1u
+#define HDR_SIZE 16u
+#define HDR_FLAG_TOMBSTONE 0x1u
+#define MAX_DBS 4
+#define LOCK_FILE "kvshard.lock"
+/* Most value bytes committed in one transaction (LMDB also caps the dirty
+ * pages of a transaction: MDB_TXN_FULL). */
+#define MAX_BATCH_BYTES ((size_t)64 << 20)
+/* How often the idle writer clears reader slots of dead processes. */
+#define READER_CHECK_INTERVAL_S 10
+#define META_FORMAT "format"
+#define META_HLC "hlc"
+#define META_KEYS "keys"
+#define META_TOMBSTONES "tombstones"
+
+enum op_kind { OP_PUT, OP_DELETE, OP_APPLY, OP_META };
+
+struct write_op {
+	enum op_kind kind;
+	const void *key;
+	size_t key_len;
+	const void *value;
+	size_t value_len;
+	unsigned wflags;   /* KVS_WRITE_* */
+	kvs_stamp expect;  /* with KVS_WRITE_IF_STAMP */
+	kvs_stamp stamp;   /* OP_APPLY: the record's; result: the written one */
+	unsigned rflags;   /* OP_APPLY: the record's flags */
+	int rc;
+	int applied;
+	kvs_write_cb cb;
+	void *ud;
+	struct write_op *next;
+};
+
+struct kvs_store {
+	MDB_env *env;
+	MDB_dbi kv;
+	MDB_dbi meta;
+	int lock_fd;
+	size_t max_key;
+	kvs_store_options opts;
+	kvs__hlc clock;
+
+	/* Readers: shared around each read transaction; the writer takes it
+	 * exclusively to resize the map. */
+	pthread_rwlock_t map_lock;
+	pthread_mutex_t pool_mu;
+	MDB_txn **pool;
+	unsigned pool_len;
+	unsigned pool_cap;
+
+	/* The write queue. */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct write_op *head;
+	struct write_op **tail;
+	int closing;
+	pthread_t writer;
+
+	/* Written by the writer thread only; read by kvs_store_stat. */
+	size_t map_size;
+	_Atomic uint64_t keys;
+	_Atomic uint64_t tombstones;
+	_Atomic uint64_t commits;
+	_Atomic uint64_t writes;
+	_Atomic uint64_t syncs;
+	_Atomic uint64_t grows;
+};
+
+/* ------------------------------------------------------------------ */
+/* Encoding                                                             */
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get_le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+static void encode_header(unsigned char *p, const kvs_stamp *st,
+                          unsigned flags)
+{
+	put_le64(p, st->hlc);
+	put_le32(p + 8, st->shard);
+	p[12] = (unsigned char)(flags & HDR_FLAG_TOMBSTONE);
+	p[13] = p[14] = p[15] = 0;
+}
+
+/* Decode an LMDB value into rec (key left alone). */
+static int decode_record(const MDB_val *v, kvs_record *rec)
+{
+	const unsigned char *p = v->mv_data;
+
+	if (v->mv_size < HDR_SIZE)
+		return KVS_ECORRUPT;
+	rec->stamp.hlc = get_le64(p);
+	rec->stamp.shard = get_le32(p + 8);
+	rec->flags = (p[12] & HDR_FLAG_TOMBSTONE) ? KVS_RECORD_TOMBSTONE : 0;
+	rec->value = p + HDR_SIZE;
+	rec->value_len = v->mv_size - HDR_SIZE;
+	return KVS_OK;
+}
+
+static int map_mdb_error(int rc)
+{
+	switch (rc) {
+	case MDB_SUCCESS:
+		return KVS_OK;
+	case MDB_NOTFOUND:
+		return KVS_NOTFOUND;
+	case MDB_MAP_FULL:
+	case ENOSPC:
+	case EDQUOT:
+		return KVS_EFULL;
+	case MDB_READERS_FULL:
+	case MDB_TLS_FULL:
+		return KVS_EBUSY;
+	case MDB_CORRUPTED:
+	case MDB_PAGE_NOTFOUND:
+	case MDB_INVALID:
+		return KVS_ECORRUPT;
+	case MDB_VERSION_MISMATCH:
+		return KVS_EVERSION;
+	case MDB_BAD_VALSIZE:
+		return KVS_EKEYSIZE;
+	case ENOMEM:
+		return KVS_ENOMEM;
+	case EIO:
+		return KVS_EIO;
+	case EACCES:
+	case EPERM:
+	case EROFS:
+	case ENOENT:
+	case ENOTDIR:
+		return KVS_ESYS;
+	default:
+		return rc > 0 ? KVS_ESYS : KVS_EIO;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Read transactions                                                    */
+
+static int read_begin(kvs_store *s, MDB_txn **out)
+{
+	MDB_txn *txn = NULL;
+	int rc;
+
+	pthread_rwlock_rdlock(&s->map_lock);
+	pthread_mutex_lock(&s->pool_mu);
+	if (s->pool_len > 0)
+		txn = s->pool[--s->pool_len];
+	pthread_mutex_unlock(&s->pool_mu);
+	if (txn != NULL) {
+		rc = mdb_txn_renew(txn);
+		if (rc != MDB_SUCCESS) {
+			mdb_txn_abort(txn);
+			txn = NULL;
+		}
+	}
+	if (txn == NULL) {
+		rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+		if (rc != MDB_SUCCESS) {
+			pthread_rwlock_unlock(&s->map_lock);
+			return map_mdb_error(rc);
+		}
+	}
+	*out = txn;
+	return KVS_OK;
+}
+
+static void read_end(kvs_store *s, MDB_txn *txn)
+{
+	mdb_txn_reset(txn);
+	pthread_mutex_lock(&s->pool_mu);
+	if (s->pool_len < s->pool_cap) {
+		s->pool[s->pool_len++] = txn;
+		txn = NULL;
+	}
+	pthread_mutex_unlock(&s->pool_mu);
+	if (txn != NULL)
+		mdb_txn_abort(txn);
+	pthread_rwlock_unlock(&s->map_lock);
+}
+
+static int check_key(const kvs_store *s, const void *key, size_t key_len)
+{
+	if (key == NULL || key_len == 0 || key_len > s->max_key)
+		return KVS_EKEYSIZE;
+	return KVS_OK;
+}
+
+int kvs_store_read(kvs_store *s, const void *key, size_t key_len,
+                   unsigned flags, kvs_record_cb cb, void *ud)
+{
+	MDB_txn *txn;
+	MDB_val k = {key_len, (void *)key}, v;
+	kvs_record rec;
+	int rc;
+
+	if (s == NULL || cb == NULL)
+		return KVS_EINVAL;
+	rc = check_key(s, key, key_len);
+	if (rc != KVS_OK)
+		return rc;
+	rc = read_begin(s, &txn);
+	if (rc != KVS_OK)
+		return rc;
+	rc = map_mdb_error(mdb_get(txn, s->kv, &k, &v));
+	if (rc == KVS_OK)
+		rc = decode_record(&v, &rec);
+	if (rc == KVS_OK && (rec.flags & KVS_RECORD_TOMBSTONE) &&
+	    !(flags & KVS_READ_TOMBSTONES))
+		rc = KVS_NOTFOUND;
+	if (rc == KVS_OK) {
+		rec.key = key;
+		rec.key_len = key_len;
+		cb(ud, &rec);
+	}
+	read_end(s, txn);
+	return rc;
+}
+
+struct get_copy {
+	void *value;
+	size_t value_len;
+	kvs_stamp stamp;
+	int rc;
+};
+
+static int copy_record(void *ud, const kvs_record *rec)
+{
+	struct get_copy *g = ud;
+
+	g->stamp = rec->stamp;
+	g->value_len = rec->value_len;
+	g->value = NULL;
+	g->rc = KVS_OK;
+	if (rec->value_len > 0) {
+		g->value = malloc(rec->value_len);
+		if (g->value == NULL)
+			g->rc = KVS_ENOMEM;
+		else
+			memcpy(g->value, rec->value, rec->value_len);
+	}
+	return 0;
+}
+
+int kvs_store_get(kvs_store *s, const void *key, size_t key_len,
+                  void **value, size_t *value_len, kvs_stamp *stamp)
+{
+	struct get_copy g = {NULL, 0, {0, 0}, KVS_OK};
+	int rc;
+
+	if (value == NULL || value_len == NULL)
+		return KVS_EINVAL;
+	rc = kvs_store_read(s, key, key_len, 0, copy_record, &g);
+	if (rc != KVS_OK)
+		return rc;
+	if (g.rc != KVS_OK)
+		return g.rc;
+	*value = g.value;
+	*value_len = g.value_len;
+	if (stamp != NULL)
+		*stamp = g.stamp;
+	return KVS_OK;
+}
+
+/* Is key inside the scan's bounds (prefix and end)? */
+static int scan_in_bounds(const kvs_scan_options *o, const MDB_val *k)
+{
+	if (o->prefix_len > 0 &&
+	    (k->mv_size < o->prefix_len ||
+	     memcmp(k->mv_data, o->prefix, o->prefix_len) != 0))
+		return 0;
+	if (o->end != NULL) {
+		size_t n = k->mv_size < o->end_len ? k->mv_size : o->end_len;
+		int c = memcmp(k->mv_data, o->end, n);
+
+		if (c > 0 || (c == 0 && k->mv_size >= o->end_len))
+			return 0;
+	}
+	return 1;
+}
+
+/* Compare two byte strings as LMDB's default comparison does. */
+static int bytes_cmp(const void *a, size_t alen, const void *b, size_t blen)
+{
+	size_t n = alen < blen ? alen : blen;
+	int c = n > 0 ? memcmp(a, b, n) : 0;
+
+	if (c != 0)
+		return c;
+	return alen < blen ? -1 : alen > blen;
+}
+
+int kvs_store_scan(kvs_store *s, const kvs_scan_options *opts,
+                   kvs_record_cb cb, void *ud)
+{
+	static const kvs_scan_options all;
+	const kvs_scan_options *o = opts ? opts : &all;
+	MDB_txn *txn;
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	MDB_cursor_op op;
+	kvs_record rec;
+	size_t reported = 0;
+	int rc, mrc;
+
+	if (s == NULL || cb == NULL)
+		return KVS_EINVAL;
+	rc = read_begin(s, &txn);
+	if (rc != KVS_OK)
+		return rc;
+	mrc = mdb_cursor_open(txn, s->kv, &cur);
+	if (mrc != MDB_SUCCESS) {
+		rc = map_mdb_error(mrc);
+		goto out;
+	}
+	/* Position at the larger of the prefix and the start key. */
+	op = MDB_FIRST;
+	k.mv_size = 0;
+	k.mv_data = NULL;
+	if (o->prefix_len > 0) {
+		k.mv_size = o->prefix_len;
+		k.mv_data = (void *)o->prefix;
+		op = MDB_SET_RANGE;
+	}
+	if (o->start != NULL && o->start_len > 0 &&
+	    (op == MDB_FIRST || bytes_cmp(o->start, o->start_len, k.mv_data,
+	                                  k.mv_size) > 0)) {
+		k.mv_size = o->start_len;
+		k.mv_data = (void *)o->start;
+		op = MDB_SET_RANGE;
+	}
+	for (mrc = mdb_cursor_get(cur, &k, &v, op); mrc == MDB_SUCCESS;
+	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (o->start != NULL && !(o->flags & KVS_SCAN_INCLUSIVE) &&
+		    bytes_cmp(k.mv_data, k.mv_size, o->start, o->start_len) <=
+		            0)
+			continue;
+		if (!scan_in_bounds(o, &k))
+			break;
+		rc = decode_record(&v, &rec);
+		if (rc != KVS_OK)
+			goto out;
+		if ((rec.flags & KVS_RECORD_TOMBSTONE) &&
+		    !(o->flags & KVS_READ_TOMBSTONES))
+			continue;
+		rec.key = k.mv_data;
+		rec.key_len = k.mv_size;
+		if (cb(ud, &rec) != 0)
+			break;
+		if (o->limit > 0 && ++reported >= o->limit)
+			break;
+	}
+	if (mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
+		rc = map_mdb_error(mrc);
+out:
+	if (cur != NULL)
+		mdb_cursor_close(cur);
+	read_end(s, txn);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* The writer                                                           */
+
+/* Counter changes of one batch, applied only when it commits. */
+struct batch_delta {
+	int64_t keys;
+	int64_t tombstones;
+};
+
+static int meta_put_u64(kvs_store *s, MDB_txn *txn, const char *name,
+                        uint64_t value)
+{
+	unsigned char buf[8];
+	MDB_val k = {strlen(name), (void *)name}, v = {sizeof(buf), buf};
+
+	put_le64(buf, value);
+	return mdb_put(txn, s->meta, &k, &v, 0);
+}
+
+static int meta_get_u64(kvs_store *s, MDB_txn *txn, const char *name,
+                        uint64_t *value)
+{
+	MDB_val k = {strlen(name), (void *)name}, v;
+	int rc = mdb_get(txn, s->meta, &k, &v);
+
+	if (rc != MDB_SUCCESS)
+		return rc;
+	if (v.mv_size != 8)
+		return MDB_CORRUPTED;
+	*value = get_le64(v.mv_data);
+	return MDB_SUCCESS;
+}
+
+/*
+ * Apply one operation inside the batch's transaction. Returns an LMDB error
+ * only for failures that poison the transaction (the batch is retried or
+ * failed as a whole); the operation's own outcome goes to op->rc.
+ */
+static int apply_op(kvs_store *s, MDB_txn *txn, struct write_op *op,
+                    struct batch_delta *d)
+{
+	MDB_val k = {op->key_len, (void *)op->key}, v;
+	kvs_record old = {0};
+	int exists, old_live, mrc;
+	unsigned new_flags;
+	const void *value = op->value;
+	size_t value_len = op->value_len;
+
+	if (op->kind == OP_META) {
+		v.mv_size = op->value_len;
+		v.mv_data = (void *)op->value;
+		mrc = mdb_put(txn, s->meta, &k, &v, 0);
+		op->rc = map_mdb_error(mrc);
+		return mrc == MDB_SUCCESS ? MDB_SUCCESS : mrc;
+	}
+	mrc = mdb_get(txn, s->kv, &k, &v);
+	if (mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
+		return mrc;
+	exists = mrc == MDB_SUCCESS;
+	if (exists && decode_record(&v, &old) != KVS_OK) {
+		op->rc = KVS_ECORRUPT;
+		return MDB_SUCCESS;
+	}
+	old_live = exists && !(old.flags & KVS_RECORD_TOMBSTONE);
+
+	op->applied = 0;
+	if (op->kind == OP_APPLY) {
+		uint64_t merged;
+
+		/* Keep the local clock ahead of every version stored here. */
+		kvs__hlc_update(&s->clock, op->stamp.hlc, &merged);
+		op->rc = KVS_OK;
+		if (exists && kvs_stamp_cmp(&op->stamp, &old.stamp) <= 0)
+			return MDB_SUCCESS;
+		new_flags = op->rflags & KVS_RECORD_TOMBSTONE;
+		if (new_flags) {
+			value = NULL;
+			value_len = 0;
+		}
+	} else {
+		if ((op->wflags & KVS_WRITE_IF_ABSENT) && old_live) {
+			op->rc = KVS_EEXISTS;
+			return MDB_SUCCESS;
+		}
+		if ((op->wflags & KVS_WRITE_IF_STAMP) &&
+		    (!old_live ||
+		     kvs_stamp_cmp(&old.stamp, &op->expect) != 0)) {
+			op->rc = KVS_ECONFLICT;
+			return MDB_SUCCESS;
+		}
+		op->stamp.hlc = kvs__hlc_now(&s->clock);
+		if (exists && op->stamp.hlc <= old.stamp.hlc)
+			kvs__hlc_update(&s->clock, old.stamp.hlc,
+			                &op->stamp.hlc);
+		op->stamp.shard = s->opts.shard_id;
+		if (op->kind == OP_DELETE) {
+			new_flags = KVS_RECORD_TOMBSTONE;
+			op->rc = old_live ? KVS_OK : KVS_NOTFOUND;
+		} else {
+			new_flags = 0;
+			op->rc = KVS_OK;
+		}
+	}
+
+	v.mv_size = HDR_SIZE + value_len;
+	v.mv_data = NULL;
+	mrc = mdb_put(txn, s->kv, &k, &v, MDB_RESERVE);
+	if (mrc != MDB_SUCCESS) {
+		if (mrc == MDB_BAD_VALSIZE) {
+			op->rc = KVS_EKEYSIZE;
+			return MDB_SUCCESS;
+		}
+		return mrc;
+	}
+	encode_header(v.mv_data, &op->stamp, new_flags);
+	if (value_len > 0)
+		memcpy((unsigned char *)v.mv_data + HDR_SIZE, value, value_len);
+	op->applied = 1;
+
+	d->keys += (new_flags ? 0 : 1) - (old_live ? 1 : 0);
+	d->tombstones += (new_flags ? 1 : 0) -
+	                 ((exists && !old_live) ? 1 : 0);
+	return MDB_SUCCESS;
+}
+
+/* Run one batch in one transaction; returns an LMDB/errno code. */
+static int run_batch(kvs_store *s, struct write_op *batch,
+                     struct batch_delta *d)
+{
+	MDB_txn *txn;
+	struct write_op *op;
+	uint64_t keys, tombs;
+	int mrc;
+
+	d->keys = d->tombstones = 0;
+	mrc = mdb_txn_begin(s->env, NULL, 0, &txn);
+	if (mrc != MDB_SUCCESS)
+		return mrc;
+	for (op = batch; op != NULL; op = op->next) {
+		mrc = apply_op(s, txn, op, d);
+		if (mrc != MDB_SUCCESS)
+			goto fail;
+	}
+	keys = (uint64_t)((int64_t)atomic_load(&s->keys) + d->keys);
+	tombs = (uint64_t)((int64_t)atomic_load(&s->tombstones) +
+	                   d->tombstones);
+	mrc = meta_put_u64(s, txn, META_HLC, kvs__hlc_peek(&s->clock));
+	if (mrc == MDB_SUCCESS)
+		mrc = meta_put_u64(s, txn, META_KEYS, keys);
+	if (mrc == MDB_SUCCESS)
+		mrc = meta_put_u64(s, txn, META_TOMBSTONES, tombs);
+	if (mrc != MDB_SUCCESS)
+		goto fail;
+	return mdb_txn_commit(txn);
+fail:
+	mdb_txn_abort(txn);
+	return mrc;
+}
+
+/* Grow the map after MDB_MAP_FULL; returns an LMDB/errno code. */
+static int grow_map(kvs_store *s, size_t need)
+{
+	size_t next = s->map_size * 2;
+	int mrc;
+
+	while (next < s->map_size + need)
+		next *= 2;
+	if (s->opts.max_map_size != 0 && next > s->opts.max_map_size) {
+		if (s->map_size >= s->opts.max_map_size)
+			return MDB_MAP_FULL;
+		next = s->opts.max_map_size;
+	}
+	pthread_rwlock_wrlock(&s->map_lock);
+	mrc = mdb_env_set_mapsize(s->env, next);
+	pthread_rwlock_unlock(&s->map_lock);
+	if (mrc == MDB_SUCCESS) {
+		s->map_size = next;
+		atomic_fetch_add(&s->grows, 1);
+	}
+	return mrc;
+}
+
+/* Call the completion of every operation in list, then forget them. */
+static void complete(struct write_op *list, int fail_rc)
+{
+	static const kvs_stamp none = {0, 0};
+	struct write_op *op, *next;
+
+	for (op = list; op != NULL; op = next) {
+		int ok;
+
+		next = op->next;
+		if (fail_rc != KVS_OK) {
+			op->rc = fail_rc;
+			op->applied = 0;
+		}
+		ok = op->rc == KVS_OK ||
+		     (op->kind == OP_DELETE && op->rc == KVS_NOTFOUND);
+		op->cb(op->ud, op->rc, ok ? &op->stamp : &none, op->applied);
+	}
+}
+
+/* Take up to max_batch operations (and MAX_BATCH_BYTES) off the queue. */
+static struct write_op *take_batch(kvs_store *s)
+{
+	struct write_op *batch = s->head, *op = batch, *last = NULL;
+	unsigned n = 0;
+	size_t bytes = 0;
+
+	while (op != NULL && n < s->opts.max_batch &&
+	       (n == 0 || bytes + op->value_len <= MAX_BATCH_BYTES)) {
+		bytes += op->value_len;
+		n++;
+		last = op;
+		op = op->next;
+	}
+	if (last != NULL)
+		last->next = NULL;
+	s->head = op;
+	if (op == NULL)
+		s->tail = &s->head;
+	return batch;
+}
+
+/* Put list back at the front of the queue (the writer holds s->mu). */
+static void requeue_front(kvs_store *s, struct write_op *list)
+{
+	struct write_op *last = list;
+
+	if (list == NULL)
+		return;
+	while (last->next != NULL)
+		last = last->next;
+	last->next = s->head;
+	if (s->head == NULL)
+		s->tail = &last->next;
+	s->head = list;
+}
+
+static size_t batch_bytes(const struct write_op *list)
+{
+	size_t n = 0;
+
+	for (; list != NULL; list = list->next)
+		n += list->key_len + list->value_len + HDR_SIZE;
+	return n;
+}
+
+static void *writer_main(void *arg)
+{
+	kvs_store *s = arg;
+	struct write_op *batch, *pending = NULL;
+	struct batch_delta d;
+	time_t last_check = time(NULL);
+	int mrc;
+
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		while (s->head == NULL && pending == NULL && !s->closing) {
+			struct timespec until;
+
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_sec += READER_CHECK_INTERVAL_S;
+			pthread_cond_timedwait(&s->cv, &s->mu, &until);
+			if (time(NULL) - last_check >= READER_CHECK_INTERVAL_S) {
+				int dead = 0;
+
+				mdb_reader_check(s->env, &dead);
+				last_check = time(NULL);
+			}
+		}
+		if (s->head == NULL) {
+			if (pending == NULL)
+				break; /* closing and drained */
+			/* Idle: make the last batch durable by itself. */
+			pthread_mutex_unlock(&s->mu);
+			mrc = mdb_env_sync(s->env, 1);
+			atomic_fetch_add(&s->syncs, 1);
+			complete(pending, map_mdb_error(mrc));
+			pending = NULL;
+			pthread_mutex_lock(&s->mu);
+			continue;
+		}
+		batch = take_batch(s);
+		pthread_mutex_unlock(&s->mu);
+
+		for (;;) {
+			mrc = run_batch(s, batch, &d);
+			if (mrc == MDB_MAP_FULL) {
+				mrc = grow_map(s, batch_bytes(batch));
+				if (mrc == MDB_SUCCESS)
+					continue;
+			} else if (mrc == MDB_TXN_FULL && batch->next != NULL) {
+				/* Too many dirty pages: retry the first half,
+				 * requeue the rest in front of the queue. */
+				struct write_op *mid = batch, *rest;
+				size_t n = 0;
+
+				for (const struct write_op *o = batch; o;
+				     o = o->next)
+					n++;
+				for (size_t i = 1; i < n / 2; i++)
+					mid = mid->next;
+				rest = mid->next;
+				mid->next = NULL;
+				pthread_mutex_lock(&s->mu);
+				requeue_front(s, rest);
+				pthread_mutex_unlock(&s->mu);
+				continue;
+			}
+			break;
+		}
+
+		if (mrc != MDB_SUCCESS) {
+			complete(batch, map_mdb_error(mrc));
+		} else {
+			unsigned n = 0;
+
+			for (const struct write_op *o = batch; o; o = o->next)
+				n++;
+			atomic_fetch_add(&s->keys, (uint64_t)d.keys);
+			atomic_fetch_add(&s->tombstones,
+			                 (uint64_t)d.tombstones);
+			atomic_fetch_add(&s->commits, 1);
+			atomic_fetch_add(&s->writes, n);
+			/* This commit's data sync made the previous batch
+			 * durable (see the top of this file). */
+			complete(pending, KVS_OK);
+			pending = NULL;
+			if (s->opts.sync == KVS_SYNC_FULL)
+				pending = batch;
+			else
+				complete(batch, KVS_OK);
+		}
+		pthread_mutex_lock(&s->mu);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+static int submit(kvs_store *s, struct write_op *op)
+{
+	pthread_mutex_lock(&s->mu);
+	if (s->closing) {
+		pthread_mutex_unlock(&s->mu);
+		return KVS_ECLOSED;
+	}
+	op->next = NULL;
+	*s->tail = op;
+	s->tail = &op->next;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	return KVS_OK;
+}
+
+/* A synchronous caller waiting for its operation. */
+struct waiter {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done;
+	int rc;
+	int applied;
+	kvs_stamp stamp;
+};
+
+static void waiter_done(void *ud, int rc, const kvs_stamp *stamp,
+                        int applied)
+{
+	struct waiter *w = ud;
+
+	pthread_mutex_lock(&w->mu);
+	w->rc = rc;
+	w->stamp = *stamp;
+	w->applied = applied;
+	w->done = 1;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static int run_sync(kvs_store *s, struct write_op *op, kvs_stamp *stamp,
+                    int *applied)
+{
+	struct waiter w;
+	int rc;
+
+	pthread_mutex_init(&w.mu, NULL);
+	pthread_cond_init(&w.cv, NULL);
+	w.done = 0;
+	op->cb = waiter_done;
+	op->ud = &w;
+	rc = submit(s, op);
+	if (rc == KVS_OK) {
+		pthread_mutex_lock(&w.mu);
+		while (!w.done)
+			pthread_cond_wait(&w.cv, &w.mu);
+		pthread_mutex_unlock(&w.mu);
+		rc = w.rc;
+		if (stamp != NULL)
+			*stamp = w.stamp;
+		if (applied != NULL)
+			*applied = w.applied;
+	}
+	pthread_cond_destroy(&w.cv);
+	pthread_mutex_destroy(&w.mu);
+	return rc;
+}
+
+/* An asynchronous operation owns a heap copy of its op. */
+struct async_op {
+	struct write_op op;
+	kvs_write_cb cb;
+	void *ud;
+};
+
+static void async_done(void *ud, int rc, const kvs_stamp *stamp, int applied)
+{
+	struct async_op *a = ud;
+	kvs_write_cb cb = a->cb;
+	void *cb_ud = a->ud;
+
+	free(a);
+	cb(cb_ud, rc, stamp, applied);
+}
+
+static int run_async(kvs_store *s, const struct write_op *op,
+                     kvs_write_cb cb, void *ud)
+{
+	struct async_op *a;
+	int rc;
+
+	if (cb == NULL)
+		return KVS_EINVAL;
+	a = malloc(sizeof(*a));
+	if (a == NULL)
+		return KVS_ENOMEM;
+	a->op = *op;
+	a->op.cb = async_done;
+	a->op.ud = a;
+	a->cb = cb;
+	a->ud = ud;
+	rc = submit(s, &a->op);
+	if (rc != KVS_OK)
+		free(a);
+	return rc;
+}
+
+/* Validate and fill an op for put/delete/apply. */
+static int prepare(kvs_store *s, struct write_op *op, enum op_kind kind,
+                   const void *key, size_t key_len, const void *value,
+                   size_t value_len, const kvs_write_options *opts)
+{
+	int rc;
+
+	if (s == NULL)
+		return KVS_EINVAL;
+	rc = check_key(s, key, key_len);
+	if (rc != KVS_OK)
+		return rc;
+	if (value_len > KVS_STORE_MAX_VALUE_SIZE)
+		return KVS_EVALSIZE;
+	if (value == NULL && value_len > 0)
+		return KVS_EINVAL;
+	memset(op, 0, sizeof(*op));
+	op->kind = kind;
+	op->key = key;
+	op->key_len = key_len;
+	op->value = value;
+	op->value_len = value_len;
+	if (opts != NULL) {
+		op->wflags = opts->flags;
+		op->expect = opts->expect;
+	}
+	return KVS_OK;
+}
+
+static int prepare_apply(kvs_store *s, struct write_op *op,
+                         const kvs_record *rec)
+{
+	int tomb, rc;
+
+	if (rec == NULL)
+		return KVS_EINVAL;
+	tomb = (rec->flags & KVS_RECORD_TOMBSTONE) != 0;
+	rc = prepare(s, op, OP_APPLY, rec->key, rec->key_len,
+	             tomb ? NULL : rec->value, tomb ? 0 : rec->value_len,
+	             NULL);
+	if (rc != KVS_OK)
+		return rc;
+	op->stamp = rec->stamp;
+	op->rflags = rec->flags;
+	return KVS_OK;
+}
+
+int kvs_store_put(kvs_store *s, const void *key, size_t key_len,
+                  const void *value, size_t value_len,
+                  const kvs_write_options *opts, kvs_stamp *stamp)
+{
+	struct write_op op;
+	int rc = prepare(s, &op, OP_PUT, key, key_len, value, value_len, opts);
+
+	return rc != KVS_OK ? rc : run_sync(s, &op, stamp, NULL);
+}
+
+int kvs_store_delete(kvs_store *s, const void *key, size_t key_len,
+                     const kvs_write_options *opts, kvs_stamp *stamp)
+{
+	struct write_op op;
+	int rc = prepare(s, &op, OP_DELETE, key, key_len, NULL, 0, opts);
+
+	return rc != KVS_OK ? rc : run_sync(s, &op, stamp, NULL);
+}
+
+int kvs_store_apply(kvs_store *s, const kvs_record *rec, int *applied)
+{
+	struct write_op op;
+	int rc = prepare_apply(s, &op, rec);
+
+	return rc != KVS_OK ? rc : run_sync(s, &op, NULL, applied);
+}
+
+int kvs_store_put_async(kvs_store *s, const void *key, size_t key_len,
+                        const void *value, size_t value_len,
+                        const kvs_write_options *opts, kvs_write_cb cb,
+                        void *ud)
+{
+	struct write_op op;
+	int rc = prepare(s, &op, OP_PUT, key, key_len, value, value_len, opts);
+
+	return rc != KVS_OK ? rc : run_async(s, &op, cb, ud);
+}
+
+int kvs_store_delete_async(kvs_store *s, const void *key, size_t key_len,
+                           const kvs_write_options *opts, kvs_write_cb cb,
+                           void *ud)
+{
+	struct write_op op;
+	int rc = prepare(s, &op, OP_DELETE, key, key_len, NULL, 0, opts);
+
+	return rc != KVS_OK ? rc : run_async(s, &op, cb, ud);
+}
+
+int kvs_store_apply_async(kvs_store *s, const kvs_record *rec,
+                          kvs_write_cb cb, void *ud)
+{
+	struct write_op op;
+	int rc = prepare_apply(s, &op, rec);
+
+	return rc != KVS_OK ? rc : run_async(s, &op, cb, ud);
+}
+
+/* ------------------------------------------------------------------ */
+/* Store metadata for other modules (topology document, ...)           */
+
+int kvs__store_meta_put(kvs_store *s, const char *name, const void *value,
+                        size_t len)
+{
+	struct write_op op;
+
+	if (s == NULL || name == NULL || *name == '\0' || value == NULL)
+		return KVS_EINVAL;
+	if (strncmp(name, "kvs.", 4) != 0)
+		return KVS_EINVAL; /* leave room for the store's own names */
+	memset(&op, 0, sizeof(op));
+	op.kind = OP_META;
+	op.key = name;
+	op.key_len = strlen(name);
+	op.value = value;
+	op.value_len = len;
+	return run_sync(s, &op, NULL, NULL);
+}
+
+int kvs__store_meta_get(kvs_store *s, const char *name, void **value,
+                        size_t *len)
+{
+	MDB_txn *txn;
+	MDB_val k, v;
+	int rc;
+
+	if (s == NULL || name == NULL || value == NULL || len == NULL)
+		return KVS_EINVAL;
+	k.mv_size = strlen(name);
+	k.mv_data = (void *)name;
+	rc = read_begin(s, &txn);
+	if (rc != KVS_OK)
+		return rc;
+	rc = map_mdb_error(mdb_get(txn, s->meta, &k, &v));
+	if (rc == KVS_OK) {
+		*value = malloc(v.mv_size ? v.mv_size : 1);
+		if (*value == NULL) {
+			rc = KVS_ENOMEM;
+		} else {
+			memcpy(*value, v.mv_data, v.mv_size);
+			*len = v.mv_size;
+		}
+	}
+	read_end(s, txn);
+	return rc;
+}
+
+uint64_t kvs__store_clock_now(kvs_store *s)
+{
+	return kvs__hlc_now(&s->clock);
+}
+
+/* ------------------------------------------------------------------ */
+/* Open, close, figures                                                 */
+
+void kvs_store_options_init(kvs_store_options *opts)
+{
+	memset(opts, 0, sizeof(*opts));
+	opts->map_size = KVS_STORE_DEFAULT_MAP_SIZE;
+	opts->max_readers = KVS_STORE_DEFAULT_MAX_READERS;
+	opts->max_batch = KVS_STORE_DEFAULT_MAX_BATCH;
+	opts->sync = KVS_SYNC_FULL;
+}
+
+/* Create the databases, check the format and load the counters. */
+static int open_databases(kvs_store *s)
+{
+	MDB_txn *txn;
+	MDB_stat st;
+	uint64_t format = 0, hlc = 0, keys = 0, tombs = 0;
+	int mrc, rc = KVS_OK;
+
+	mrc = mdb_txn_begin(s->env, NULL, 0, &txn);
+	if (mrc != MDB_SUCCESS)
+		return map_mdb_error(mrc);
+	mrc = mdb_dbi_open(txn, "kv", MDB_CREATE, &s->kv);
+	if (mrc == MDB_SUCCESS)
+		mrc = mdb_dbi_open(txn, NULL, 0, &s->meta);
+	if (mrc != MDB_SUCCESS)
+		goto fail;
+	mrc = meta_get_u64(s, txn, META_FORMAT, &format);
+	if (mrc == MDB_NOTFOUND) {
+		mrc = mdb_stat(txn, s->kv, &st);
+		if (mrc != MDB_SUCCESS)
+			goto fail;
+		if (st.ms_entries != 0) {
+			rc = KVS_ECORRUPT; /* data without a format mark */
+			goto fail_rc;
+		}
+		format = FORMAT_VERSION;
+		mrc = meta_put_u64(s, txn, META_FORMAT, format);
+		if (mrc != MDB_SUCCESS)
+			goto fail;
+	} else if (mrc != MDB_SUCCESS) {
+		goto fail;
+	}
+	if (format != FORMAT_VERSION) {
+		rc = KVS_EVERSION;
+		goto fail_rc;
+	}
+	mrc = meta_get_u64(s, txn, META_HLC, &hlc);
+	if (mrc == MDB_SUCCESS)
+		mrc = meta_get_u64(s, txn, META_KEYS, &keys);
+	if (mrc == MDB_SUCCESS)
+		mrc = meta_get_u64(s, txn, META_TOMBSTONES, &tombs);
+	if (mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
+		goto fail;
+	mrc = mdb_txn_commit(txn);
+	if (mrc != MDB_SUCCESS)
+		return map_mdb_error(mrc);
+	/* The clock restarts past every version this store ever wrote. */
+	kvs__hlc_init(&s->clock, hlc, NULL, NULL);
+	atomic_store(&s->keys, keys);
+	atomic_store(&s->tombstones, tombs);
+	return KVS_OK;
+fail:
+	rc = map_mdb_error(mrc);
+fail_rc:
+	mdb_txn_abort(txn);
+	return rc;
+}
+
+static int lock_directory(kvs_store *s, const char *path)
+{
+	size_t n = strlen(path) + sizeof(LOCK_FILE) + 2;
+	char *file = malloc(n);
+	int rc = KVS_OK;
+
+	if (file == NULL)
+		return KVS_ENOMEM;
+	snprintf(file, n, "%s/%s", path, LOCK_FILE);
+	s->lock_fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (s->lock_fd < 0)
+		rc = KVS_ESYS;
+	else if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0)
+		rc = errno == EWOULDBLOCK ? KVS_ELOCKED : KVS_ESYS;
+	free(file);
+	return rc;
+}
+
+int kvs_store_open(kvs_store **out, const char *path,
+                   const kvs_store_options *opts)
+{
+	kvs_store *s;
+	pthread_rwlockattr_t rwattr;
+	unsigned env_flags = MDB_NOTLS | MDB_NORDAHEAD | MDB_NOMETASYNC;
+	int rc, mrc;
+
+	if (out == NULL)
+		return KVS_EINVAL;
+	*out = NULL;
+	if (path == NULL || *path == '\0')
+		return KVS_EINVAL;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return KVS_ENOMEM;
+	s->lock_fd = -1;
+	if (opts != NULL)
+		s->opts = *opts;
+	else
+		kvs_store_options_init(&s->opts);
+	if (s->opts.map_size == 0)
+		s->opts.map_size = KVS_STORE_DEFAULT_MAP_SIZE;
+	if (s->opts.max_readers == 0)
+		s->opts.max_readers = KVS_STORE_DEFAULT_MAX_READERS;
+	if (s->opts.max_batch == 0)
+		s->opts.max_batch = KVS_STORE_DEFAULT_MAX_BATCH;
+	if ((s->opts.sync != KVS_SYNC_FULL &&
+	     s->opts.sync != KVS_SYNC_RELAXED) ||
+	    (s->opts.max_map_size != 0 &&
+	     s->opts.max_map_size < s->opts.map_size)) {
+		free(s);
+		return KVS_EINVAL;
+	}
+
+	pthread_rwlockattr_init(&rwattr);
+	pthread_rwlockattr_setkind_np(
+	        &rwattr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&s->map_lock, &rwattr);
+	pthread_rwlockattr_destroy(&rwattr);
+	pthread_mutex_init(&s->pool_mu, NULL);
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	s->tail = &s->head;
+
+	if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+		rc = errno == ENOENT || errno == ENOTDIR ? KVS_EINVAL : KVS_ESYS;
+		goto fail;
+	}
+	rc = lock_directory(s, path);
+	if (rc != KVS_OK)
+		goto fail;
+
+	s->pool_cap = s->opts.max_readers;
+	s->pool = calloc(s->pool_cap, sizeof(*s->pool));
+	if (s->pool == NULL) {
+		rc = KVS_ENOMEM;
+		goto fail;
+	}
+	mrc = mdb_env_create(&s->env);
+	if (mrc == MDB_SUCCESS)
+		mrc = mdb_env_set_maxdbs(s->env, MAX_DBS);
+	if (mrc == MDB_SUCCESS)
+		mrc = mdb_env_set_maxreaders(s->env, s->opts.max_readers + 1);
+	if (mrc == MDB_SUCCESS)
+		mrc = mdb_env_set_mapsize(s->env, s->opts.map_size);
+	if (mrc == MDB_SUCCESS)
+		mrc = mdb_env_open(s->env, path, env_flags, 0600);
+	if (mrc != MDB_SUCCESS) {
+		rc = map_mdb_error(mrc);
+		goto fail;
+	}
+	{
+		MDB_envinfo info;
+		int dead = 0;
+
+		/* The file may already be larger than the map asked for. */
+		mdb_env_info(s->env, &info);
+		s->map_size = info.me_mapsize;
+		mdb_reader_check(s->env, &dead);
+	}
+	s->max_key = (size_t)mdb_env_get_maxkeysize(s->env);
+	rc = open_databases(s);
+	if (rc != KVS_OK)
+		goto fail;
+	if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
+		rc = KVS_ESYS;
+		goto fail;
+	}
+	*out = s;
+	return KVS_OK;
+fail:
+	if (s->env != NULL)
+		mdb_env_close(s->env);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
+	free(s->pool);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mu);
+	pthread_mutex_destroy(&s->pool_mu);
+	pthread_rwlock_destroy(&s->map_lock);
+	free(s);
+	return rc;
+}
+
+void kvs_store_close(kvs_store *s)
+{
+	if (s == NULL)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->closing = 1;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	pthread_join(s->writer, NULL);
+	for (unsigned i = 0; i < s->pool_len; i++)
+		mdb_txn_abort(s->pool[i]);
+	mdb_env_sync(s->env, 1);
+	mdb_env_close(s->env);
+	close(s->lock_fd);
+	free(s->pool);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mu);
+	pthread_mutex_destroy(&s->pool_mu);
+	pthread_rwlock_destroy(&s->map_lock);
+	free(s);
+}
+
+size_t kvs_store_max_key_size(const kvs_store *s)
+{
+	return s != NULL ? s->max_key : 0;
+}
+
+int kvs_store_stat(kvs_store *s, kvs_store_stats *st)
+{
+	MDB_envinfo info;
+	MDB_stat mst;
+	int mrc;
+
+	if (s == NULL || st == NULL)
+		return KVS_EINVAL;
+	memset(st, 0, sizeof(*st));
+	mrc = mdb_env_info(s->env, &info);
+	if (mrc == MDB_SUCCESS)
+		mrc = mdb_env_stat(s->env, &mst);
+	if (mrc != MDB_SUCCESS)
+		return map_mdb_error(mrc);
+	st->keys = atomic_load(&s->keys);
+	st->tombstones = atomic_load(&s->tombstones);
+	st->used_bytes = (uint64_t)(info.me_last_pgno + 1) * mst.ms_psize;
+	st->map_bytes = info.me_mapsize;
+	st->commits = atomic_load(&s->commits);
+	st->writes = atomic_load(&s->writes);
+	st->syncs = atomic_load(&s->syncs);
+	st->map_grows = atomic_load(&s->grows);
+	st->readers_used = info.me_numreaders;
+	st->max_readers = info.me_maxreaders;
+	return KVS_OK;
+}
+
+int kvs_store_backup(kvs_store *s, const char *path)
+{
+	int mrc;
+
+	if (s == NULL || path == NULL || *path == '\0')
+		return KVS_EINVAL;
+	/* mdb_env_copy2 runs its own read transaction: keep the map from
+	 * being resized under it. */
+	pthread_rwlock_rdlock(&s->map_lock);
+	mrc = mdb_env_copy2(s->env, path, MDB_CP_COMPACT);
+	pthread_rwlock_unlock(&s->map_lock);
+	if (mrc == ENOENT || mrc == ENOTDIR || mrc == EEXIST)
+		return KVS_EINVAL;
+	return map_mdb_error(mrc);
+}

@@ -1,0 +1,82 @@
+/*
+ * testutil.c - helpers shared by the Check tests.
+ */
+#include <check.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+const char *tu_mkdtemp(void)
+{
+	static char path[4096];
+	const char *tmp = getenv("TMPDIR");
+
+	snprintf(path, sizeof(path), "%s/kvstest.XXXXXX",
+	         tmp && *tmp ? tmp : "/tmp");
+	ck_assert_ptr_nonnull(mkdtemp(path));
+	return path;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag,
+                  struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0;
+}
+
+void tu_rmtree(const char *path)
+{
+	if (path != NULL && *path != '\0')
+		nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+uint64_t tu_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static const char *root_path(const char *var, const char *rel)
+{
+	static char path[4096];
+	const char *root = getenv(var);
+
+	ck_assert_msg(root != NULL, "%s is not set (run through meson test)",
+	              var);
+	snprintf(path, sizeof(path), "%s/%s", root, rel);
+	return path;
+}
+
+const char *tu_build_path(const char *rel)
+{
+	return root_path("KVS_BUILD_ROOT", rel);
+}
+
+const char *tu_source_path(const char *rel)
+{
+	return root_path("KVS_SOURCE_ROOT", rel);
+}
+
+int tu_write_file(const char *path, const void *data, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+	size_t n;
+
+	if (f == NULL)
+		return -1;
+	n = fwrite(data, 1, len, f);
+	if (fclose(f) != 0 || n != len)
+		return -1;
+	return 0;
+}

@@ -1,0 +1,30 @@
+/*
+ * testutil.h - helpers shared by the Check tests: temporary directories,
+ * paths into the build tree, bounded waits.
+ */
+#ifndef KVS_TESTUTIL_H
+#define KVS_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A fresh empty directory under $TMPDIR; the path is static storage reused
+ * by the next call (copy it if you need two). Aborts the test on failure. */
+const char *tu_mkdtemp(void);
+
+/* Remove a directory tree (best effort). */
+void tu_rmtree(const char *path);
+
+/* Monotonic milliseconds. */
+uint64_t tu_now_ms(void);
+
+/* Path of a file in the build tree ($KVS_BUILD_ROOT/rel), static storage. */
+const char *tu_build_path(const char *rel);
+
+/* Path of a file in the source tree ($KVS_SOURCE_ROOT/rel), static storage. */
+const char *tu_source_path(const char *rel);
+
+/* Write len bytes to a new file; returns 0 or -1. */
+int tu_write_file(const char *path, const void *data, size_t len);
+
+#endif
