@@ -1,0 +1,328 @@
+/*
+ * test_config.c - the cluster configuration: the seed's file, defaults,
+ * every optional table, and errors reported as file:line:column.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvshard.h"
+#include "testutil.h"
+
+static const char seed[] =
+	"[[shards]]\n"
+	"name = \"shard-1\"\n"
+	"idx = 0\n"
+	"address = \"localhost:8081\"\n"
+	"\n"
+	"[[shards]]\n"
+	"name = \"shard-2\"\n"
+	"idx = 1\n"
+	"address = \"localhost:8082\"\n";
+
+static kvs_config *parse_ok(const char *text)
+{
+	kvs_config *cfg = NULL;
+	char err[KVS_ERRBUF_SIZE];
+	int rc = kvs_config_parse(&cfg, text, strlen(text), "t.toml", err);
+
+	ck_assert_msg(rc == KVS_OK, "rejected: %s", err);
+	return cfg;
+}
+
+/* Parse text that must fail; compare the whole message. */
+static void parse_err(const char *text, const char *want)
+{
+	kvs_config *cfg = (kvs_config *)1;
+	char err[KVS_ERRBUF_SIZE];
+
+	ck_assert_int_eq(kvs_config_parse(&cfg, text, strlen(text), "t.toml",
+	                                  err),
+	                 KVS_ECONFIG);
+	ck_assert_ptr_null(cfg);
+	ck_assert_str_eq(err, want);
+}
+
+START_TEST(seed_file_loads_unchanged)
+{
+	kvs_config *cfg = parse_ok(seed);
+	const kvs_cluster_config *c = kvs_config_cluster(cfg);
+	const kvs_shard_config *s;
+
+	ck_assert_uint_eq(kvs_config_shard_count(cfg), 2);
+	s = kvs_config_shard(cfg, 1);
+	ck_assert_str_eq(s->name, "shard-2");
+	ck_assert_uint_eq(s->idx, 1);
+	ck_assert_str_eq(s->address, "localhost:8082");
+	ck_assert_str_eq(s->host, "localhost");
+	ck_assert_uint_eq(s->port, 8082);
+	ck_assert_double_eq(s->weight, 1.0);
+	ck_assert_uint_eq(s->line, 6);
+	ck_assert_ptr_eq(kvs_config_find_shard(cfg, "shard-1"),
+	                 kvs_config_shard(cfg, 0));
+	ck_assert_ptr_null(kvs_config_find_shard(cfg, "shard-9"));
+	ck_assert_ptr_null(kvs_config_shard(cfg, 2));
+	/* Defaults: N = min(3, shards), majority quorums. */
+	ck_assert_uint_eq(c->replication, 2);
+	ck_assert_uint_eq(c->write_quorum, 2);
+	ck_assert_uint_eq(c->read_quorum, 2);
+	ck_assert_uint_eq(c->vnodes, KVS_RING_DEFAULT_VNODES);
+	ck_assert_int_eq(c->routing, KVS_ROUTING_PROXY);
+	ck_assert_str_eq(c->data_dir, "data");
+	ck_assert_uint_eq(c->request_timeout_ms, KVS_DEFAULT_REQUEST_TIMEOUT_MS);
+	ck_assert_uint_eq(c->max_key_bytes, 511);
+	ck_assert_uint_eq(c->max_value_bytes, 16u << 20);
+	ck_assert_int_eq(c->sync, KVS_SYNC_FULL);
+	ck_assert_ptr_null(c->cluster_secret);
+	ck_assert_ptr_null(c->tls_cert);
+	ck_assert_str_eq(c->path, "t.toml");
+	kvs_config_free(cfg);
+}
+END_TEST
+
+START_TEST(repo_config_file_loads)
+{
+	kvs_config *cfg = NULL;
+	char err[KVS_ERRBUF_SIZE];
+
+	ck_assert_msg(kvs_config_load(&cfg, tu_source_path("shard-config.toml"),
+	                              err) == KVS_OK,
+	              "%s", err);
+	ck_assert_uint_eq(kvs_config_shard_count(cfg), 3);
+	ck_assert_uint_eq(kvs_config_cluster(cfg)->replication, 3);
+	ck_assert_uint_eq(kvs_config_cluster(cfg)->write_quorum, 2);
+	kvs_config_free(cfg);
+}
+END_TEST
+
+START_TEST(every_option)
+{
+	static const char text[] =
+		"[cluster]\n"
+		"replication = 3\n"
+		"write_quorum = 3\n"
+		"read_quorum = 1\n"
+		"vnodes = 64\n"
+		"routing = \"redirect\"\n"
+		"data_dir = \"/var/lib/kvshard\"\n"
+		"request_timeout_ms = 1500\n"
+		"connect_timeout_ms = 100\n"
+		"[storage]\n"
+		"sync = \"relaxed\"\n"
+		"map_size = 1_073_741_824\n"
+		"max_map_size = 0\n"
+		"[limits]\n"
+		"max_key_bytes = 200\n"
+		"max_value_bytes = 1048576\n"
+		"max_connections = 300\n"
+		"idle_timeout_s = 30\n"
+		"max_batch_ops = 50\n"
+		"max_scan_limit = 500\n"
+		"[server]\n"
+		"threads = 4\n"
+		"[auth]\n"
+		"client_tokens = [\"c1\", \"c2\"]\n"
+		"read_tokens = [\"r1\"]\n"
+		"cluster_secret = \"s3cret\"\n"
+		"[tls]\n"
+		"cert = \"server.pem\"\n"
+		"key = \"server.key\"\n"
+		"ca = \"ca.pem\"\n"
+		"[[shards]]\n"
+		"name = \"a\"\nidx = 0\naddress = \"127.0.0.1:1\"\nweight = 2\n"
+		"[[shards]]\n"
+		"name = \"b\"\nidx = 1\naddress = \"[::1]:2\"\nweight = 0.5\n"
+		"[[shards]]\n"
+		"name = \"c.1_x\"\nidx = 7\naddress = \"db-3.example.com:65535\"\n";
+	kvs_config *cfg = parse_ok(text);
+	const kvs_cluster_config *c = kvs_config_cluster(cfg);
+
+	ck_assert_uint_eq(c->replication, 3);
+	ck_assert_uint_eq(c->write_quorum, 3);
+	ck_assert_uint_eq(c->read_quorum, 1);
+	ck_assert_uint_eq(c->vnodes, 64);
+	ck_assert_int_eq(c->routing, KVS_ROUTING_REDIRECT);
+	ck_assert_str_eq(c->data_dir, "/var/lib/kvshard");
+	ck_assert_uint_eq(c->request_timeout_ms, 1500);
+	ck_assert_uint_eq(c->connect_timeout_ms, 100);
+	ck_assert_int_eq(c->sync, KVS_SYNC_RELAXED);
+	ck_assert_uint_eq(c->map_size, 1u << 30);
+	ck_assert_uint_eq(c->max_key_bytes, 200);
+	ck_assert_uint_eq(c->max_value_bytes, 1048576);
+	ck_assert_uint_eq(c->max_connections, 300);
+	ck_assert_uint_eq(c->idle_timeout_s, 30);
+	ck_assert_uint_eq(c->max_batch_ops, 50);
+	ck_assert_uint_eq(c->max_scan_limit, 500);
+	ck_assert_uint_eq(c->threads, 4);
+	ck_assert_uint_eq(c->n_client_tokens, 2);
+	ck_assert_str_eq(c->client_tokens[1], "c2");
+	ck_assert_uint_eq(c->n_read_tokens, 1);
+	ck_assert_str_eq(c->read_tokens[0], "r1");
+	ck_assert_str_eq(c->cluster_secret, "s3cret");
+	ck_assert_str_eq(c->tls_cert, "server.pem");
+	ck_assert_str_eq(c->tls_key, "server.key");
+	ck_assert_str_eq(c->tls_ca, "ca.pem");
+	ck_assert_double_eq(kvs_config_shard(cfg, 0)->weight, 2.0);
+	ck_assert_str_eq(kvs_config_shard(cfg, 1)->host, "::1");
+	ck_assert_uint_eq(kvs_config_shard(cfg, 1)->port, 2);
+	ck_assert_double_eq(kvs_config_shard(cfg, 1)->weight, 0.5);
+	ck_assert_uint_eq(kvs_config_shard(cfg, 2)->idx, 7);
+	kvs_config_free(cfg);
+}
+END_TEST
+
+START_TEST(replication_is_capped)
+{
+	kvs_config *cfg = parse_ok("[cluster]\nreplication = 5\n"
+	                           "[[shards]]\nname = \"x\"\nidx = 0\n"
+	                           "address = \"localhost:1\"\n");
+
+	ck_assert_uint_eq(kvs_config_cluster(cfg)->replication, 1);
+	ck_assert_uint_eq(kvs_config_cluster(cfg)->write_quorum, 1);
+	ck_assert_uint_eq(kvs_config_cluster(cfg)->read_quorum, 1);
+	kvs_config_free(cfg);
+}
+END_TEST
+
+#define ONE_SHARD "[[shards]]\nname = \"s\"\nidx = 0\naddress = \"h:1\"\n"
+
+START_TEST(errors_point_at_the_mistake)
+{
+	parse_err("", "t.toml:1:1: no shards: add at least one [[shards]] "
+	              "table with name, idx and address");
+	parse_err(ONE_SHARD "[[shards]]\nname = \"s\"\nidx = 1\naddress = \"h:2\"\n",
+	          "t.toml:5:1: duplicate shard name \"s\" (first defined on line 1)");
+	parse_err(ONE_SHARD "[[shards]]\nname = \"t\"\nidx = 0\naddress = \"h:2\"\n",
+	          "t.toml:5:1: duplicate shard idx 0 (shard \"s\" on line 1 has it)");
+	parse_err(ONE_SHARD "[[shards]]\nname = \"t\"\nidx = 1\naddress = \"H:1\"\n",
+	          "t.toml:5:1: duplicate address \"H:1\" (shard \"s\" on line 1 has it)");
+	parse_err("[[shards]]\nname = \"s\"\naddress = \"h:1\"\n",
+	          "t.toml:1:1: shard is missing 'idx'");
+	parse_err("[[shards]]\nname = \"s\"\nidx = \"0\"\naddress = \"h:1\"\n",
+	          "t.toml:3:7: 'idx' must be an integer, not string");
+	parse_err("[[shards]]\nname = \"s\"\nidx = -1\naddress = \"h:1\"\n",
+	          "t.toml:3:7: 'idx' must be between 0 and 2147483647, not -1");
+	parse_err("[[shards]]\nname = \"s\"\nidx = 0\naddress = \"h\"\n",
+	          "t.toml:4:11: bad address \"h\": expected host:port");
+	parse_err("[[shards]]\nname = \"s\"\nidx = 0\naddress = \"h:0\"\n",
+	          "t.toml:4:11: bad address \"h:0\": the port must be a number "
+	          "from 1 to 65535");
+	parse_err("[[shards]]\nname = \"s\"\nidx = 0\naddress = \"h:99999\"\n",
+	          "t.toml:4:11: bad address \"h:99999\": the port must be a "
+	          "number from 1 to 65535");
+	parse_err("[[shards]]\nname = \"s\"\nidx = 0\naddress = \"http://h:80\"\n",
+	          "t.toml:4:11: bad address \"http://h:80\": the host has "
+	          "invalid characters");
+	parse_err("[[shards]]\nname = \"s\"\nidx = 0\naddress = \"h:1\"\nport = 3\n",
+	          "t.toml:5:1: unknown key 'port' in [[shards]]");
+	parse_err("[[shards]]\nname = \"../x\"\nidx = 0\naddress = \"h:1\"\n",
+	          "t.toml:2:8: shard name \"../x\" must be 1 to 64 of A-Z a-z 0-9 "
+	          ". _ - and not start with '.' or '-'");
+	parse_err(ONE_SHARD "[cluster]\nreplicas = 3\n",
+	          "t.toml:6:1: unknown key 'replicas' in [cluster]");
+	parse_err(ONE_SHARD "[clutser]\nreplication = 3\n",
+	          "t.toml:5:2: unknown key 'clutser' (expected [[shards]], "
+	          "[cluster], [storage], [limits], [server], [auth] or [tls])");
+	parse_err(ONE_SHARD "[cluster]\nrouting = \"forward\"\n",
+	          "t.toml:6:11: 'routing' must be \"proxy\" or \"redirect\", "
+	          "not \"forward\"");
+	parse_err(ONE_SHARD "[cluster]\nwrite_quorum = 2\n",
+	          "t.toml:6:16: 'write_quorum' 2 is larger than the replication "
+	          "factor 1 (capped at the number of shards that hold data)");
+	parse_err(ONE_SHARD "[limits]\nmax_key_bytes = 512\n",
+	          "t.toml:6:17: 'max_key_bytes' must be between 1 and 511, not 512");
+	parse_err(ONE_SHARD "[tls]\ncert = \"c.pem\"\n",
+	          "t.toml:5:1: [tls] needs both 'cert' and 'key'");
+	parse_err(ONE_SHARD "[auth]\nclient_tokens = [\"a\", 3]\n",
+	          "t.toml:6:23: 'client_tokens' must be an array of strings; "
+	          "entry 2 is integer");
+	parse_err(ONE_SHARD "[auth]\nread_tokens = [\"r\"]\n",
+	          "t.toml:5:1: [auth] with tokens also needs 'cluster_secret' "
+	          "(the shards' shared secret for peer requests)");
+	parse_err(ONE_SHARD "[auth]\ncluster_secret = \"\"\n",
+	          "t.toml:6:18: 'cluster_secret' must not be empty");
+	parse_err(ONE_SHARD "cluster = 3\n",
+	          "t.toml:5:1: unknown key 'cluster' in [[shards]]");
+	parse_err("cluster = 3\n" ONE_SHARD,
+	          "t.toml:1:1: 'cluster' must be a table ([cluster]), not integer");
+	parse_err("shards = 1\n",
+	          "t.toml:1:1: 'shards' must be an array of tables ([[shards]]), "
+	          "not integer");
+	parse_err("[[shards]]\nname = \"s\"\nidx = 0\naddress = \"h:1\"\nweight = 0\n",
+	          "t.toml:1:1: every shard has weight 0: nothing could store a key");
+	parse_err(ONE_SHARD "[storage]\nsync = \"none\"\n",
+	          "t.toml:6:8: 'sync' must be \"full\" or \"relaxed\", not \"none\"");
+}
+END_TEST
+
+START_TEST(syntax_errors_have_positions)
+{
+	kvs_config *cfg = NULL;
+	char err[KVS_ERRBUF_SIZE];
+	static const char *bad[] = {
+		"[[shards]]\nname = \"s\nidx = 0\n",   /* unterminated string */
+		"[[shards]]\nname \"s\"\n",             /* missing = */
+		"[[shards]]\nname = \"s\"\nname = \"t\"\n", /* duplicate key */
+		"[cluster]\nvnodes = 99999999999999999999\n",
+	};
+	static const char *prefix[] = {"t.toml:2:", "t.toml:2:", "t.toml:3:",
+	                               "t.toml:2:"};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_int_eq(kvs_config_parse(&cfg, bad[i], strlen(bad[i]),
+		                                  "t.toml", err),
+		                 KVS_ECONFIG);
+		ck_assert_msg(strncmp(err, prefix[i], strlen(prefix[i])) == 0,
+		              "case %zu: '%s' does not start with '%s'", i, err,
+		              prefix[i]);
+		/* line:col: then a message */
+		ck_assert_uint_gt(strlen(err), strlen(prefix[i]) + 4);
+	}
+}
+END_TEST
+
+START_TEST(load_from_file)
+{
+	const char *dir = tu_mkdtemp();
+	char path[4200], err[KVS_ERRBUF_SIZE];
+	kvs_config *cfg = (kvs_config *)1;
+
+	snprintf(path, sizeof(path), "%s/missing.toml", dir);
+	ck_assert_int_eq(kvs_config_load(&cfg, path, err), KVS_EIO);
+	ck_assert_ptr_null(cfg);
+	ck_assert_ptr_nonnull(strstr(err, "missing.toml: No such file"));
+	snprintf(path, sizeof(path), "%s/c.toml", dir);
+	ck_assert_int_eq(tu_write_file(path, seed, strlen(seed)), 0);
+	ck_assert_int_eq(kvs_config_load(&cfg, path, err), KVS_OK);
+	ck_assert_str_eq(kvs_config_cluster(cfg)->path, path);
+	kvs_config_free(cfg);
+	ck_assert_int_eq(tu_write_file(path, "[[shards]]\nx = 1\n", 17), 0);
+	ck_assert_int_eq(kvs_config_load(&cfg, path, err), KVS_ECONFIG);
+	ck_assert_ptr_nonnull(strstr(err, "c.toml:2:1: unknown key 'x'"));
+	kvs_config_free(NULL);
+	tu_rmtree(dir);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("config");
+	TCase *tc = tcase_create("core");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_test(tc, seed_file_loads_unchanged);
+	tcase_add_test(tc, repo_config_file_loads);
+	tcase_add_test(tc, every_option);
+	tcase_add_test(tc, replication_is_capped);
+	tcase_add_test(tc, errors_point_at_the_mistake);
+	tcase_add_test(tc, syntax_errors_have_positions);
+	tcase_add_test(tc, load_from_file);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
