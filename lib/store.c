@@ -858,9 +858,10 @@ static void async_done(void *ud, int rc, const kvs_stamp *stamp, int applied)
 	struct async_op *a = ud;
 	kvs_write_cb cb = a->cb;
 	void *cb_ud = a->ud;
+	kvs_stamp st = *stamp; /* it may live inside *a */
 
 	free(a);
-	cb(cb_ud, rc, stamp, applied);
+	cb(cb_ud, rc, &st, applied);
 }
 
 static int run_async(kvs_store *s, const struct write_op *op,
