@@ -15,7 +15,7 @@
 #define DEFAULT_KEYS 1000000
 #define MAX_SHARDS 128
 
-static char names[MAX_SHARDS + 1][16];
+static char names[MAX_SHARDS + 1][32];
 
 static kvs_ring *make_ring(size_t n, unsigned vnodes)
 {

@@ -1,0 +1,336 @@
+/*
+ * cluster.c - real kvshard-server processes for tests.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cluster.h"
+#include "testutil.h"
+
+#define START_TIMEOUT_MS 10000
+#define STOP_TIMEOUT_MS 10000
+#define POLL_MS 20
+
+int tc_free_port(void)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	ck_assert_int_ge(fd, 0);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+void tc_prepare(struct tc_cluster *c, int n, const char *extra_toml)
+{
+	FILE *f;
+
+	ck_assert_int_le(n, TC_MAX_NODES);
+	memset(c, 0, sizeof(*c));
+	c->n = n;
+	snprintf(c->dir, sizeof(c->dir), "%s", tu_mkdtemp());
+	snprintf(c->config, sizeof(c->config), "%s/cluster.toml", c->dir);
+	f = fopen(c->config, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "%s\n", extra_toml ? extra_toml : "");
+	for (int i = 0; i < n; i++) {
+		struct tc_node *nd = &c->node[i];
+
+		snprintf(nd->name, sizeof(nd->name), "shard-%d", i + 1);
+		nd->port = tc_free_port();
+		snprintf(nd->url, sizeof(nd->url), "http://127.0.0.1:%d",
+		         nd->port);
+		fprintf(f, "[[shards]]\nname = \"%s\"\nidx = %d\n"
+		           "address = \"127.0.0.1:%d\"\n\n",
+		        nd->name, i, nd->port);
+	}
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+void tc_start_node(struct tc_cluster *c, int i)
+{
+	struct tc_node *nd = &c->node[i];
+	char log[700], data[700], health[96];
+	uint64_t deadline;
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/%s.log", c->dir, nd->name);
+	snprintf(data, sizeof(data), "%s/data/%s", c->dir, nd->name);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		FILE *out = freopen(log, "a", stderr);
+
+		if (out == NULL)
+			_exit(126);
+		dup2(STDERR_FILENO, STDOUT_FILENO);
+		execl(tu_build_path("server/kvshard-server"), "kvshard-server",
+		      "--config", c->config, "--shard", nd->name, "--data-dir",
+		      data, (char *)NULL);
+		_exit(127);
+	}
+	nd->pid = pid;
+	snprintf(health, sizeof(health), "%s/health", nd->url);
+	deadline = tu_now_ms() + START_TIMEOUT_MS;
+	while (tu_now_ms() < deadline) {
+		struct tc_resp r;
+		int status;
+
+		if (tc_http("GET", health, NULL, 0, NULL, &r) == 0 &&
+		    r.status == 200) {
+			tc_resp_free(&r);
+			return;
+		}
+		tc_resp_free(&r);
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			nd->pid = 0;
+			tc_dump_logs(c);
+			ck_abort_msg("%s exited at start (status %d)", nd->name,
+			             status);
+		}
+		usleep(POLL_MS * 1000);
+	}
+	tc_dump_logs(c);
+	ck_abort_msg("%s did not answer /health within %d ms", nd->name,
+	             START_TIMEOUT_MS);
+}
+
+void tc_start(struct tc_cluster *c, int n, const char *extra_toml)
+{
+	tc_prepare(c, n, extra_toml);
+	for (int i = 0; i < n; i++)
+		tc_start_node(c, i);
+}
+
+int tc_stop_node(struct tc_cluster *c, int i, int sig)
+{
+	struct tc_node *nd = &c->node[i];
+	uint64_t deadline = tu_now_ms() + STOP_TIMEOUT_MS;
+	int status = 0;
+
+	if (nd->pid <= 0)
+		return 0;
+	kill(nd->pid, sig);
+	while (waitpid(nd->pid, &status, WNOHANG) != nd->pid) {
+		if (tu_now_ms() > deadline) {
+			kill(nd->pid, SIGKILL);
+			waitpid(nd->pid, &status, 0);
+			nd->pid = 0;
+			ck_abort_msg("%s did not exit within %d ms of signal %d",
+			             nd->name, STOP_TIMEOUT_MS, sig);
+		}
+		usleep(POLL_MS * 1000);
+	}
+	nd->pid = 0;
+	return status;
+}
+
+void tc_stop(struct tc_cluster *c)
+{
+	for (int i = 0; i < c->n; i++)
+		if (c->node[i].pid > 0) {
+			kill(c->node[i].pid, SIGKILL);
+			waitpid(c->node[i].pid, NULL, 0);
+			c->node[i].pid = 0;
+		}
+	tu_rmtree(c->dir);
+}
+
+void tc_dump_logs(const struct tc_cluster *c)
+{
+	for (int i = 0; i < c->n; i++) {
+		char path[700], line[1024];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/%s.log", c->dir, c->node[i].name);
+		f = fopen(path, "r");
+		if (f == NULL)
+			continue;
+		fprintf(stderr, "---- %s ----\n", c->node[i].name);
+		while (fgets(line, sizeof(line), f) != NULL)
+			fputs(line, stderr);
+		fclose(f);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+
+struct sink {
+	struct tc_resp *r;
+	size_t cap;
+	size_t hlen;
+};
+
+static size_t on_body(char *d, size_t s, size_t n, void *ud)
+{
+	struct sink *k = ud;
+	size_t len = s * n;
+
+	if (k->r->len + len + 1 > k->cap) {
+		size_t cap = k->cap ? k->cap : 4096;
+		char *b;
+
+		while (cap < k->r->len + len + 1)
+			cap *= 2;
+		b = realloc(k->r->body, cap);
+		if (b == NULL)
+			return 0;
+		k->r->body = b;
+		k->cap = cap;
+	}
+	memcpy(k->r->body + k->r->len, d, len);
+	k->r->len += len;
+	k->r->body[k->r->len] = '\0';
+	return len;
+}
+
+static size_t on_header(char *d, size_t s, size_t n, void *ud)
+{
+	struct sink *k = ud;
+	size_t len = s * n;
+
+	if (len >= 5 && memcmp(d, "HTTP/", 5) == 0)
+		k->hlen = 0;
+	if (k->hlen + len < sizeof(k->r->headers)) {
+		memcpy(k->r->headers + k->hlen, d, len);
+		k->hlen += len;
+		k->r->headers[k->hlen] = '\0';
+	}
+	return len;
+}
+
+int tc_http_on(void **handle, const char *method, const char *url,
+               const void *body, size_t len, const char *const *headers,
+               struct tc_resp *out)
+{
+	CURL *e = *handle;
+	struct curl_slist *h = NULL;
+	struct sink k = {out, 0, 0};
+	CURLcode cc;
+
+	memset(out, 0, sizeof(*out));
+	if (e == NULL) {
+		e = curl_easy_init();
+		*handle = e;
+	} else {
+		curl_easy_reset(e);
+	}
+	ck_assert_ptr_nonnull(e);
+	h = curl_slist_append(h, "Expect:");
+	for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
+		h = curl_slist_append(h, headers[i]);
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 20000L);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, &k);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, &k);
+	if (strcmp(method, "HEAD") == 0) {
+		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	} else if (strcmp(method, "GET") != 0) {
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+		if (body != NULL) {
+			curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+			curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+			                 (curl_off_t)len);
+		}
+	}
+	cc = curl_easy_perform(e);
+	curl_slist_free_all(h);
+	curl_easy_getinfo(e, CURLINFO_TOTAL_TIME, &out->seconds);
+	curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &out->connects);
+	if (cc != CURLE_OK)
+		return -1;
+	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &out->status);
+	if (out->body == NULL) {
+		out->body = calloc(1, 1);
+		ck_assert_ptr_nonnull(out->body);
+	}
+	return 0;
+}
+
+void tc_http_close(void **handle)
+{
+	if (*handle != NULL)
+		curl_easy_cleanup(*handle);
+	*handle = NULL;
+}
+
+int tc_http(const char *method, const char *url, const void *body,
+            size_t len, const char *const *headers, struct tc_resp *out)
+{
+	void *h = NULL;
+	int rc = tc_http_on(&h, method, url, body, len, headers, out);
+
+	tc_http_close(&h);
+	return rc;
+}
+
+const char *tc_header(const struct tc_resp *r, const char *name)
+{
+	static char value[1024];
+	size_t nlen = strlen(name);
+	const char *p = r->headers;
+
+	while (p != NULL && *p != '\0') {
+		const char *eol = strchr(p, '\n');
+		size_t linelen = eol ? (size_t)(eol - p) : strlen(p);
+
+		if (linelen > nlen && p[nlen] == ':' &&
+		    strncasecmp(p, name, nlen) == 0) {
+			const char *v = p + nlen + 1;
+			size_t vlen;
+
+			while (*v == ' ')
+				v++;
+			vlen = (size_t)(p + linelen - v);
+			while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == ' '))
+				vlen--;
+			if (vlen >= sizeof(value))
+				vlen = sizeof(value) - 1;
+			memcpy(value, v, vlen);
+			value[vlen] = '\0';
+			return value;
+		}
+		p = eol ? eol + 1 : NULL;
+	}
+	return NULL;
+}
+
+void tc_resp_free(struct tc_resp *r)
+{
+	free(r->body);
+	r->body = NULL;
+}
+
+struct tc_resp tc_get(const char *url, long status)
+{
+	struct tc_resp r;
+
+	ck_assert_msg(tc_http("GET", url, NULL, 0, NULL, &r) == 0,
+	              "no answer from %s", url);
+	ck_assert_msg(r.status == status, "GET %s: status %ld, wanted %ld: %s",
+	              url, r.status, status, r.body);
+	return r;
+}

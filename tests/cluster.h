@@ -1,0 +1,86 @@
+/*
+ * cluster.h - run real kvshard-server processes for tests.
+ *
+ * A test cluster lives in a fresh temporary directory: its config file,
+ * each shard's store and log. Shards listen on free ports of 127.0.0.1.
+ * Every wait is bounded, and every process is stopped by its pid.
+ */
+#ifndef KVS_TEST_CLUSTER_H
+#define KVS_TEST_CLUSTER_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#define TC_MAX_NODES 8
+
+struct tc_node {
+	char name[24];
+	int port;
+	pid_t pid;
+	char url[64]; /* "http://127.0.0.1:port" */
+};
+
+struct tc_cluster {
+	int n;
+	char dir[512];
+	char config[600];
+	struct tc_node node[TC_MAX_NODES];
+};
+
+/* A free TCP port on 127.0.0.1. */
+int tc_free_port(void);
+
+/* Write the config for n shards (on free ports) plus extra TOML (may be
+ * NULL), without starting anything. */
+void tc_prepare(struct tc_cluster *c, int n, const char *extra_toml);
+
+/* tc_prepare, then start every shard and wait until each answers
+ * /health. Fails the test on error. */
+void tc_start(struct tc_cluster *c, int n, const char *extra_toml);
+
+/* Start shard i and wait for /health (10 s at most). */
+void tc_start_node(struct tc_cluster *c, int i);
+
+/* Send sig to shard i and wait for it to exit (10 s, then SIGKILL).
+ * Returns the wait status. */
+int tc_stop_node(struct tc_cluster *c, int i, int sig);
+
+/* Stop every running shard and remove the directory. */
+void tc_stop(struct tc_cluster *c);
+
+/* Print the shards' logs to stderr (for failing tests). */
+void tc_dump_logs(const struct tc_cluster *c);
+
+/* An HTTP answer. */
+struct tc_resp {
+	long status;
+	char *body; /* NUL-terminated (not counted in len) */
+	size_t len;
+	char headers[8192];
+	double seconds;
+	long connects; /* new connections this request opened */
+};
+
+/*
+ * Send one request with libcurl (no redirects followed). headers is a
+ * NULL-terminated list of "Name: value" or NULL. A body of NULL sends none.
+ * Returns 0 when an answer came, -1 otherwise (status 0).
+ */
+int tc_http(const char *method, const char *url, const void *body,
+            size_t len, const char *const *headers, struct tc_resp *out);
+
+/* The same over a reusable handle (keep-alive): pass the same *handle. */
+int tc_http_on(void **handle, const char *method, const char *url,
+               const void *body, size_t len, const char *const *headers,
+               struct tc_resp *out);
+void tc_http_close(void **handle);
+
+/* Value of a response header (case-insensitive), static storage, or NULL. */
+const char *tc_header(const struct tc_resp *r, const char *name);
+
+void tc_resp_free(struct tc_resp *r);
+
+/* GET url and expect status; returns the response (free it). */
+struct tc_resp tc_get(const char *url, long status);
+
+#endif

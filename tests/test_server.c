@@ -1,0 +1,813 @@
+/*
+ * test_server.c - kvshard-server as a user meets it: real processes on
+ * loopback ports, the seed's endpoints through any node, the REST API,
+ * errors, failures of peers, signals, restarts.
+ */
+#include <check.h>
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include "cluster.h"
+#include "kvshard.h"
+#include "testutil.h"
+
+static struct tc_cluster C;
+
+static void teardown(void)
+{
+	tc_stop(&C);
+}
+
+/* A key whose primary owner is shard `owner` (0-based) of C. */
+static const char *key_owned_by(int owner, const char *prefix)
+{
+	static char key[64];
+	kvs_ring_member m[TC_MAX_NODES];
+	kvs_ring *ring;
+
+	for (int i = 0; i < C.n; i++) {
+		m[i].name = C.node[i].name;
+		m[i].weight = 1.0;
+	}
+	ck_assert_int_eq(kvs_ring_new(&ring, m, (size_t)C.n, 0), KVS_OK);
+	for (int i = 0;; i++) {
+		size_t o;
+
+		snprintf(key, sizeof(key), "%s%d", prefix, i);
+		kvs_ring_owners(ring, key, strlen(key), &o, 1);
+		if ((int)o == owner)
+			break;
+	}
+	kvs_ring_free(ring);
+	return key;
+}
+
+/* The URL of shard node followed by fmt, whose one %s is arg. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+static char *url(int node, const char *fmt, const char *arg)
+{
+	static char buf[4][2048];
+	static int next;
+	char *u = buf[next++ % 4];
+	int n = snprintf(u, sizeof(buf[0]), "%s", C.node[node].url);
+
+	snprintf(u + n, sizeof(buf[0]) - (size_t)n, fmt, arg);
+	return u;
+}
+#pragma GCC diagnostic pop
+
+/* Check a JSON error answer: status and stable code. */
+static void expect_error(const struct tc_resp *r, long status,
+                         const char *code)
+{
+	char want[128];
+
+	ck_assert_msg(r->status == status, "status %ld, wanted %ld: %s",
+	              r->status, status, r->body);
+	snprintf(want, sizeof(want), "\"error\":\"%s\"", code);
+	ck_assert_msg(strstr(r->body, want) != NULL, "body %s lacks %s",
+	              r->body, want);
+	ck_assert_msg(strstr(r->body, "\"message\":\"") != NULL, "no message: %s",
+	              r->body);
+	ck_assert_str_eq(tc_header(r, "Content-Type"), "application/json");
+}
+
+START_TEST(seed_commands_through_every_node)
+{
+	struct tc_resp r;
+
+	tc_start(&C, 3, NULL);
+	for (int via = 0; via < 3; via++) {
+		char key[16], val[16];
+
+		snprintf(key, sizeof(key), "seed%d", via);
+		snprintf(val, sizeof(val), "value%d", via);
+		ck_assert_int_eq(tc_http("GET",
+		                         url(via, "/store?key=%s&value=", key),
+		                         NULL, 0, NULL, &r), 0);
+		tc_resp_free(&r);
+		{
+			char u[256];
+
+			snprintf(u, sizeof(u), "%s/store?key=%s&value=%s",
+			         C.node[via].url, key, val);
+			r = tc_get(u, 200);
+			ck_assert_ptr_nonnull(strstr(r.body, "\"version\":"));
+			tc_resp_free(&r);
+		}
+		for (int from = 0; from < 3; from++) {
+			r = tc_get(url(from, "/retrieve?key=%s", key), 200);
+			ck_assert_str_eq(r.body, val);
+			ck_assert_ptr_nonnull(tc_header(&r, "X-Kvshard-Shard"));
+			tc_resp_free(&r);
+		}
+	}
+	r = tc_get(url(1, "/retrieve?key=%s", "never-stored"), 404);
+	expect_error(&r, 404, "not_found");
+	tc_resp_free(&r);
+}
+END_TEST
+
+START_TEST(forwarding_with_one_replica)
+{
+	struct tc_resp r;
+
+	tc_start(&C, 3, "[cluster]\nreplication = 1\n");
+	for (int owner = 0; owner < 3; owner++) {
+		const char *key = key_owned_by(owner, "fw");
+		char body[32];
+
+		snprintf(body, sizeof(body), "owned by %d", owner);
+		/* Written through a node that does not own it. */
+		ck_assert_int_eq(tc_http("PUT", url((owner + 1) % 3, "/v1/kv/%s", key),
+		                         body, strlen(body), NULL, &r), 0);
+		ck_assert_int_eq(r.status, 200);
+		ck_assert_ptr_nonnull(strstr(r.body, C.node[owner].name));
+		tc_resp_free(&r);
+		for (int from = 0; from < 3; from++) {
+			r = tc_get(url(from, "/v1/kv/%s", key), 200);
+			ck_assert_str_eq(r.body, body);
+			/* The answer names the owner that served it. */
+			ck_assert_str_eq(tc_header(&r, "X-Kvshard-Shard"),
+			                 C.node[owner].name);
+			if (from != owner)
+				ck_assert_str_eq(tc_header(&r, "X-Kvshard-Forwarded-By"),
+				                 C.node[from].name);
+			tc_resp_free(&r);
+		}
+	}
+}
+END_TEST
+
+START_TEST(binary_values_and_large_values)
+{
+	static const unsigned char bin[] = {0, 1, 2, 0, 255, 254, '\n', 0};
+	size_t big_len = 1 << 20;
+	unsigned char *big = malloc(big_len);
+	struct tc_resp r;
+
+	tc_start(&C, 3, "[cluster]\nreplication = 1\n");
+	for (size_t i = 0; i < big_len; i++)
+		big[i] = (unsigned char)(i * 31 + 7);
+	big[100] = 0;
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", "bin%00key%FF"), bin,
+	                         sizeof(bin), NULL, &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	ck_assert_int_eq(tc_http("PUT", url(1, "/v1/kv/%s", "big"), big, big_len,
+	                         NULL, &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	for (int from = 0; from < 3; from++) {
+		r = tc_get(url(from, "/v1/kv/%s", "bin%00key%FF"), 200);
+		ck_assert_uint_eq(r.len, sizeof(bin));
+		ck_assert_mem_eq(r.body, bin, sizeof(bin));
+		tc_resp_free(&r);
+		r = tc_get(url(from, "/v1/kv/%s", "big"), 200);
+		ck_assert_uint_eq(r.len, big_len);
+		ck_assert_mem_eq(r.body, big, big_len);
+		tc_resp_free(&r);
+		/* The same key without its NUL is another key. */
+		r = tc_get(url(from, "/v1/kv/%s", "bin"), 404);
+		tc_resp_free(&r);
+	}
+	/* An empty value is a value. */
+	ck_assert_int_eq(tc_http("PUT", url(2, "/v1/kv/%s", "empty"), "", 0, NULL,
+	                         &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	r = tc_get(url(0, "/v1/kv/%s", "empty"), 200);
+	ck_assert_uint_eq(r.len, 0);
+	tc_resp_free(&r);
+	/* HEAD gives the headers without the body. */
+	ck_assert_int_eq(tc_http("HEAD", url(0, "/v1/kv/%s", "big"), NULL, 0,
+	                         NULL, &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(tc_header(&r, "Content-Length"), "1048576");
+	ck_assert_uint_eq(r.len, 0);
+	tc_resp_free(&r);
+	free(big);
+}
+END_TEST
+
+START_TEST(compare_and_swap)
+{
+	struct tc_resp r;
+	char etag[128], hdr[160], stale[160];
+	const char *h[2] = {hdr, NULL};
+
+	tc_start(&C, 3, NULL);
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", "cas"), "v1", 2, NULL,
+	                         &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	snprintf(etag, sizeof(etag), "%s", tc_header(&r, "ETag"));
+	tc_resp_free(&r);
+	/* GET gives the same ETag, from any node. */
+	r = tc_get(url(2, "/v1/kv/%s", "cas"), 200);
+	ck_assert_str_eq(tc_header(&r, "ETag"), etag);
+	tc_resp_free(&r);
+	/* CAS with the current version succeeds... */
+	snprintf(hdr, sizeof(hdr), "If-Match: %s", etag);
+	snprintf(stale, sizeof(stale), "%s", hdr);
+	ck_assert_int_eq(tc_http("PUT", url(1, "/v1/kv/%s", "cas"), "v2", 2, h,
+	                         &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_ne(tc_header(&r, "ETag"), etag);
+	tc_resp_free(&r);
+	/* ...and with the old one it conflicts, through any node. */
+	for (int via = 0; via < 3; via++) {
+		ck_assert_int_eq(tc_http("PUT", url(via, "/v1/kv/%s", "cas"), "v3",
+		                         2, h, &r), 0);
+		expect_error(&r, 412, "version_mismatch");
+		tc_resp_free(&r);
+	}
+	r = tc_get(url(0, "/v1/kv/%s", "cas"), 200);
+	ck_assert_str_eq(r.body, "v2");
+	tc_resp_free(&r);
+	/* Create-only. */
+	snprintf(hdr, sizeof(hdr), "If-None-Match: *");
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", "cas"), "v4", 2, h,
+	                         &r), 0);
+	expect_error(&r, 412, "exists");
+	tc_resp_free(&r);
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", "fresh"), "f", 1, h,
+	                         &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	/* A malformed If-Match is a bad request, not a silent write. */
+	snprintf(hdr, sizeof(hdr), "If-Match: nonsense");
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", "cas"), "v5", 2, h,
+	                         &r), 0);
+	expect_error(&r, 400, "bad_precondition");
+	tc_resp_free(&r);
+	/* Delete, then the key is gone everywhere. */
+	ck_assert_int_eq(tc_http("DELETE", url(1, "/v1/kv/%s", "cas"), NULL, 0,
+	                         NULL, &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	for (int from = 0; from < 3; from++) {
+		r = tc_get(url(from, "/v1/kv/%s", "cas"), 404);
+		tc_resp_free(&r);
+	}
+}
+END_TEST
+
+START_TEST(errors_are_json)
+{
+	struct tc_resp r;
+	char *big = malloc(20000);
+	char u[21000];
+
+	tc_start(&C, 1, "[limits]\nmax_value_bytes = 1000\n");
+	r = tc_get(url(0, "/retrieve%s", ""), 400);
+	expect_error(&r, 400, "missing_key");
+	tc_resp_free(&r);
+	r = tc_get(url(0, "/retrieve?key=%s", ""), 400);
+	expect_error(&r, 400, "empty_key");
+	tc_resp_free(&r);
+	r = tc_get(url(0, "/v1/kv/%s", "bad%zzescape"), 400);
+	expect_error(&r, 400, "bad_encoding");
+	tc_resp_free(&r);
+	memset(big, 'k', 600);
+	big[600] = '\0';
+	r = tc_get(url(0, "/v1/kv/%s", big), 400);
+	expect_error(&r, 400, "key_too_long");
+	tc_resp_free(&r);
+	r = tc_get(url(0, "/store?key=%s", "k"), 400);
+	expect_error(&r, 400, "missing_value");
+	tc_resp_free(&r);
+	ck_assert_int_eq(tc_http("PATCH", url(0, "/v1/kv/%s", "k"), "x", 1, NULL,
+	                         &r), 0);
+	expect_error(&r, 405, "method_not_allowed");
+	ck_assert_str_eq(tc_header(&r, "Allow"), "GET, HEAD, PUT, DELETE");
+	tc_resp_free(&r);
+	ck_assert_int_eq(tc_http("DELETE", url(0, "/retrieve?key=%s", "k"), NULL,
+	                         0, NULL, &r), 0);
+	expect_error(&r, 405, "method_not_allowed");
+	tc_resp_free(&r);
+	/* PUT without a length. */
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", "k"), NULL, 0, NULL,
+	                         &r), 0);
+	expect_error(&r, 411, "length_required");
+	tc_resp_free(&r);
+	/* Over max_value_bytes, by Content-Length and in the query. */
+	memset(big, 'v', 20000);
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", "k"), big, 1001, NULL,
+	                         &r), 0);
+	expect_error(&r, 413, "value_too_large");
+	tc_resp_free(&r);
+	big[1500] = '\0';
+	r = tc_get(url(0, "/store?key=k&value=%s", big), 413);
+	expect_error(&r, 413, "value_too_large");
+	tc_resp_free(&r);
+	/* A request line over the limit. */
+	big[19000] = '\0';
+	memset(big, 'q', 19000);
+	snprintf(u, sizeof(u), "%s/retrieve?key=%s", C.node[0].url, big);
+	r = tc_get(u, 414);
+	expect_error(&r, 414, "uri_too_long");
+	tc_resp_free(&r);
+	r = tc_get(url(0, "/no/such/thing%s", ""), 404);
+	expect_error(&r, 404, "no_such_endpoint");
+	tc_resp_free(&r);
+	/* After all that, the server still serves. */
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", "k"), "ok", 2, NULL,
+	                         &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	free(big);
+}
+END_TEST
+
+START_TEST(dead_owner_gives_503_quickly)
+{
+	struct tc_resp r;
+	const char *key;
+	char k[64];
+
+	tc_start(&C, 3,
+	         "[cluster]\nreplication = 1\nrequest_timeout_ms = 1000\n");
+	key = key_owned_by(2, "dead");
+	snprintf(k, sizeof(k), "%s", key);
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", k), "v", 1, NULL, &r),
+	                 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	tc_stop_node(&C, 2, SIGKILL);
+	for (int i = 0; i < 3; i++) {
+		r = tc_get(url(0, "/v1/kv/%s", k), 503);
+		expect_error(&r, 503, "unavailable");
+		/* Well within the configured request timeout. */
+		ck_assert_double_lt(r.seconds, 1.0);
+		tc_resp_free(&r);
+	}
+	ck_assert_int_eq(tc_http("PUT", url(1, "/v1/kv/%s", k), "v", 1, NULL, &r),
+	                 0);
+	expect_error(&r, 503, "unavailable");
+	tc_resp_free(&r);
+	/* Keys of live shards are unaffected. */
+	key = key_owned_by(1, "alive");
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", key), "v", 1, NULL,
+	                         &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	r = tc_get(url(0, "/v1/cluster%s", ""), 200);
+	ck_assert_ptr_nonnull(strstr(r.body, "\"status\":\"down\""));
+	tc_resp_free(&r);
+}
+END_TEST
+
+/*
+ * A peer that accepts connections but never answers (a listening socket
+ * nobody accepts from) must only delay the keys it owns: requests for
+ * other keys go on at full speed meanwhile.
+ */
+START_TEST(black_hole_peer_does_not_stall_others)
+{
+	struct sockaddr_in a;
+	CURLM *multi;
+	CURL *slow[8];
+	struct tc_resp r;
+	const char *key;
+	char slow_key[64], fast_url[256];
+	int hole, running = 1;
+	uint64_t t0;
+
+	tc_prepare(&C, 3, "[cluster]\nreplication = 1\nrequest_timeout_ms = 1500\n");
+	/* shard-3's port is a black hole. */
+	hole = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a.sin_port = htons((uint16_t)C.node[2].port);
+	ck_assert_int_eq(bind(hole, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(hole, 64), 0);
+	tc_start_node(&C, 0);
+	tc_start_node(&C, 1);
+	snprintf(slow_key, sizeof(slow_key), "%s", key_owned_by(2, "slow"));
+	key = key_owned_by(0, "fast");
+	snprintf(fast_url, sizeof(fast_url), "%s/v1/kv/%s", C.node[0].url, key);
+	ck_assert_int_eq(tc_http("PUT", fast_url, "f", 1, NULL, &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+
+	/* More stuck requests than the server has threads... */
+	multi = curl_multi_init();
+	for (int i = 0; i < 8; i++) {
+		slow[i] = curl_easy_init();
+		curl_easy_setopt(slow[i], CURLOPT_URL,
+		                 url(0, "/v1/kv/%s", slow_key));
+		curl_easy_setopt(slow[i], CURLOPT_TIMEOUT_MS, 10000L);
+		curl_easy_setopt(slow[i], CURLOPT_WRITEFUNCTION, fwrite);
+		curl_easy_setopt(slow[i], CURLOPT_WRITEDATA, stderr);
+		curl_multi_add_handle(multi, slow[i]);
+	}
+	t0 = tu_now_ms();
+	while (tu_now_ms() - t0 < 200 && running)
+		curl_multi_perform(multi, &running), usleep(5000);
+	/* ...and still, a key of a healthy shard answers at once. */
+	for (int i = 0; i < 5; i++) {
+		r = tc_get(fast_url, 200);
+		ck_assert_double_lt(r.seconds, 0.5);
+		tc_resp_free(&r);
+	}
+	/* The stuck ones end with 503 once the request timeout passes. */
+	t0 = tu_now_ms();
+	while (running && tu_now_ms() - t0 < 10000) {
+		curl_multi_perform(multi, &running);
+		curl_multi_poll(multi, NULL, 0, 100, NULL);
+	}
+	ck_assert_int_eq(running, 0);
+	for (int i = 0; i < 8; i++) {
+		long code = 0;
+
+		curl_easy_getinfo(slow[i], CURLINFO_RESPONSE_CODE, &code);
+		ck_assert_int_eq(code, 503);
+		curl_multi_remove_handle(multi, slow[i]);
+		curl_easy_cleanup(slow[i]);
+	}
+	curl_multi_cleanup(multi);
+	close(hole);
+}
+END_TEST
+
+START_TEST(replicas_survive_a_node)
+{
+	struct tc_resp r;
+	char key[32];
+
+	tc_start(&C, 3, NULL); /* N=3, W=2, R=2 */
+	for (int i = 0; i < 30; i++) {
+		snprintf(key, sizeof(key), "rep%d", i);
+		ck_assert_int_eq(tc_http("PUT", url(i % 3, "/v1/kv/%s", key), key,
+		                         strlen(key), NULL, &r), 0);
+		ck_assert_int_eq(r.status, 200);
+		ck_assert_ptr_nonnull(strstr(r.body, "\"replicas\":"));
+		tc_resp_free(&r);
+	}
+	tc_stop_node(&C, 0, SIGKILL);
+	for (int i = 0; i < 30; i++) {
+		snprintf(key, sizeof(key), "rep%d", i);
+		r = tc_get(url(1 + i % 2, "/v1/kv/%s", key), 200);
+		ck_assert_str_eq(r.body, key);
+		tc_resp_free(&r);
+	}
+	/* Writes still reach W=2 on the two that are left. */
+	ck_assert_int_eq(tc_http("PUT", url(1, "/v1/kv/%s", "rep0"), "new", 3,
+	                         NULL, &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	r = tc_get(url(2, "/v1/kv/%s", "rep0"), 200);
+	ck_assert_str_eq(r.body, "new");
+	tc_resp_free(&r);
+	/* The stopped node comes back; a read repairs its stale copy. */
+	tc_start_node(&C, 0);
+	r = tc_get(url(0, "/v1/kv/%s", "rep0"), 200);
+	ck_assert_str_eq(r.body, "new");
+	tc_resp_free(&r);
+	{
+		uint64_t deadline = tu_now_ms() + 5000;
+		int repaired = 0;
+
+		while (!repaired && tu_now_ms() < deadline) {
+			r = tc_get(url(0, "/internal/kv/%s", "rep0"), 200);
+			repaired = strcmp(r.body, "new") == 0;
+			tc_resp_free(&r);
+			if (!repaired)
+				usleep(20000);
+		}
+		ck_assert_msg(repaired, "read repair did not update shard-1");
+	}
+	/* With two of three down, a quorum is impossible: 503, not a hang. */
+	tc_stop_node(&C, 1, SIGKILL);
+	tc_stop_node(&C, 2, SIGKILL);
+	r = tc_get(url(0, "/v1/kv/%s", "rep1"), 503);
+	expect_error(&r, 503, "unavailable");
+	tc_resp_free(&r);
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", "rep1"), "x", 1, NULL,
+	                         &r), 0);
+	expect_error(&r, 503, "unavailable");
+	tc_resp_free(&r);
+}
+END_TEST
+
+START_TEST(redirect_mode)
+{
+	struct tc_resp r;
+	const char *key;
+	char want[256], k[64];
+
+	tc_start(&C, 3, "[cluster]\nreplication = 1\nrouting = \"redirect\"\n");
+	key = key_owned_by(1, "rd");
+	snprintf(k, sizeof(k), "%s", key);
+	ck_assert_int_eq(tc_http("PUT", url(1, "/v1/kv/%s", k), "r", 1, NULL, &r),
+	                 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	r = tc_get(url(0, "/retrieve?key=%s", k), 307);
+	snprintf(want, sizeof(want), "%s/retrieve?key=%s", C.node[1].url, k);
+	ck_assert_str_eq(tc_header(&r, "Location"), want);
+	tc_resp_free(&r);
+	ck_assert_int_eq(tc_http("PUT", url(2, "/v1/kv/%s", k), "x", 1, NULL, &r),
+	                 0);
+	ck_assert_int_eq(r.status, 307);
+	tc_resp_free(&r);
+}
+END_TEST
+
+START_TEST(hop_is_never_forwarded_again)
+{
+	static const char *hop[] = {"X-Kvshard-Hop: shard-9", NULL};
+	struct tc_resp r;
+	const char *key;
+
+	tc_start(&C, 2, "[cluster]\nreplication = 1\n");
+	key = key_owned_by(1, "hop");
+	ck_assert_int_eq(tc_http("GET", url(0, "/v1/kv/%s", key), NULL, 0, hop,
+	                         &r), 0);
+	expect_error(&r, 421, "wrong_shard");
+	tc_resp_free(&r);
+}
+END_TEST
+
+START_TEST(admin_endpoints)
+{
+	struct tc_resp r;
+
+	tc_start(&C, 2, NULL);
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", "a"), "1", 1, NULL,
+	                         &r), 0);
+	tc_resp_free(&r);
+	r = tc_get(url(1, "/health%s", ""), 200);
+	ck_assert_ptr_nonnull(strstr(r.body, "\"status\":\"ok\""));
+	tc_resp_free(&r);
+	r = tc_get(url(1, "/v1/cluster%s", ""), 200);
+	ck_assert_ptr_nonnull(strstr(r.body, "\"epoch\":1"));
+	ck_assert_ptr_nonnull(strstr(r.body, "\"replication\":2"));
+	ck_assert_ptr_nonnull(strstr(r.body, "\"name\":\"shard-2\""));
+	ck_assert_ptr_nonnull(strstr(r.body, C.node[0].url + 7));
+	tc_resp_free(&r);
+	r = tc_get(url(0, "/v1/status%s", ""), 200);
+	ck_assert_ptr_nonnull(strstr(r.body, "\"shard\":\"shard-1\""));
+	ck_assert_ptr_nonnull(strstr(r.body, "\"keys\":1"));
+	ck_assert_ptr_nonnull(strstr(r.body, "\"uptime_s\":"));
+	tc_resp_free(&r);
+	r = tc_get(url(0, "/metrics%s", ""), 200);
+	ck_assert_ptr_nonnull(strstr(r.body,
+	        "kvshard_http_requests_total{endpoint=\"kv\",status=\"200\"} 1"));
+	ck_assert_ptr_nonnull(strstr(r.body,
+	        "kvshard_http_request_duration_seconds_bucket{endpoint=\"kv\""));
+	ck_assert_ptr_nonnull(strstr(r.body, "kvshard_keys 1"));
+	ck_assert_ptr_nonnull(strstr(r.body, "kvshard_replica_writes_total 1"));
+	ck_assert_ptr_nonnull(strstr(r.body, "kvshard_peer_errors_total 0"));
+	tc_resp_free(&r);
+}
+END_TEST
+
+START_TEST(keep_alive_reuses_the_connection)
+{
+	struct tc_resp r;
+	void *h = NULL;
+
+	tc_start(&C, 1, NULL);
+	for (int i = 0; i < 5; i++) {
+		ck_assert_int_eq(tc_http_on(&h, "PUT", url(0, "/v1/kv/%s", "ka"), "v",
+		                            1, NULL, &r), 0);
+		ck_assert_int_eq(r.status, 200);
+		ck_assert_int_eq(r.connects, i == 0 ? 1 : 0);
+		tc_resp_free(&r);
+		ck_assert_int_eq(tc_http_on(&h, "GET", url(0, "/v1/kv/%s", "ka"),
+		                            NULL, 0, NULL, &r), 0);
+		ck_assert_int_eq(r.status, 200);
+		ck_assert_int_eq(r.connects, 0);
+		tc_resp_free(&r);
+		ck_assert_int_eq(tc_http_on(&h, "GET", url(0, "/v1/kv/%s", "none"),
+		                            NULL, 0, NULL, &r), 0);
+		ck_assert_int_eq(r.status, 404);
+		ck_assert_int_eq(r.connects, 0);
+		tc_resp_free(&r);
+	}
+	tc_http_close(&h);
+}
+END_TEST
+
+START_TEST(sigterm_then_restart_keeps_data)
+{
+	struct tc_resp r;
+	int status;
+
+	tc_start(&C, 1, NULL);
+	for (int i = 0; i < 50; i++) {
+		char key[16];
+
+		snprintf(key, sizeof(key), "d%d", i);
+		ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", key), key,
+		                         strlen(key), NULL, &r), 0);
+		ck_assert_int_eq(r.status, 200);
+		tc_resp_free(&r);
+	}
+	status = tc_stop_node(&C, 0, SIGTERM);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	tc_start_node(&C, 0);
+	for (int i = 0; i < 50; i++) {
+		char key[16];
+
+		snprintf(key, sizeof(key), "d%d", i);
+		r = tc_get(url(0, "/v1/kv/%s", key), 200);
+		ck_assert_str_eq(r.body, key);
+		tc_resp_free(&r);
+	}
+	status = tc_stop_node(&C, 0, SIGINT);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+}
+END_TEST
+
+/* Run kvshard-server with args; return its exit status and stderr. */
+static int run_server(const char *const *args, char *err, size_t errlen)
+{
+	int fds[2], status;
+	pid_t pid;
+	ssize_t n;
+	size_t got = 0;
+	const char *argv[16] = {"kvshard-server"};
+
+	for (int i = 0; args[i] != NULL && i < 14; i++)
+		argv[i + 1] = args[i];
+	ck_assert_int_eq(pipe(fds), 0);
+	pid = fork();
+	if (pid == 0) {
+		dup2(fds[1], STDERR_FILENO);
+		dup2(fds[1], STDOUT_FILENO);
+		close(fds[0]);
+		execv(tu_build_path("server/kvshard-server"), (char **)argv);
+		_exit(127);
+	}
+	close(fds[1]);
+	while (got + 1 < errlen &&
+	       (n = read(fds[0], err + got, errlen - 1 - got)) > 0)
+		got += (size_t)n;
+	err[got] = '\0';
+	close(fds[0]);
+	waitpid(pid, &status, 0);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+START_TEST(bad_start_writes_nothing)
+{
+	char err[2048], path[700], data[700];
+	struct stat st;
+	int blocker;
+
+	tc_prepare(&C, 1, NULL);
+	snprintf(data, sizeof(data), "%s/data", C.dir);
+	/* The port is taken. */
+	blocker = socket(AF_INET, SOCK_STREAM, 0);
+	{
+		struct sockaddr_in a;
+
+		memset(&a, 0, sizeof(a));
+		a.sin_family = AF_INET;
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		a.sin_port = htons((uint16_t)C.node[0].port);
+		ck_assert_int_eq(bind(blocker, (struct sockaddr *)&a, sizeof(a)), 0);
+		ck_assert_int_eq(listen(blocker, 1), 0);
+	}
+	{
+		const char *args[] = {"-c", C.config, "-s", "shard-1", "-d", data,
+		                      NULL};
+
+		ck_assert_int_ne(run_server(args, err, sizeof(err)), 0);
+		ck_assert_ptr_nonnull(strstr(err, "cannot listen on"));
+		ck_assert_ptr_nonnull(strstr(err, "Address already in use"));
+		ck_assert_int_ne(stat(data, &st), 0);
+	}
+	close(blocker);
+	/* A config error: file:line:column and nothing written. */
+	snprintf(path, sizeof(path), "%s/bad.toml", C.dir);
+	{
+		static const char bad[] = "[[shards]]\nname = \"s\"\nidx = 0\n"
+		                          "adress = \"127.0.0.1:1\"\n";
+
+		ck_assert_int_eq(tu_write_file(path, bad, sizeof(bad) - 1), 0);
+	}
+	{
+		const char *args[] = {"--config", path, "--shard", "s",
+		                      "--data-dir", data, NULL};
+		char want[800];
+
+		ck_assert_int_eq(run_server(args, err, sizeof(err)), 2);
+		snprintf(want, sizeof(want), "%s:4:1: unknown key 'adress' in "
+		                             "[[shards]]",
+		         path);
+		ck_assert_msg(strstr(err, want) != NULL, "got: %s", err);
+		ck_assert_int_ne(stat(data, &st), 0);
+	}
+	{
+		const char *args[] = {"-c", C.config, "-s", "nope", NULL};
+
+		ck_assert_int_eq(run_server(args, err, sizeof(err)), 2);
+		ck_assert_ptr_nonnull(strstr(err, "no shard named \"nope\""));
+	}
+	{
+		const char *args[] = {"--version", NULL};
+
+		ck_assert_int_eq(run_server(args, err, sizeof(err)), 0);
+		ck_assert_ptr_nonnull(strstr(err, KVS_VERSION_STRING));
+	}
+	{
+		const char *args[] = {"--bogus", NULL};
+
+		ck_assert_int_eq(run_server(args, err, sizeof(err)), 2);
+		ck_assert_ptr_nonnull(strstr(err, "Usage:"));
+	}
+}
+END_TEST
+
+START_TEST(tokens_are_enforced)
+{
+	static const char *none[] = {NULL};
+	static const char *wrong[] = {"Authorization: Bearer nope", NULL};
+	static const char *reader[] = {"Authorization: Bearer rt", NULL};
+	static const char *writer[] = {"Authorization: Bearer ct", NULL};
+	struct tc_resp r;
+
+	tc_start(&C, 2, "[auth]\nclient_tokens = [\"ct\"]\nread_tokens = [\"rt\"]\n"
+	                "cluster_secret = \"s3\"\n");
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", "a"), "1", 1, none,
+	                         &r), 0);
+	expect_error(&r, 401, "unauthorized");
+	ck_assert_ptr_nonnull(tc_header(&r, "WWW-Authenticate"));
+	tc_resp_free(&r);
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", "a"), "1", 1, wrong,
+	                         &r), 0);
+	expect_error(&r, 401, "unauthorized");
+	tc_resp_free(&r);
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", "a"), "1", 1, reader,
+	                         &r), 0);
+	expect_error(&r, 403, "forbidden");
+	tc_resp_free(&r);
+	ck_assert_int_eq(tc_http("PUT", url(1, "/v1/kv/%s", "a"), "1", 1, writer,
+	                         &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	ck_assert_int_eq(tc_http("GET", url(0, "/v1/kv/%s", "a"), NULL, 0, reader,
+	                         &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, "1");
+	tc_resp_free(&r);
+	/* Peers' endpoints want the cluster secret, tokens are not enough. */
+	ck_assert_int_eq(tc_http("GET", url(0, "/internal/kv/%s", "a"), NULL, 0,
+	                         writer, &r), 0);
+	ck_assert_int_eq(r.status, 403);
+	tc_resp_free(&r);
+	/* Health stays open for load balancers. */
+	r = tc_get(url(0, "/health%s", ""), 200);
+	tc_resp_free(&r);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("server");
+	TCase *tc = tcase_create("cluster");
+	SRunner *sr;
+	int failed;
+
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, seed_commands_through_every_node);
+	tcase_add_test(tc, forwarding_with_one_replica);
+	tcase_add_test(tc, binary_values_and_large_values);
+	tcase_add_test(tc, compare_and_swap);
+	tcase_add_test(tc, errors_are_json);
+	tcase_add_test(tc, dead_owner_gives_503_quickly);
+	tcase_add_test(tc, black_hole_peer_does_not_stall_others);
+	tcase_add_test(tc, replicas_survive_a_node);
+	tcase_add_test(tc, redirect_mode);
+	tcase_add_test(tc, hop_is_never_forwarded_again);
+	tcase_add_test(tc, admin_endpoints);
+	tcase_add_test(tc, keep_alive_reuses_the_connection);
+	tcase_add_test(tc, sigterm_then_restart_keeps_data);
+	tcase_add_test(tc, bad_start_writes_nothing);
+	tcase_add_test(tc, tokens_are_enforced);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	curl_global_cleanup();
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
