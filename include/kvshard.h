@@ -7,6 +7,7 @@
  *   store   a node's durable local storage (LMDB)
  *   ring    consistent hashing: which shards own a key
  *   config  the cluster configuration (TOML)
+ *   client  a remote client for a whole cluster (HTTP)
  *
  * Conventions, stated once:
  *   - Every function that can fail returns KVS_OK (0), a positive ordinary
@@ -28,5 +29,6 @@
 #include "kvshard/store.h"
 #include "kvshard/ring.h"
 #include "kvshard/config.h"
+#include "kvshard/client.h"
 
 #endif /* KVSHARD_H */

@@ -26,6 +26,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "base64.h"
 #include "log.h"
 #include "server.h"
 
@@ -56,6 +57,7 @@ static struct MHD_Response *finish_resp(struct server *s,
 	if (resp == NULL)
 		return NULL;
 	MHD_add_response_header(resp, KVS_HDR_SHARD, s->me->name);
+	MHD_add_response_header(resp, KVS_HDR_EPOCH, s->epoch_text);
 	if (ctype != NULL)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
 	return resp;
@@ -162,34 +164,29 @@ int json_escape(struct textbuf *tb, const void *data, size_t len)
 	return valid;
 }
 
-/* "field": "key" when the key is UTF-8; else also "field_base64". */
+void json_base64(struct textbuf *tb, const void *data, size_t len)
+{
+	char *out = malloc(KVS_B64_LEN(len) + 1);
+
+	if (out == NULL) {
+		tb->failed = 1;
+		return;
+	}
+	tb_append(tb, out, kvs__b64_encode(data, len, out));
+	free(out);
+}
+
+/* "field": "key" when the key is UTF-8; else also "field_b64". */
 void json_key_field(struct textbuf *tb, const char *field, const void *key,
                     size_t len)
 {
-	static const char b64[] =
-	        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	const unsigned char *p = key;
-
 	tb_printf(tb, "\"%s\":\"", field);
 	if (json_escape(tb, key, len)) {
 		tb_append(tb, "\"", 1);
 		return;
 	}
-	tb_printf(tb, "\",\"%s_base64\":\"", field);
-	for (size_t i = 0; i < len; i += 3) {
-		unsigned v = (unsigned)p[i] << 16;
-		char out[4];
-
-		if (i + 1 < len)
-			v |= (unsigned)p[i + 1] << 8;
-		if (i + 2 < len)
-			v |= p[i + 2];
-		out[0] = b64[(v >> 18) & 63];
-		out[1] = b64[(v >> 12) & 63];
-		out[2] = i + 1 < len ? b64[(v >> 6) & 63] : '=';
-		out[3] = i + 2 < len ? b64[v & 63] : '=';
-		tb_append(tb, out, 4);
-	}
+	tb_printf(tb, "\",\"%s_b64\":\"", field);
+	json_base64(tb, key, len);
 	tb_append(tb, "\"", 1);
 }
 
@@ -424,7 +421,7 @@ static enum endpoint classify(const char *url)
 		return EP_HEALTH;
 	if (strcmp(url, "/metrics") == 0)
 		return EP_METRICS;
-	if (strncmp(url, "/internal/kv/", 13) == 0)
+	if (strncmp(url, "/internal/", 10) == 0)
 		return EP_INTERNAL;
 	return EP_OTHER;
 }
@@ -531,7 +528,13 @@ static void dispatch(struct req *r)
 		handle_retrieve(r);
 		break;
 	case EP_INTERNAL:
-		handle_internal_kv(r);
+		if (strncmp(r->url, "/internal/kv/", 13) == 0)
+			handle_internal_kv(r);
+		else if (strcmp(r->url, "/internal/scan") == 0)
+			handle_internal_scan(r);
+		else
+			req_error(r, MHD_HTTP_NOT_FOUND, "no_such_endpoint",
+			          "no peer endpoint at this path");
 		break;
 	case EP_CLUSTER:
 		handle_cluster(r);
@@ -546,9 +549,10 @@ static void dispatch(struct req *r)
 		handle_metrics(r);
 		break;
 	case EP_SCAN:
+		handle_scan(r);
+		break;
 	case EP_BATCH:
-		req_error(r, MHD_HTTP_NOT_FOUND, "no_such_endpoint",
-		          "%s is not served by this version", r->url);
+		handle_batch(r);
 		break;
 	default:
 		req_error(r, MHD_HTTP_NOT_FOUND, "no_such_endpoint",

@@ -291,6 +291,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	srv.start_mono_ms = mono_ms();
+	snprintf(srv.epoch_text, sizeof(srv.epoch_text), "%llu",
+	         (unsigned long long)kvs__node_epoch(srv.node));
 	if (http_start(&srv, fd) != 0) {
 		fprintf(stderr, "kvshard-server: cannot start the HTTP server\n");
 		kvs__node_close(srv.node);

@@ -33,6 +33,7 @@ struct server {
 	struct MHD_Daemon *daemon;
 	uint64_t start_mono_ms;
 	unsigned threads;
+	char epoch_text[24];
 	_Atomic int stopping;
 	_Atomic uint64_t inflight;
 	_Atomic uint64_t requests;
@@ -128,12 +129,20 @@ const char *req_header(struct req *r, const char *name);
 int json_escape(struct textbuf *tb, const void *data, size_t len);
 void json_key_field(struct textbuf *tb, const char *field, const void *key,
                     size_t len);
+void json_base64(struct textbuf *tb, const void *data, size_t len);
 
 /* kv.c */
 void handle_kv(struct req *r);
 void handle_store(struct req *r);
 void handle_retrieve(struct req *r);
 void handle_internal_kv(struct req *r);
+
+/* scan.c */
+void handle_scan(struct req *r);
+void handle_internal_scan(struct req *r);
+
+/* batch.c */
+void handle_batch(struct req *r);
 
 /* admin.c */
 void handle_cluster(struct req *r);
