@@ -182,13 +182,18 @@ void handle_metrics(struct req *r)
 		          "kvshard_store_commits_total %llu\n"
 		          "# HELP kvshard_store_writes_total Writes committed.\n"
 		          "# TYPE kvshard_store_writes_total counter\n"
-		          "kvshard_store_writes_total %llu\n",
+		          "kvshard_store_writes_total %llu\n"
+		          "# HELP kvshard_store_syncs_total Syncs beyond those of "
+		          "commits (making an idle batch durable).\n"
+		          "# TYPE kvshard_store_syncs_total counter\n"
+		          "kvshard_store_syncs_total %llu\n",
 		          (unsigned long long)st.keys,
 		          (unsigned long long)st.tombstones,
 		          (unsigned long long)st.used_bytes,
 		          (unsigned long long)st.map_bytes,
 		          (unsigned long long)st.commits,
-		          (unsigned long long)st.writes);
+		          (unsigned long long)st.writes,
+		          (unsigned long long)st.syncs);
 	tb_printf(&tb,
 	          "# HELP kvshard_forwarded_total Client requests forwarded to "
 	          "another shard.\n"
