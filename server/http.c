@@ -791,9 +791,19 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	log_msg(LOG_WARN, "http: %s", msg);
 }
 
+/*
+ * One poll loop per thread, not epoll: libmicrohttpd 0.9.75's epoll loop
+ * drains events with "while (MAX_EVENTS == num_events) epoll_wait(...)",
+ * so whenever exactly 128 connections of a thread are ready together it
+ * waits again before serving them; with 128 busy keep-alive connections
+ * throughput fell from ~78k to ~9k requests/s (wrk). The poll loop costs
+ * about 3.5% at 32 connections, is even at 128, and suspends connections
+ * without an epoll_ctl pair (forwarded requests got 17% faster); see
+ * docs/benchmarks.md.
+ */
 int http_start(struct server *s, int listen_fd)
 {
-	unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_TURBO |
+	unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_TURBO |
 	                 MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
 	                 MHD_USE_ERROR_LOG;
 
