@@ -32,6 +32,9 @@
 #define MAX_CACHED_CONNECTIONS 512
 #define POLL_TIMEOUT_MS 1000
 #define USER_AGENT "kvshard/" KVS_VERSION_STRING
+/* First size of a response's body and header buffers: most answers
+ * between nodes fit, so they are allocated once. */
+#define FIRST_BUFFER 1024
 
 /* One transfer, synchronous or asynchronous, with its own copy of the
  * request (the body excepted). */
@@ -122,7 +125,7 @@ const char *kvs__http_header(const kvs__http_response *r, const char *name,
 
 static int grow(char **buf, size_t *cap, size_t need)
 {
-	size_t n = *cap ? *cap : 256;
+	size_t n = *cap ? *cap : FIRST_BUFFER;
 	char *b;
 
 	while (n < need)
@@ -212,6 +215,9 @@ static void setup_easy(kvs__transport *t, struct xfer *x)
 	CURL *e = x->easy;
 
 	curl_easy_setopt(e, CURLOPT_URL, x->url);
+	/* Peers are reached directly: no proxy, and no look-up of the proxy
+	 * environment variables on every transfer. */
+	curl_easy_setopt(e, CURLOPT_PROXY, "");
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
