@@ -349,19 +349,14 @@ static int error_of(const kvs__http_response *resp, int fallback)
 	int rc = fallback;
 
 	if (cJSON_IsString(e)) {
-#define KVS__MATCH_CODE(name, value, code, text)                              \
-	if (strcmp(e->valuestring, code) == 0)                                \
-		rc = value;
-		KVS_ERROR_LIST(KVS__MATCH_CODE)
-#undef KVS__MATCH_CODE
-		if (strcmp(e->valuestring, "unavailable") == 0 ||
-		    strcmp(e->valuestring, "shutting_down") == 0)
+		/* The server's own codes first, then the library's. */
+		if (strcmp(e->valuestring, "shutting_down") == 0)
 			rc = KVS_EUNAVAIL;
 		else if (strcmp(e->valuestring, "key_too_long") == 0 ||
 		         strcmp(e->valuestring, "empty_key") == 0)
 			rc = KVS_EKEYSIZE;
-		else if (strcmp(e->valuestring, "exists") == 0)
-			rc = KVS_EEXISTS;
+		else
+			rc = kvs_error_from_code(e->valuestring, fallback);
 	}
 	cJSON_Delete(doc);
 	return rc == KVS_OK ? fallback : rc;

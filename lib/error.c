@@ -2,6 +2,7 @@
  * error.c - result codes, their texts, and the library version.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "kvshard/common.h"
 
@@ -39,6 +40,18 @@ const char *kvs_error_code(int rc)
 	default:
 		return "unknown";
 	}
+}
+
+int kvs_error_from_code(const char *code, int unknown)
+{
+	if (code == NULL)
+		return unknown;
+#define KVS__ERROR_MATCH(name, value, text_code, text)                        \
+	if (strcmp(code, text_code) == 0)                                     \
+		return value;
+	KVS_ERROR_LIST(KVS__ERROR_MATCH)
+#undef KVS__ERROR_MATCH
+	return unknown;
 }
 
 void kvs_free(void *ptr)

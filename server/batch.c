@@ -290,15 +290,9 @@ static void forwarded(void *ud, kvs__http_response *resp)
 		/* Keep the owner's stable error code. */
 		cJSON *doc = cJSON_ParseWithLength(resp->body, resp->body_len);
 		cJSON *e = cJSON_GetObjectItemCaseSensitive(doc, "error");
-		int rc = KVS_EHTTP;
+		int rc = kvs_error_from_code(
+		        cJSON_IsString(e) ? e->valuestring : NULL, KVS_EHTTP);
 
-		if (cJSON_IsString(e)) {
-#define KVS__MATCH_CODE(name, value, code, text)                              \
-	if (strcmp(e->valuestring, code) == 0)                                \
-		rc = value;
-			KVS_ERROR_LIST(KVS__MATCH_CODE)
-#undef KVS__MATCH_CODE
-		}
 		cJSON_Delete(doc);
 		op->code = kvs_error_code(rc == KVS_OK ? KVS_EHTTP : rc);
 	}

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cluster.h"
+#include "kvshard.h"
 #include "testutil.h"
 
 #define START_TIMEOUT_MS 10000
@@ -170,6 +171,30 @@ void tc_dump_logs(const struct tc_cluster *c)
 			fputs(line, stderr);
 		fclose(f);
 	}
+}
+
+const char *tc_key_owned_by(const struct tc_cluster *c, int owner,
+                            const char *prefix)
+{
+	static char key[64];
+	kvs_ring_member m[TC_MAX_NODES];
+	kvs_ring *ring;
+
+	for (int i = 0; i < c->n; i++) {
+		m[i].name = c->node[i].name;
+		m[i].weight = 1.0;
+	}
+	ck_assert_int_eq(kvs_ring_new(&ring, m, (size_t)c->n, 0), KVS_OK);
+	for (int i = 0;; i++) {
+		size_t o;
+
+		snprintf(key, sizeof(key), "%s%d", prefix, i);
+		kvs_ring_owners(ring, key, strlen(key), &o, 1);
+		if ((int)o == owner)
+			break;
+	}
+	kvs_ring_free(ring);
+	return key;
 }
 
 /* ------------------------------------------------------------------ */

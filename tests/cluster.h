@@ -51,6 +51,11 @@ void tc_stop(struct tc_cluster *c);
 /* Print the shards' logs to stderr (for failing tests). */
 void tc_dump_logs(const struct tc_cluster *c);
 
+/* A key "<prefix><n>" whose primary owner is shard `owner` (0-based) of
+ * c, all shards of weight 1 (static storage, reused by the next call). */
+const char *tc_key_owned_by(const struct tc_cluster *c, int owner,
+                            const char *prefix);
+
 /* An HTTP answer. */
 struct tc_resp {
 	long status;

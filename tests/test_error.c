@@ -19,6 +19,18 @@ START_TEST(strerror_covers_every_code)
 }
 END_TEST
 
+START_TEST(codes_map_back_to_results)
+{
+#define ROUND_TRIP(name, value, code, text)                                   \
+	ck_assert_int_eq(kvs_error_from_code(kvs_error_code(name), -999), name);
+	KVS_ERROR_LIST(ROUND_TRIP)
+#undef ROUND_TRIP
+	ck_assert_int_eq(kvs_error_from_code("no_such_code", KVS_EHTTP), KVS_EHTTP);
+	ck_assert_int_eq(kvs_error_from_code(NULL, -7), -7);
+	ck_assert_int_eq(kvs_error_from_code("", -7), -7);
+}
+END_TEST
+
 START_TEST(codes_are_unique)
 {
 	static const int codes[] = {
@@ -110,6 +122,7 @@ int main(void)
 
 	tcase_add_test(tc, strerror_covers_every_code);
 	tcase_add_test(tc, codes_are_unique);
+	tcase_add_test(tc, codes_map_back_to_results);
 	tcase_add_test(tc, version_matches_macros);
 	tcase_add_test(tc, stamp_text_round_trip);
 	tcase_add_test(tc, stamp_parse_rejects_garbage);

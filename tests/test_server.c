@@ -27,28 +27,9 @@ static void teardown(void)
 	tc_stop(&C);
 }
 
-/* A key whose primary owner is shard `owner` (0-based) of C. */
 static const char *key_owned_by(int owner, const char *prefix)
 {
-	static char key[64];
-	kvs_ring_member m[TC_MAX_NODES];
-	kvs_ring *ring;
-
-	for (int i = 0; i < C.n; i++) {
-		m[i].name = C.node[i].name;
-		m[i].weight = 1.0;
-	}
-	ck_assert_int_eq(kvs_ring_new(&ring, m, (size_t)C.n, 0), KVS_OK);
-	for (int i = 0;; i++) {
-		size_t o;
-
-		snprintf(key, sizeof(key), "%s%d", prefix, i);
-		kvs_ring_owners(ring, key, strlen(key), &o, 1);
-		if ((int)o == owner)
-			break;
-	}
-	kvs_ring_free(ring);
-	return key;
+	return tc_key_owned_by(&C, owner, prefix);
 }
 
 /* The URL of shard node followed by fmt, whose one %s is arg. */

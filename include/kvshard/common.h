@@ -101,6 +101,14 @@ KVS_API const char *kvs_strerror(int rc);
 KVS_API const char *kvs_error_code(int rc);
 
 /**
+ * The result code whose kvs_error_code() is code: what a program reading
+ * the HTTP API's JSON errors uses to get a result code back.
+ *
+ * @param unknown returned when code is NULL or not a known code.
+ */
+KVS_API int kvs_error_from_code(const char *code, int unknown);
+
+/**
  * Free memory that a kvshard function returned as owned by the caller.
  * Accepts NULL.
  */
