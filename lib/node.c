@@ -532,6 +532,23 @@ static void qread_finish(struct qread *q, int rc)
 	}
 }
 
+/*
+ * Answer the caller and repair stale replicas, then drop the hold the
+ * finishing thread took on q (answers still in flight may hold it too: the
+ * last one frees it).
+ */
+static void qread_release(struct qread *q, int rc)
+{
+	int free_it;
+
+	qread_finish(q, rc);
+	pthread_mutex_lock(&q->mu);
+	free_it = --q->pending == 0;
+	pthread_mutex_unlock(&q->mu);
+	if (free_it)
+		qread_free(q);
+}
+
 /* One replica asked: which one, for which read. */
 struct qread_ask {
 	struct qread *q;
@@ -598,15 +615,17 @@ static void qread_answer(void *ud, kvs__http_response *resp)
 		}
 		if (finish_rc == 1 && q->got >= q->need)
 			finish_rc = KVS_OK;
-		if (finish_rc != 1)
+		if (finish_rc != 1) {
 			q->done = 1;
+			q->pending++; /* held by this thread while finishing */
+		}
 	}
 	free_it = q->done && q->pending == 0;
 	pthread_mutex_unlock(&q->mu);
 	kvs__http_response_clear(resp);
 	if (finish_rc != 1)
-		qread_finish(q, finish_rc);
-	if (free_it)
+		qread_release(q, finish_rc);
+	else if (free_it)
 		qread_free(q);
 }
 
@@ -679,13 +698,15 @@ int kvs__node_read(kvs__node *n, const void *key, size_t key_len,
 		finish_rc = KVS_OK;
 	else if (q->pending == 0)
 		finish_rc = KVS_EUNAVAIL;
-	if (finish_rc != 1)
+	if (finish_rc != 1) {
 		q->done = 1;
+		q->pending++; /* held by this thread while finishing */
+	}
 	free_it = q->done && q->pending == 0;
 	pthread_mutex_unlock(&q->mu);
 	if (finish_rc != 1)
-		qread_finish(q, finish_rc);
-	if (free_it)
+		qread_release(q, finish_rc);
+	else if (free_it)
 		qread_free(q);
 	return KVS_OK;
 }
@@ -741,12 +762,19 @@ static void qwrite_count(struct qwrite *q, int ok)
 		rc = q->local_rc != KVS_OK ? q->local_rc : KVS_EUNAVAIL;
 	}
 	acks = q->acks;
+	/* The thread that answers holds q until the callback returns: a
+	 * replica finishing meanwhile must not free it. */
+	if (answer)
+		q->pending++;
 	free_it = q->done && q->pending == 0;
 	pthread_mutex_unlock(&q->mu);
 	if (answer) {
 		if (rc == KVS_EUNAVAIL)
 			atomic_fetch_add(&q->n->counters.quorum_failures, 1);
 		q->cb(q->ud, rc, &q->rec.stamp, acks);
+		pthread_mutex_lock(&q->mu);
+		free_it = --q->pending == 0;
+		pthread_mutex_unlock(&q->mu);
 	}
 	if (free_it)
 		qwrite_free(q);

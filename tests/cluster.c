@@ -24,6 +24,12 @@
 #define STOP_TIMEOUT_MS 10000
 #define POLL_MS 20
 
+/* The cluster most recently started: its logs are printed when a request
+ * to it gets no answer, so that a crashed server explains itself. */
+static const struct tc_cluster *current;
+/* Set while polling a starting shard, whose refusals are expected. */
+static int quiet;
+
 int tc_free_port(void)
 {
 	struct sockaddr_in a;
@@ -94,10 +100,12 @@ void tc_start_node(struct tc_cluster *c, int i)
 	deadline = tu_now_ms() + START_TIMEOUT_MS;
 	while (tu_now_ms() < deadline) {
 		struct tc_resp r;
-		int status;
+		int status, rc;
 
-		if (tc_http("GET", health, NULL, 0, NULL, &r) == 0 &&
-		    r.status == 200) {
+		quiet = 1;
+		rc = tc_http("GET", health, NULL, 0, NULL, &r);
+		quiet = 0;
+		if (rc == 0 && r.status == 200) {
 			tc_resp_free(&r);
 			return;
 		}
@@ -118,6 +126,7 @@ void tc_start_node(struct tc_cluster *c, int i)
 void tc_start(struct tc_cluster *c, int n, const char *extra_toml)
 {
 	tc_prepare(c, n, extra_toml);
+	current = c;
 	for (int i = 0; i < n; i++)
 		tc_start_node(c, i);
 }
@@ -154,6 +163,8 @@ void tc_stop(struct tc_cluster *c)
 			c->node[i].pid = 0;
 		}
 	tu_rmtree(c->dir);
+	if (current == c)
+		current = NULL;
 }
 
 void tc_dump_logs(const struct tc_cluster *c)
@@ -285,8 +296,15 @@ int tc_http_on(void **handle, const char *method, const char *url,
 	curl_slist_free_all(h);
 	curl_easy_getinfo(e, CURLINFO_TOTAL_TIME, &out->seconds);
 	curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &out->connects);
-	if (cc != CURLE_OK)
+	if (cc != CURLE_OK && quiet) {
 		return -1;
+	} else if (cc != CURLE_OK) {
+		fprintf(stderr, "tc_http: %s %.200s: %s after %.3f s\n", method,
+		        url, curl_easy_strerror(cc), out->seconds);
+		if (current != NULL && current->n > 0)
+			tc_dump_logs(current);
+		return -1;
+	}
 	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &out->status);
 	if (out->body == NULL) {
 		out->body = calloc(1, 1);
