@@ -26,6 +26,7 @@
 #include <strings.h>
 
 #include "kvshard/config.h"
+#include "config_internal.h"
 #include "kvshard/ring.h"
 #include "toml.h"
 
@@ -272,11 +273,7 @@ static int hostname_char(char ch)
 	       (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_';
 }
 
-/*
- * Split "host:port" ("[v6]:port" for IPv6). Returns 0 and fills host
- * (without brackets) and port, or -1 with a reason.
- */
-static int parse_address(const char *a, char *host, size_t host_cap,
+int kvs__parse_address(const char *a, char *host, size_t host_cap,
                          uint16_t *port, const char **why)
 {
 	const char *colon, *h = a;
@@ -383,7 +380,7 @@ static int load_shard(struct ctx *x, const kvs__toml_value *t,
 
 			rc = get_string(x, kv, &sh->address);
 			if (rc == KVS_OK &&
-			    parse_address(sh->address, host, sizeof(host),
+			    kvs__parse_address(sh->address, host, sizeof(host),
 			                  &sh->port, &why) != 0)
 				rc = fail(x, v->line, v->col,
 				          "bad address \"%s\": %s", sh->address,

@@ -12,17 +12,13 @@
 #define JSON_TYPE "application/json"
 #define METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
-static void only_get(struct req *r, int *ok)
+/* Is this a GET or HEAD? Answers 405 when not. */
+static int only_get(struct req *r)
 {
-	*ok = r->method == M_GET || r->method == M_HEAD;
-	if (!*ok) {
-		struct MHD_Response *resp;
-
-		req_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
-		          "allowed methods: GET, HEAD");
-		resp = r->resp;
-		resp_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
-	}
+	if (r->method == M_GET || r->method == M_HEAD)
+		return 1;
+	req_not_allowed(r, "GET, HEAD");
+	return 0;
 }
 
 static uint64_t uptime_s(const struct server *s)
@@ -66,10 +62,8 @@ void handle_cluster(struct req *r)
 {
 	const kvs_cluster_config *cc = r->srv->cc;
 	cJSON *doc, *shards;
-	int ok;
 
-	only_get(r, &ok);
-	if (!ok)
+	if (!only_get(r))
 		return;
 	doc = cJSON_CreateObject();
 	shards = cJSON_AddArrayToObject(doc, "shards");
@@ -105,10 +99,9 @@ void handle_status(struct req *r)
 	struct server *s = r->srv;
 	kvs_store_stats st;
 	cJSON *doc;
-	int ok, rc;
+	int rc;
 
-	only_get(r, &ok);
-	if (!ok)
+	if (!only_get(r))
 		return;
 	rc = kvs_store_stat(kvs__node_store(s->node), &st);
 	if (rc != KVS_OK) {
@@ -138,12 +131,8 @@ void handle_health(struct req *r)
 {
 	struct textbuf tb = {0};
 
-	if (r->method != M_GET && r->method != M_HEAD) {
-		req_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
-		          "allowed methods: GET, HEAD");
-		resp_header(r->resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	if (!only_get(r))
 		return;
-	}
 	tb_printf(&tb, "{\"status\":\"ok\",\"shard\":\"%s\"}\n", r->srv->me->name);
 	if (tb.failed) {
 		free(tb.data);
@@ -159,10 +148,8 @@ void handle_metrics(struct req *r)
 	kvs__node_counters *c = kvs__node_counters_of(s->node);
 	struct textbuf tb = {0};
 	kvs_store_stats st;
-	int ok;
 
-	only_get(r, &ok);
-	if (!ok)
+	if (!only_get(r))
 		return;
 	metrics_render(&tb);
 	if (kvs_store_stat(kvs__node_store(s->node), &st) == KVS_OK)

@@ -126,35 +126,7 @@ static void op_done(struct bop *op)
 /* Record a failure from a kvs result code. */
 static void op_fail(struct bop *op, int rc)
 {
-	switch (rc) {
-	case KVS_NOTFOUND:
-		op->status = MHD_HTTP_NOT_FOUND;
-		break;
-	case KVS_ECONFLICT:
-	case KVS_EEXISTS:
-		op->status = MHD_HTTP_PRECONDITION_FAILED;
-		break;
-	case KVS_EKEYSIZE:
-	case KVS_EINVAL:
-		op->status = MHD_HTTP_BAD_REQUEST;
-		break;
-	case KVS_EFULL:
-		op->status = MHD_HTTP_INSUFFICIENT_STORAGE;
-		break;
-	case KVS_EVALSIZE:
-		op->status = MHD_HTTP_CONTENT_TOO_LARGE;
-		break;
-	case KVS_EUNAVAIL:
-	case KVS_ECONNECT:
-	case KVS_ETIMEDOUT:
-	case KVS_EBUSY:
-	case KVS_ECLOSED:
-		op->status = MHD_HTTP_SERVICE_UNAVAILABLE;
-		break;
-	default:
-		op->status = MHD_HTTP_INTERNAL_SERVER_ERROR;
-		break;
-	}
+	op->status = http_status_of(rc);
 	op->code = kvs_error_code(rc);
 }
 
@@ -515,9 +487,7 @@ void handle_batch(struct req *r)
 	size_t i = 0, n;
 
 	if (r->method != M_POST) {
-		req_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
-		          "allowed methods: POST");
-		resp_header(r->resp, MHD_HTTP_HEADER_ALLOW, "POST");
+		req_not_allowed(r, "POST");
 		return;
 	}
 	doc = cJSON_ParseWithLength(r->body ? r->body : "", r->body_len);

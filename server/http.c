@@ -235,41 +235,45 @@ void req_error(struct req *r, unsigned status, const char *code,
 	req_answer(r, status, resp_take(r->srv, tb.data, tb.len, JSON_TYPE));
 }
 
-void req_fail(struct req *r, int rc, const char *what)
+unsigned http_status_of(int rc)
 {
-	unsigned status;
-
 	switch (rc) {
+	case KVS_OK:
+		return MHD_HTTP_OK;
 	case KVS_NOTFOUND:
-		status = MHD_HTTP_NOT_FOUND;
-		break;
+		return MHD_HTTP_NOT_FOUND;
 	case KVS_EKEYSIZE:
 	case KVS_EINVAL:
-		status = MHD_HTTP_BAD_REQUEST;
-		break;
+		return MHD_HTTP_BAD_REQUEST;
 	case KVS_EVALSIZE:
-		status = MHD_HTTP_CONTENT_TOO_LARGE;
-		break;
+		return MHD_HTTP_CONTENT_TOO_LARGE;
 	case KVS_ECONFLICT:
 	case KVS_EEXISTS:
-		status = MHD_HTTP_PRECONDITION_FAILED;
-		break;
+		return MHD_HTTP_PRECONDITION_FAILED;
 	case KVS_EFULL:
-		status = MHD_HTTP_INSUFFICIENT_STORAGE;
-		break;
+		return MHD_HTTP_INSUFFICIENT_STORAGE;
 	case KVS_EUNAVAIL:
 	case KVS_ECONNECT:
 	case KVS_ETIMEDOUT:
 	case KVS_EBUSY:
 	case KVS_ECLOSED:
-		status = MHD_HTTP_SERVICE_UNAVAILABLE;
-		break;
+		return MHD_HTTP_SERVICE_UNAVAILABLE;
 	default:
-		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
-		break;
+		return MHD_HTTP_INTERNAL_SERVER_ERROR;
 	}
-	req_error(r, status, kvs_error_code(rc), "%s: %s", what,
+}
+
+void req_fail(struct req *r, int rc, const char *what)
+{
+	req_error(r, http_status_of(rc), kvs_error_code(rc), "%s: %s", what,
 	          kvs_strerror(rc));
+}
+
+void req_not_allowed(struct req *r, const char *allow)
+{
+	req_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+	          "allowed methods: %s", allow);
+	resp_header(r->resp, MHD_HTTP_HEADER_ALLOW, allow);
 }
 
 /* ------------------------------------------------------------------ */

@@ -23,24 +23,6 @@
 #define JSON_TYPE "application/json"
 #define ETAG_MAX (KVS_STAMP_STRLEN + 3)
 
-static void not_allowed(struct req *r, const char *allow)
-{
-	struct textbuf tb = {0};
-	struct MHD_Response *resp;
-
-	tb_printf(&tb, "{\"error\":\"method_not_allowed\",\"message\":"
-	               "\"allowed methods: %s\"}\n",
-	          allow);
-	if (tb.failed) {
-		free(tb.data);
-		req_answer(r, MHD_HTTP_METHOD_NOT_ALLOWED, NULL);
-		return;
-	}
-	resp = resp_take(r->srv, tb.data, tb.len, JSON_TYPE);
-	resp_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
-	req_answer(r, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
-}
-
 static void etag_of(const kvs_stamp *st, char *buf)
 {
 	char s[KVS_STAMP_STRLEN];
@@ -512,7 +494,7 @@ static void kv_write(struct req *r, const void *value, size_t len)
 void handle_retrieve(struct req *r)
 {
 	if (r->method != M_GET && r->method != M_HEAD) {
-		not_allowed(r, "GET, HEAD");
+		req_not_allowed(r, "GET, HEAD");
 		return;
 	}
 	if (key_from_query(r))
@@ -524,7 +506,7 @@ void handle_store(struct req *r)
 	int rc;
 
 	if (r->method != M_GET && r->method != M_POST && r->method != M_PUT) {
-		not_allowed(r, "GET, POST, PUT");
+		req_not_allowed(r, "GET, POST, PUT");
 		return;
 	}
 	if (!key_from_query(r))
@@ -548,7 +530,7 @@ void handle_store(struct req *r)
 void handle_kv(struct req *r)
 {
 	if (r->method == M_OTHER || r->method == M_POST) {
-		not_allowed(r, "GET, HEAD, PUT, DELETE");
+		req_not_allowed(r, "GET, HEAD, PUT, DELETE");
 		return;
 	}
 	if (!key_from_path(r, strlen("/v1/kv/")))
@@ -611,7 +593,7 @@ void handle_internal_kv(struct req *r)
 	int rc;
 
 	if (r->method != M_GET && r->method != M_PUT) {
-		not_allowed(r, "GET, PUT");
+		req_not_allowed(r, "GET, PUT");
 		return;
 	}
 	if (!key_from_path(r, strlen("/internal/kv/")))

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config_internal.h"
 #include "log.h"
 #include "server.h"
 
@@ -56,51 +57,22 @@ static uint64_t mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Split "host:port" or "[v6]:port". Returns 0 or -1. */
-static int split_address(const char *a, char *host, size_t cap, char *port,
-                         size_t pcap)
-{
-	const char *colon;
-	size_t hlen;
-
-	if (a[0] == '[') {
-		const char *close = strchr(a, ']');
-
-		if (close == NULL || close[1] != ':')
-			return -1;
-		hlen = (size_t)(close - a - 1);
-		memcpy(host, a + 1, hlen < cap ? hlen : 0);
-		colon = close + 1;
-	} else {
-		colon = strrchr(a, ':');
-		if (colon == NULL)
-			return -1;
-		hlen = (size_t)(colon - a);
-		if (hlen < cap)
-			memcpy(host, a, hlen);
-	}
-	if (hlen == 0 || hlen >= cap || strlen(colon + 1) == 0 ||
-	    strlen(colon + 1) >= pcap)
-		return -1;
-	host[hlen] = '\0';
-	strcpy(port, colon + 1);
-	return 0;
-}
-
 /* Bind and listen; IPv4 addresses are preferred when a name has both. */
 static int open_listener(const char *address, char *err, size_t errlen)
 {
-	char host[256], port[16];
+	char host[256], port[8];
 	struct addrinfo hints, *res = NULL, *ai;
 	int fd = -1, rc, last_errno = 0, one = 1;
+	const char *why;
+	uint16_t port_number;
 
-	if (split_address(address, host, sizeof(host), port, sizeof(port)) !=
-	    0) {
-		snprintf(err, errlen, "bad listen address \"%s\": expected "
-		                      "host:port",
-		         address);
+	if (kvs__parse_address(address, host, sizeof(host), &port_number,
+	                       &why) != 0) {
+		snprintf(err, errlen, "bad listen address \"%s\": %s", address,
+		         why);
 		return -1;
 	}
+	snprintf(port, sizeof(port), "%u", (unsigned)port_number);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;

@@ -222,9 +222,7 @@ void handle_internal_scan(struct req *r)
 	int values, rc;
 
 	if (r->method != M_GET) {
-		req_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
-		          "allowed methods: GET");
-		resp_header(r->resp, MHD_HTTP_HEADER_ALLOW, "GET");
+		req_not_allowed(r, "GET");
 		return;
 	}
 	if (!scan_args(r, &prefix, &plen, &start, &slen, &limit, &values))
@@ -573,9 +571,7 @@ void handle_scan(struct req *r)
 	int waiting = 0;
 
 	if (r->method != M_GET && r->method != M_HEAD) {
-		req_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
-		          "allowed methods: GET, HEAD");
-		resp_header(r->resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+		req_not_allowed(r, "GET, HEAD");
 		return;
 	}
 	sc = calloc(1, sizeof(*sc));

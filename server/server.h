@@ -101,8 +101,12 @@ __attribute__((format(printf, 4, 5)))
 #endif
 void req_error(struct req *r, unsigned status, const char *code,
                const char *fmt, ...);
+/* The HTTP status for a kvs result code. */
+unsigned http_status_of(int rc);
 /* Answer with the HTTP mapping of a kvs result code. */
 void req_fail(struct req *r, int rc, const char *what);
+/* Answer 405 with an Allow header. */
+void req_not_allowed(struct req *r, const char *allow);
 
 /* New responses; each adds the X-Kvshard-Shard header. NULL on ENOMEM. */
 struct MHD_Response *resp_copy(struct server *s, const void *data,

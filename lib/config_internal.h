@@ -1,0 +1,19 @@
+/*
+ * config_internal.h - config helpers for the rest of the project
+ * (not part of the public API).
+ */
+#ifndef KVS_CONFIG_INTERNAL_H
+#define KVS_CONFIG_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Split "host:port" ("[v6]:port" for IPv6) as shard addresses are written.
+ * Returns 0 and fills host (without brackets, host_cap bytes at most) and
+ * port (1..65535), or -1 with *why saying what is wrong.
+ */
+int kvs__parse_address(const char *a, char *host, size_t host_cap,
+                       uint16_t *port, const char **why);
+
+#endif
