@@ -26,20 +26,19 @@
 #include <string.h>
 #include <time.h>
 
-#include "base64.h"
+#include "health.h"
 #include "kvshard/client.h"
 #include "kvshard/config.h"
 #include "kvshard/ring.h"
+#include "protocol.h"
 #include "transport.h"
+#include "util.h"
 
 #define DEFAULT_CLUSTER "localhost:8081"
 #define CLUSTER_ENV "KVSHARD_CLUSTER"
-#define BACKOFF_MIN_MS 250
-#define BACKOFF_MAX_MS 5000
 #define MAX_SEEDS 64
 /* Operations per batch request (the servers' default limit is 1000). */
 #define BATCH_CHUNK 500
-#define HDR_EPOCH "X-Kvshard-Epoch"
 
 struct shard {
 	char *name;
@@ -47,8 +46,7 @@ struct shard {
 	char *address;
 	char *url; /* "http://address" */
 	double weight;
-	_Atomic uint64_t down_until_ms;
-	_Atomic unsigned failures;
+	kvs__health health;
 };
 
 struct topo {
@@ -70,14 +68,6 @@ struct kvs_client {
 	pthread_mutex_t mu;
 	struct topo *topo;
 };
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
@@ -141,7 +131,7 @@ static int topo_parse(const char *body, size_t len, struct topo **out)
 		rc = t == NULL ? KVS_ENOMEM : KVS_EPROTO;
 		goto out;
 	}
-	shards = cJSON_GetObjectItemCaseSensitive(doc, "shards");
+	shards = cJSON_GetObjectItemCaseSensitive(doc, KVS_F_SHARDS);
 	if (!cJSON_IsArray(shards) || cJSON_GetArraySize(shards) == 0)
 		goto out;
 	t->n = (size_t)cJSON_GetArraySize(shards);
@@ -152,9 +142,9 @@ static int topo_parse(const char *body, size_t len, struct topo **out)
 		goto out;
 	}
 	{
-		cJSON *e = cJSON_GetObjectItemCaseSensitive(doc, "epoch");
-		cJSON *r = cJSON_GetObjectItemCaseSensitive(doc, "replication");
-		cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "vnodes");
+		cJSON *e = cJSON_GetObjectItemCaseSensitive(doc, KVS_F_EPOCH);
+		cJSON *r = cJSON_GetObjectItemCaseSensitive(doc, KVS_F_REPLICATION);
+		cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, KVS_F_VNODES);
 
 		if (!cJSON_IsNumber(e) || !cJSON_IsNumber(r) ||
 		    !cJSON_IsNumber(v) || r->valuedouble < 1 ||
@@ -165,16 +155,17 @@ static int topo_parse(const char *body, size_t len, struct topo **out)
 		t->vnodes = (unsigned)v->valuedouble;
 	}
 	cJSON_ArrayForEach(it, shards) {
-		cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
-		cJSON *idx = cJSON_GetObjectItemCaseSensitive(it, "idx");
-		cJSON *addr = cJSON_GetObjectItemCaseSensitive(it, "address");
-		cJSON *w = cJSON_GetObjectItemCaseSensitive(it, "weight");
+		cJSON *name = cJSON_GetObjectItemCaseSensitive(it, KVS_F_NAME);
+		cJSON *idx = cJSON_GetObjectItemCaseSensitive(it, KVS_F_IDX);
+		cJSON *addr = cJSON_GetObjectItemCaseSensitive(it, KVS_F_ADDRESS);
+		cJSON *w = cJSON_GetObjectItemCaseSensitive(it, KVS_F_WEIGHT);
 		struct shard *s = &t->shards[i];
 		size_t ulen;
 
 		if (!cJSON_IsString(name) || !cJSON_IsNumber(idx) ||
 		    !cJSON_IsString(addr) || !cJSON_IsNumber(w))
 			goto out;
+		kvs__health_init(&s->health);
 		s->name = strdup(name->valuestring);
 		s->address = strdup(addr->valuestring);
 		s->idx = (uint32_t)idx->valuedouble;
@@ -213,7 +204,7 @@ static int topo_fetch(kvs_client *c, const char *base_url, struct topo **out)
 	char url[600];
 	int rc;
 
-	snprintf(url, sizeof(url), "%s/v1/cluster", base_url);
+	snprintf(url, sizeof(url), "%s%s", base_url, KVS_PATH_CLUSTER);
 	memset(&req, 0, sizeof(req));
 	req.method = "GET";
 	req.url = url;
@@ -282,12 +273,16 @@ uint64_t kvs_client_epoch(kvs_client *c)
 	return e;
 }
 
-/* A newer epoch in an answer means the topology changed: fetch it. */
+/*
+ * A newer epoch in an answer means the topology changed: fetch it. Waiting
+ * for runtime topology changes: while the topology is the config file's,
+ * every server says epoch 1 and this never fires.
+ */
 static void check_epoch(kvs_client *c, const struct topo *t,
                         const kvs__http_response *resp)
 {
 	size_t len;
-	const char *v = kvs__http_header(resp, HDR_EPOCH, &len);
+	const char *v = kvs__http_header(resp, KVS_HDR_EPOCH, &len);
 	char buf[24];
 
 	if (v == NULL || len == 0 || len >= sizeof(buf))
@@ -303,24 +298,12 @@ static void check_epoch(kvs_client *c, const struct topo *t,
 
 static int shard_up(const struct shard *s)
 {
-	return mono_ms() >= atomic_load(&s->down_until_ms);
+	return kvs__health_usable(&s->health, kvs__mono_ms());
 }
 
 static void shard_result(struct shard *s, int rc)
 {
-	if (rc == KVS_ECONNECT || rc == KVS_ETIMEDOUT) {
-		unsigned f = atomic_fetch_add(&s->failures, 1) + 1;
-		uint64_t backoff = BACKOFF_MIN_MS;
-
-		while (--f > 0 && backoff < BACKOFF_MAX_MS)
-			backoff *= 2;
-		if (backoff > BACKOFF_MAX_MS)
-			backoff = BACKOFF_MAX_MS;
-		atomic_store(&s->down_until_ms, mono_ms() + backoff);
-	} else if (rc == KVS_OK) {
-		atomic_store(&s->failures, 0);
-		atomic_store(&s->down_until_ms, 0);
-	}
+	kvs__health_note(&s->health, rc, kvs__mono_ms());
 }
 
 /* The owners of key to try, up ones first; returns how many. */
@@ -340,51 +323,11 @@ static size_t candidates(const struct topo *t, const void *key, size_t len,
 /* ------------------------------------------------------------------ */
 /* Answers to result codes                                              */
 
-/* The stable "error" code of a JSON error body, as a result code. */
-static int error_of(const kvs__http_response *resp, int fallback)
-{
-	cJSON *doc = cJSON_ParseWithLength(resp->body ? resp->body : "",
-	                                   resp->body_len);
-	cJSON *e = cJSON_GetObjectItemCaseSensitive(doc, "error");
-	int rc = fallback;
-
-	if (cJSON_IsString(e)) {
-		/* The server's own codes first, then the library's. */
-		if (strcmp(e->valuestring, "shutting_down") == 0)
-			rc = KVS_EUNAVAIL;
-		else if (strcmp(e->valuestring, "key_too_long") == 0 ||
-		         strcmp(e->valuestring, "empty_key") == 0)
-			rc = KVS_EKEYSIZE;
-		else
-			rc = kvs_error_from_code(e->valuestring, fallback);
-	}
-	cJSON_Delete(doc);
-	return rc == KVS_OK ? fallback : rc;
-}
-
+/* The result code of an answer: the "error" code of its JSON body, else
+ * what its status usually means. */
 static int status_rc(const kvs__http_response *resp)
 {
-	switch (resp->status) {
-	case 200:
-		return KVS_OK;
-	case 404:
-		return KVS_NOTFOUND;
-	case 401:
-	case 403:
-		return KVS_EAUTH;
-	case 412:
-		return error_of(resp, KVS_ECONFLICT);
-	case 413:
-		return KVS_EVALSIZE;
-	case 503:
-		return KVS_EUNAVAIL;
-	case 507:
-		return KVS_EFULL;
-	case 400:
-		return error_of(resp, KVS_EINVAL);
-	default:
-		return error_of(resp, KVS_EHTTP);
-	}
+	return kvs__error_of_body(resp->status, resp->body, resp->body_len);
 }
 
 /* ------------------------------------------------------------------ */
@@ -422,7 +365,7 @@ static int key_request(kvs_client *c, const char *method, const void *key,
 			rc = KVS_ENOMEM;
 			break;
 		}
-		snprintf(url, ulen, "%s/v1/kv/%s", s->url, esc);
+		snprintf(url, ulen, "%s%s%s", s->url, KVS_PATH_KEY, esc);
 		memset(&req, 0, sizeof(req));
 		req.method = method;
 		req.url = url;
@@ -433,6 +376,9 @@ static int key_request(kvs_client *c, const char *method, const void *key,
 		kvs__transport_request(c->t, &req, resp);
 		free(url);
 		rc = resp->rc;
+		if (rc == KVS_OK && resp->status == 503 &&
+		    status_rc(resp) == KVS_ESHUTDOWN)
+			rc = KVS_ESHUTDOWN; /* stopping: as good as down */
 		shard_result(s, rc);
 		if (rc == KVS_OK && resp->status == 421 && !refreshed) {
 			/* The shard disagrees about who owns the key: our
@@ -456,7 +402,7 @@ static int key_request(kvs_client *c, const char *method, const void *key,
 		refresh(c, NULL); /* maybe the cluster changed */
 	free(esc);
 	topo_put(t);
-	return rc;
+	return rc == KVS_ESHUTDOWN ? KVS_EUNAVAIL : rc;
 }
 
 static int stamp_of(const kvs__http_response *resp, kvs_stamp *stamp)
@@ -597,98 +543,41 @@ int kvs_client_delete(kvs_client *c, const void *key, size_t key_len,
 /* ------------------------------------------------------------------ */
 /* Many keys                                                            */
 
-/* Append "s" as a JSON string of base64. */
-static int append_b64(char **buf, size_t *len, size_t *cap, const void *d,
-                      size_t n)
-{
-	size_t need = *len + KVS_B64_LEN(n) + 64;
-
-	if (need > *cap) {
-		size_t nc = *cap ? *cap : 4096;
-		char *b;
-
-		while (nc < need)
-			nc *= 2;
-		b = realloc(*buf, nc);
-		if (b == NULL)
-			return -1;
-		*buf = b;
-		*cap = nc;
-	}
-	*len += kvs__b64_encode(d, n, *buf + *len);
-	return 0;
-}
-
-static int append_text(char **buf, size_t *len, size_t *cap, const char *s)
-{
-	size_t n = strlen(s);
-
-	if (*len + n + 1 > *cap) {
-		size_t nc = *cap ? *cap : 4096;
-		char *b;
-
-		while (nc < *len + n + 1)
-			nc *= 2;
-		b = realloc(*buf, nc);
-		if (b == NULL)
-			return -1;
-		*buf = b;
-		*cap = nc;
-	}
-	memcpy(*buf + *len, s, n + 1);
-	*len += n;
-	return 0;
-}
-
-/* Fill results[idx] from one result object of a batch answer. */
+/* Fill res from one result object of a batch answer. */
 static void batch_result(const cJSON *o, int is_get, kvs_key_result *res)
 {
-	cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "status");
-	cJSON *ver = cJSON_GetObjectItemCaseSensitive(o, "version");
-	cJSON *val = cJSON_GetObjectItemCaseSensitive(o, "value_b64");
-	kvs__http_response fake;
-	char body[128];
+	cJSON *st = cJSON_GetObjectItemCaseSensitive(o, KVS_F_STATUS);
+	cJSON *ver = cJSON_GetObjectItemCaseSensitive(o, KVS_F_VERSION);
+	cJSON *val = cJSON_GetObjectItemCaseSensitive(o, KVS_F_VALUE
+	                                              KVS_F_B64_SUFFIX);
+	cJSON *e = cJSON_GetObjectItemCaseSensitive(o, KVS_F_ERROR);
 
 	if (!cJSON_IsNumber(st)) {
 		res->rc = KVS_EPROTO;
 		return;
 	}
-	memset(&fake, 0, sizeof(fake));
-	fake.status = (long)st->valuedouble;
-	if (fake.status != 200) {
-		cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
-
-		snprintf(body, sizeof(body), "{\"error\":\"%.60s\"}",
-		         cJSON_IsString(e) ? e->valuestring : "");
-		fake.body = body;
-		fake.body_len = strlen(body);
-		res->rc = status_rc(&fake);
+	res->rc = kvs__result_of_status((long)st->valuedouble,
+	                                cJSON_IsString(e) ? e->valuestring
+	                                                  : NULL);
+	if (res->rc != KVS_OK)
 		return;
-	}
-	res->rc = KVS_OK;
 	if (cJSON_IsString(ver) &&
 	    kvs_stamp_parse(&res->stamp, ver->valuestring,
 	                    strlen(ver->valuestring)) != KVS_OK)
 		res->rc = KVS_EPROTO;
 	if (is_get && res->rc == KVS_OK) {
-		size_t n;
+		unsigned char *v;
 
 		if (!cJSON_IsString(val)) {
 			res->rc = KVS_EPROTO;
 			return;
 		}
-		n = strlen(val->valuestring);
-		res->value = malloc(n * 3 / 4 + 3);
-		if (res->value == NULL) {
-			res->rc = KVS_ENOMEM;
-			return;
-		}
-		if (kvs__b64_decode(val->valuestring, n, res->value,
-		                    &res->value_len) != 0) {
-			free(res->value);
-			res->value = NULL;
+		res->rc = kvs__b64_decode_alloc(val->valuestring,
+		                                strlen(val->valuestring), &v,
+		                                &res->value_len);
+		if (res->rc == KVS_EINVAL)
 			res->rc = KVS_EPROTO;
-		}
+		res->value = v;
 	}
 }
 
@@ -740,37 +629,35 @@ static int run_batches(kvs_client *c, const kvs_kv *items, size_t n,
 		size_t i = 0;
 
 		while (i < n) {
-			size_t len = 0, cap = 0, in_chunk = 0;
-			char *body = NULL;
-			int bad = append_text(&body, &len, &cap, "{\"ops\":[");
+			size_t len, in_chunk = 0;
+			kvs__buf b;
+			char *body;
 
-			for (; i < n && in_chunk < BATCH_CHUNK && !bad; i++) {
+			kvs__buf_init(&b, 0);
+			kvs__buf_addf(&b, "{\"%s\":[", KVS_F_OPS);
+			for (; i < n && in_chunk < BATCH_CHUNK; i++) {
 				if (target[i] != s)
 					continue;
 				if (in_chunk == 0)
 					req_first[n_req] = i;
-				bad |= append_text(&body, &len, &cap,
-				                   in_chunk ? ",{\"op\":\"" : "{\"op\":\"");
-				bad |= append_text(&body, &len, &cap,
-				                   is_get ? "get\",\"key_b64\":\""
-				                          : "put\",\"key_b64\":\"");
-				bad |= append_b64(&body, &len, &cap, items[i].key,
-				                  items[i].key_len);
+				kvs__buf_addf(&b, "%s{\"%s\":\"%s\",",
+				              in_chunk ? "," : "", KVS_F_OP,
+				              is_get ? KVS_OP_GET : KVS_OP_PUT);
+				kvs__json_b64(&b, KVS_F_KEY, items[i].key,
+				              items[i].key_len);
 				if (!is_get) {
-					bad |= append_text(&body, &len, &cap,
-					                   "\",\"value_b64\":\"");
-					bad |= append_b64(&body, &len, &cap,
-					                  items[i].value,
-					                  items[i].value_len);
+					kvs__buf_add(&b, ",", 1);
+					kvs__json_b64(&b, KVS_F_VALUE,
+					              items[i].value,
+					              items[i].value_len);
 				}
-				bad |= append_text(&body, &len, &cap, "\"}");
+				kvs__buf_add(&b, "}", 1);
 				in_chunk++;
 			}
-			bad |= append_text(&body, &len, &cap, "]}");
-			if (bad) {
-				free(body);
+			kvs__buf_add(&b, "]}", 2);
+			body = kvs__buf_take(&b, &len);
+			if (body == NULL)
 				goto out;
-			}
 			if (in_chunk == 0) {
 				free(body);
 				break;
@@ -780,11 +667,12 @@ static int run_batches(kvs_client *c, const kvs_kv *items, size_t n,
 				free(body);
 				goto out;
 			}
-			sprintf(urls[n_req], "%s/v1/batch", t->shards[s].url);
+			sprintf(urls[n_req], "%s%s", t->shards[s].url,
+			        KVS_PATH_BATCH);
 			bodies[n_req] = body;
 			reqs[n_req].method = "POST";
 			reqs[n_req].url = urls[n_req];
-			reqs[n_req].headers[0] = "Content-Type: application/json";
+			reqs[n_req].headers[0] = "Content-Type: " KVS_TYPE_JSON;
 			reqs[n_req].n_headers = 1;
 			reqs[n_req].body = body;
 			reqs[n_req].body_len = len;
@@ -800,7 +688,7 @@ static int run_batches(kvs_client *c, const kvs_kv *items, size_t n,
 		shard_result(&t->shards[req_shard[q]], resps[q].rc);
 		if (resps[q].rc == KVS_OK && resps[q].status == 200)
 			doc = cJSON_ParseWithLength(resps[q].body, resps[q].body_len);
-		arr = cJSON_GetObjectItemCaseSensitive(doc, "results");
+		arr = cJSON_GetObjectItemCaseSensitive(doc, KVS_F_RESULTS);
 		if (resps[q].rc == KVS_OK && resps[q].status != 200) {
 			/* The whole batch was refused (401, 400...). */
 			int all = status_rc(&resps[q]);
@@ -906,28 +794,25 @@ void kvs_client_results_free(kvs_key_result *results, size_t n)
 /* ------------------------------------------------------------------ */
 /* Scans                                                                */
 
-/* Bytes of field (text) or field_b64 in o; malloc'ed into *out. */
+/*
+ * Bytes of field_b64 (exact) or field (text without NUL) in o, malloc'ed
+ * into *out: the server sends both when the bytes are not printable text,
+ * and the text form cannot carry a NUL byte through cJSON.
+ */
 static int json_bytes(const cJSON *o, const char *field, unsigned char **out,
                       size_t *len)
 {
 	char name[32];
 	const cJSON *b, *p;
 
-	snprintf(name, sizeof(name), "%s_b64", field);
+	snprintf(name, sizeof(name), "%s%s", field, KVS_F_B64_SUFFIX);
 	b = cJSON_GetObjectItemCaseSensitive(o, name);
 	p = cJSON_GetObjectItemCaseSensitive(o, field);
 	if (cJSON_IsString(b)) {
-		size_t n = strlen(b->valuestring);
+		int rc = kvs__b64_decode_alloc(b->valuestring,
+		                               strlen(b->valuestring), out, len);
 
-		*out = malloc(n * 3 / 4 + 3);
-		if (*out == NULL)
-			return KVS_ENOMEM;
-		if (kvs__b64_decode(b->valuestring, n, *out, len) != 0) {
-			free(*out);
-			*out = NULL;
-			return KVS_EPROTO;
-		}
-		return KVS_OK;
+		return rc == KVS_EINVAL ? KVS_EPROTO : rc;
 	}
 	if (cJSON_IsString(p)) {
 		*len = strlen(p->valuestring);
@@ -963,7 +848,8 @@ static int scan_page(kvs_client *c, const char *query, int values,
 				topo_put(t);
 				return KVS_ENOMEM;
 			}
-			snprintf(url, ulen, "%s/v1/kv?%s", s->url, query);
+			snprintf(url, ulen, "%s%s?%s", s->url, KVS_PATH_SCAN,
+			         query);
 			memset(&req, 0, sizeof(req));
 			req.method = "GET";
 			req.url = url;
@@ -987,8 +873,8 @@ static int scan_page(kvs_client *c, const char *query, int values,
 	rc = status_rc(&resp);
 	if (rc == KVS_OK) {
 		cJSON *doc = cJSON_ParseWithLength(resp.body, resp.body_len);
-		cJSON *keys = cJSON_GetObjectItemCaseSensitive(doc, "keys"), *it;
-		cJSON *nx = cJSON_GetObjectItemCaseSensitive(doc, "next");
+		cJSON *keys = cJSON_GetObjectItemCaseSensitive(doc, KVS_F_KEYS), *it;
+		cJSON *nx = cJSON_GetObjectItemCaseSensitive(doc, KVS_F_NEXT);
 		int stop = 0;
 
 		if (!cJSON_IsArray(keys))
@@ -996,14 +882,14 @@ static int scan_page(kvs_client *c, const char *query, int values,
 		cJSON_ArrayForEach(it, keys) {
 			kvs_record rec;
 			unsigned char *k = NULL, *v = NULL;
-			cJSON *ver = cJSON_GetObjectItemCaseSensitive(it, "version");
+			cJSON *ver = cJSON_GetObjectItemCaseSensitive(it, KVS_F_VERSION);
 
 			if (rc != KVS_OK || stop)
 				break;
 			memset(&rec, 0, sizeof(rec));
-			rc = json_bytes(it, "key", &k, &rec.key_len);
+			rc = json_bytes(it, KVS_F_KEY, &k, &rec.key_len);
 			if (rc == KVS_OK && values) {
-				rc = json_bytes(it, "value", &v, &rec.value_len);
+				rc = json_bytes(it, KVS_F_VALUE, &v, &rec.value_len);
 				if (rc == KVS_NOTFOUND)
 					rc = KVS_EPROTO;
 			}
@@ -1025,7 +911,7 @@ static int scan_page(kvs_client *c, const char *query, int values,
 		if (rc == KVS_OK && !cJSON_IsNull(nx) && nx != NULL) {
 			unsigned char *n = NULL;
 
-			rc = json_bytes(doc, "next", &n, next_len);
+			rc = json_bytes(doc, KVS_F_NEXT, &n, next_len);
 			*next = n;
 		}
 		cJSON_Delete(doc);
@@ -1059,13 +945,14 @@ int kvs_client_scan(kvs_client *c, const kvs_client_scan_options *opts,
 		free(query);
 		return KVS_ENOMEM;
 	}
-	snprintf(query, len, "prefix=%s%s%s&values=%d", p,
-	         o->start_after_len ? "&start_after=" : "",
+	snprintf(query, len, KVS_ARG_PREFIX "=%s%s%s&" KVS_ARG_VALUES "=%d", p,
+	         o->start_after_len ? "&" KVS_ARG_START_AFTER "=" : "",
 	         o->start_after_len ? a : "", o->values ? 1 : 0);
 	if (o->limit > 0) {
 		size_t used = strlen(query);
 
-		snprintf(query + used, len - used, "&limit=%zu", o->limit);
+		snprintf(query + used, len - used, "&" KVS_ARG_LIMIT "=%zu",
+		         o->limit);
 	}
 	rc = scan_page(c, query, o->values, cb, ud, next, next_len);
 	free(p);
@@ -1098,7 +985,8 @@ int kvs_client_shards(kvs_client *c, kvs_shard_info **out, size_t *n_out)
 		goto out;
 	}
 	for (size_t i = 0; i < t->n; i++) {
-		snprintf(urls[i], sizeof(urls[i]), "%s/v1/status", t->shards[i].url);
+		snprintf(urls[i], sizeof(urls[i]), "%s%s", t->shards[i].url,
+		         KVS_PATH_STATUS);
 		reqs[i].method = "GET";
 		reqs[i].url = urls[i];
 	}
@@ -1115,10 +1003,10 @@ int kvs_client_shards(kvs_client *c, kvs_shard_info **out, size_t *n_out)
 		if (resps[i].rc == KVS_OK && resps[i].status == 200) {
 			cJSON *doc = cJSON_ParseWithLength(resps[i].body,
 			                                   resps[i].body_len);
-			cJSON *k = cJSON_GetObjectItemCaseSensitive(doc, "keys");
+			cJSON *k = cJSON_GetObjectItemCaseSensitive(doc, KVS_F_KEYS);
 			cJSON *b = cJSON_GetObjectItemCaseSensitive(doc,
-			                                            "store_bytes");
-			cJSON *u = cJSON_GetObjectItemCaseSensitive(doc, "uptime_s");
+			                                            KVS_F_STORE_BYTES);
+			cJSON *u = cJSON_GetObjectItemCaseSensitive(doc, KVS_F_UPTIME);
 
 			x->up = doc != NULL;
 			x->keys = cJSON_IsNumber(k) ? (uint64_t)k->valuedouble : 0;

@@ -16,7 +16,6 @@
  *               idle_timeout_s, max_batch_ops, max_scan_limit
  *   [server]    threads
  *   [auth]      client_tokens, read_tokens, cluster_secret
- *   [tls]       cert, key, ca
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -62,7 +61,6 @@ struct ctx {
 	/* Positions of the optional tables, for errors about their content
 	 * as a whole (quorums larger than N, cert without key...). */
 	unsigned cluster_line, cluster_col;
-	unsigned tls_line, tls_col;
 	int have_replication, have_w, have_r;
 	unsigned w_line, w_col, r_line, r_col;
 };
@@ -636,31 +634,6 @@ static int load_auth(struct ctx *x, const kvs__toml_value *t)
 	return rc;
 }
 
-static int load_tls(struct ctx *x, const kvs__toml_value *t)
-{
-	kvs_cluster_config *c = &x->cfg->c;
-	int rc = KVS_OK;
-
-	x->tls_line = t->line;
-	x->tls_col = t->col;
-	for (size_t i = 0; i < t->u.tab.len && rc == KVS_OK; i++) {
-		const kvs__toml_keyval *kv = &t->u.tab.items[i];
-
-		if (is_key(kv, "cert"))
-			rc = get_string(x, kv, &c->tls_cert);
-		else if (is_key(kv, "key"))
-			rc = get_string(x, kv, &c->tls_key);
-		else if (is_key(kv, "ca"))
-			rc = get_string(x, kv, &c->tls_ca);
-		else
-			rc = unknown_key(x, kv, "[tls]");
-	}
-	if (rc == KVS_OK && (c->tls_cert == NULL) != (c->tls_key == NULL))
-		rc = fail(x, t->line, t->col,
-		          "[tls] needs both 'cert' and 'key'");
-	return rc;
-}
-
 /* Checks that involve several keys, and defaults that depend on others. */
 static int finish(struct ctx *x)
 {
@@ -725,13 +698,22 @@ static int load_root(struct ctx *x, const kvs__toml_value *root)
 			rc = load_shards(x, kv);
 			continue;
 		}
+		if (is_key(kv, "tls")) {
+			/* Refused rather than ignored: an operator who asks
+			 * for TLS must not get plain HTTP. */
+			rc = fail(x, kv->line, kv->col,
+			          "[tls] is not supported by this version: "
+			          "kvshard serves plain HTTP (see "
+			          "docs/config.md)");
+			break;
+		}
 		if (!is_key(kv, "cluster") && !is_key(kv, "storage") &&
 		    !is_key(kv, "limits") && !is_key(kv, "server") &&
-		    !is_key(kv, "auth") && !is_key(kv, "tls")) {
+		    !is_key(kv, "auth")) {
 			rc = fail(x, kv->line, kv->col,
 			          "unknown key '%s' (expected [[shards]], "
-			          "[cluster], [storage], [limits], [server], "
-			          "[auth] or [tls])",
+			          "[cluster], [storage], [limits], [server] or "
+			          "[auth])",
 			          kv->key);
 			break;
 		}
@@ -746,10 +728,8 @@ static int load_root(struct ctx *x, const kvs__toml_value *root)
 			rc = load_limits(x, kv->value);
 		else if (is_key(kv, "server"))
 			rc = load_server(x, kv->value);
-		else if (is_key(kv, "auth"))
-			rc = load_auth(x, kv->value);
 		else
-			rc = load_tls(x, kv->value);
+			rc = load_auth(x, kv->value);
 	}
 	if (rc != KVS_OK)
 		return rc;

@@ -1,152 +1,241 @@
 /*
- * node.h - one cluster member (internal; the server is built on it).
+ * node.h - one cluster member: the operations a server calls (internal).
  *
- * A node owns its store, the ring built from the config, a transport to
- * its peers and its view of their health. It decides where a key's
- * requests go (kvs__node_route), and, for keys it owns, coordinates quorum
- * reads and replicated writes. Every operation that may wait on a peer or
- * on the disk is asynchronous: the callback runs on the store's writer
- * thread or the transport's thread, possibly before the call returns.
+ * A node owns its store, the ring built from the config, the sending side
+ * of the peer protocol and its view of its peers' health. Its operations
+ * take what a client asked for and decide everything else: whether this
+ * node serves the key from its own store, coordinates a quorum read or a
+ * replicated write, forwards the request to an owner (routing = "proxy")
+ * or sends the client to one (routing = "redirect"). A server only turns
+ * HTTP into these calls and their results back into HTTP.
  *
- * The peer protocol (served by kvshard-server under /internal):
- *   GET /internal/kv/{key}  -> 200 value with X-Kvshard-Stamp and
- *                              X-Kvshard-Tombstone: 0|1, or 404 (no record)
- *   PUT /internal/kv/{key}  <- value, X-Kvshard-Stamp, X-Kvshard-Tombstone:
- *                              apply if newer -> 200 {"applied": bool}
+ * Completions. Every operation ends by filling its result and calling
+ * cb(ud) exactly once: maybe before the call returns (a read served from
+ * this node's store), maybe later on another thread (the store's writer,
+ * the peer transport's). The callback should only note that the result
+ * is there (a server resumes the connection); the answer is built by the
+ * caller's own thread from the result afterwards.
+ *
+ * The files behind this header: node.c (open, close, routing, health,
+ * probing, the operations' dispatch), quorum.c (quorum reads with read
+ * repair, replicated writes), proxy.c (forwarding to an owner, with
+ * failover and coordinator takeover), cscan.c (the cluster-wide scan),
+ * serve.c (the receiving side of the peer protocol), peer.c (its sending
+ * side over HTTP).
  */
 #ifndef KVS_NODE_H
 #define KVS_NODE_H
 
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hlc.h"
 #include "kvshard/config.h"
-#include "kvshard/ring.h"
 #include "kvshard/store.h"
-#include "transport.h"
-
-#define KVS_HDR_SHARD "X-Kvshard-Shard"
-#define KVS_HDR_HOP "X-Kvshard-Hop"
-#define KVS_HDR_STAMP "X-Kvshard-Stamp"
-#define KVS_HDR_TOMBSTONE "X-Kvshard-Tombstone"
-#define KVS_HDR_EPOCH "X-Kvshard-Epoch"
-#define KVS_HDR_SECRET "X-Kvshard-Secret"
+#include "peer.h"
+#include "store_internal.h"
 
 typedef struct kvs__node kvs__node;
 
-/* Counters the server exports in /metrics. */
-typedef struct kvs__node_counters {
-	_Atomic uint64_t forwarded;      /* client requests sent to a peer */
-	_Atomic uint64_t replica_writes; /* writes sent to replicas */
-	_Atomic uint64_t replica_reads;  /* reads sent to replicas */
-	_Atomic uint64_t read_repairs;   /* stale replicas repaired */
-	_Atomic uint64_t peer_errors;    /* failed peer requests */
-	_Atomic uint64_t quorum_failures;
-} kvs__node_counters;
+/* Log levels of kvs__node_options.log. */
+enum { KVS__LOG_DEBUG, KVS__LOG_INFO, KVS__LOG_WARN, KVS__LOG_ERROR };
+
+typedef struct kvs__node_options {
+	/* How to reach peers. NULL: HTTP (peer.c). A node takes peer_impl
+	 * and frees it with peer_ops->free on close. */
+	const kvs__peer_ops *peer_ops;
+	void *peer_impl;
+	/* Monotonic milliseconds for health and probing; NULL: the real
+	 * clock. */
+	uint64_t (*now_ms)(void *ud);
+	void *now_ud;
+	/* Wall clock of the store's version stamps; NULL: the real one. */
+	kvs__wall_fn wall;
+	void *wall_ud;
+	/* 1: no probing thread; kvs__node_tick() probes when called. */
+	int no_prober;
+	/* 1: writes to this node's own store complete on the calling thread
+	 * (synchronous store calls): the deterministic simulation needs a
+	 * single thread. 0 (servers): group commit on the writer thread. */
+	int inline_local_writes;
+	/* Events worth an operator's attention (a peer went down or came
+	 * back, no owner answered); NULL: none. */
+	void (*log)(void *ud, int level, const char *msg);
+	void *log_ud;
+} kvs__node_options;
+
+void kvs__node_options_init(kvs__node_options *o);
 
 /**
  * Open the node for shard `shard` of cfg (borrowed: must outlive the node),
- * with its store in directory store_path.
+ * with its store in directory store_path. opts may be NULL.
  *
  * @return KVS_OK; KVS_EINVAL (unknown shard), or an error of
- *         kvs_store_open / kvs_ring_new; errbuf gets a one-line reason.
+ *         kvs_store_open / kvs_ring_new / the peers; errbuf gets a reason.
  */
 int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
-                   const char *store_path, char *errbuf, size_t errlen);
+                   const char *store_path, const kvs__node_options *opts,
+                   char *errbuf, size_t errlen);
 
-/** Stop talking to peers, close the store, free. Accepts NULL. */
+/** Stop probing, end what is in flight, close the store. Accepts NULL. */
 void kvs__node_close(kvs__node *n);
 
-kvs_store *kvs__node_store(kvs__node *n);
-const kvs_config *kvs__node_config(const kvs__node *n);
-const kvs_ring *kvs__node_ring(const kvs__node *n);
-kvs__transport *kvs__node_transport(kvs__node *n);
-kvs__node_counters *kvs__node_counters_of(kvs__node *n);
-/** Index of this node's shard in the config. */
-size_t kvs__node_self(const kvs__node *n);
-/** The topology epoch (1 for a topology read from the config). */
+/* Completion of an operation: its result is filled in. */
+typedef void (*kvs__node_cb)(void *ud);
+
+typedef enum kvs__kv_kind {
+	KVS__KV_GET,
+	KVS__KV_PUT,
+	KVS__KV_DELETE
+} kvs__kv_kind;
+
+/* What a client asked about one key. Buffers are borrowed until cb. */
+typedef struct kvs__kv_req {
+	kvs__kv_kind kind;
+	const void *key;
+	size_t key_len;
+	const void *value; /* PUT */
+	size_t value_len;
+	kvs__cond cond;    /* PUT, DELETE */
+	unsigned r;        /* GET: replicas to read; 0: the cluster's R */
+	unsigned w;        /* PUT, DELETE: acks to wait for; 0: its W */
+	/* Sent by another node (the peer protocol): served or coordinated
+	 * here, or refused with KVS_EWRONGSHARD, never forwarded again, so
+	 * that nodes that disagree can never bounce a request around. */
+	int from_peer;
+} kvs__kv_req;
+
+/* What came of it. */
+typedef struct kvs__result {
+	/* KVS_OK; KVS_NOTFOUND (GET: absent or deleted); or KVS_EKEYSIZE,
+	 * KVS_EVALSIZE, KVS_EBADARG (a quorum above N), KVS_ECONFLICT,
+	 * KVS_EEXISTS (conditions), KVS_EUNAVAIL (fewer than R/W replicas,
+	 * or no owner answered), KVS_EWRONGSHARD, a store error. */
+	int rc;
+	/* The version read or written; for KVS_NOTFOUND the deletion's
+	 * version when one was seen, else {0, 0}. */
+	kvs_stamp stamp;
+	const void *value; /* GET: valid until kvs__result_clear() */
+	size_t value_len;
+	unsigned acks;     /* writes: replicas that had it durably */
+	unsigned need;     /* the R or W that applied */
+	unsigned replicas; /* N of the key */
+	size_t served_by;  /* position of the shard that served it */
+	int forwarded;     /* served_by answered through this node */
+	/* routing = "redirect": send the client to shard `target`. */
+	int redirect;
+	/* KVS_EUNAVAIL because no owner answered at all (not a quorum
+	 * missed): target is the last one tried. */
+	int unreachable;
+	size_t target;
+	/* Private: what keeps value alive. */
+	void (*release)(void *hold);
+	void *hold;
+} kvs__result;
+
+/** Release what a result holds (accepts a zeroed or cleared one). */
+void kvs__result_clear(kvs__result *r);
+
+/**
+ * Hand the memory behind r->value to the caller: afterwards
+ * (*release)(*hold) frees it, and kvs__result_clear does not. (A server
+ * gives it to the HTTP library, which sends the value without a copy.)
+ */
+void kvs__result_take(kvs__result *r, void (**release)(void *), void **hold);
+
+/** Read, write or delete one key. */
+void kvs__node_kv(kvs__node *n, const kvs__kv_req *req, kvs__result *out,
+                  kvs__node_cb cb, void *ud);
+
+/** Run count operations at once; cb when the last is done. */
+void kvs__node_batch(kvs__node *n, const kvs__kv_req *reqs, size_t count,
+                     kvs__result *outs, kvs__node_cb cb, void *ud);
+
+/* A cluster-wide scan. Buffers are borrowed until cb. */
+typedef struct kvs__scan_req {
+	const void *prefix;
+	size_t prefix_len;
+	const void *start_after; /* continue after this key */
+	size_t start_len;
+	int has_start;
+	size_t limit;  /* most keys in the page (>= 1) */
+	int values;
+	unsigned r;    /* replicas of each key to read; 0: the cluster's R */
+} kvs__scan_req;
+
+typedef struct kvs__scan_result {
+	int rc;      /* KVS_OK, KVS_EUNAVAIL, KVS_ENOMEM, a store error */
+	size_t failed;   /* KVS_EUNAVAIL: a shard that did not answer */
+	struct kvs__cscan *cs; /* private */
+} kvs__scan_result;
+
+/**
+ * One page of the keys of the whole cluster in byte order: each key with
+ * its newest version among R replicas; deleted keys never appear.
+ */
+void kvs__node_scan(kvs__node *n, const kvs__scan_req *req,
+                    kvs__scan_result *out, kvs__node_cb cb, void *ud);
+
+/**
+ * After kvs__node_scan's cb, on the caller's thread: merge the shards'
+ * pages, calling emit for each live record in order (borrowed for the
+ * call; emit returns 0). *next gets the key to continue after (borrowed
+ * until kvs__scan_result_clear), or NULL when the scan is complete.
+ *
+ * @return KVS_OK or KVS_ENOMEM.
+ */
+int kvs__scan_result_merge(kvs__scan_result *res, kvs_record_cb emit,
+                           void *ud, const void **next, size_t *next_len);
+
+void kvs__scan_result_clear(kvs__scan_result *res);
+
+/* A peer's message, served here. */
+typedef struct kvs__peer_reply {
+	int rc;          /* KVS_OK, or KVS_EPROTO/ENOMEM for the frame */
+	const char *why; /* KVS_EPROTO: what is wrong with it */
+	struct kvs__serving *s; /* private */
+} kvs__peer_reply;
+
+/**
+ * Serve a request frame of the peer protocol (borrowed until cb).
+ */
+void kvs__node_serve_peer(kvs__node *n, const void *frame, size_t len,
+                          kvs__peer_reply *out, kvs__node_cb cb, void *ud);
+
+/**
+ * After kvs__node_serve_peer's cb (with rc KVS_OK): the answer frame,
+ * malloc'ed (free()), or NULL when out of memory.
+ */
+char *kvs__peer_reply_encode(kvs__peer_reply *r, size_t *len);
+
+void kvs__peer_reply_clear(kvs__peer_reply *r);
+
+/* Figures for /metrics. */
+typedef struct kvs__node_stats {
+	uint64_t forwarded;      /* client requests sent to another shard */
+	uint64_t replica_writes; /* writes sent to replicas */
+	uint64_t replica_reads;  /* reads sent to replicas */
+	uint64_t read_repairs;   /* stale replicas repaired */
+	uint64_t peer_errors;    /* messages to peers that got no answer */
+	uint64_t quorum_failures;
+	uint64_t probes;         /* health probes sent */
+} kvs__node_stats;
+
+void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st);
+
+/** Is shard i believed up (1; this node always is), or down (0)? */
+int kvs__node_shard_status(kvs__node *n, size_t i);
+
+/** The topology epoch: 1 while the topology is the config file's. */
 uint64_t kvs__node_epoch(const kvs__node *n);
 
-/* Where a key lives, as seen from this node. */
-typedef struct kvs__route {
-	size_t n;                           /* owners found (N) */
-	size_t owners[KVS_RING_MAX_OWNERS]; /* shard indexes, preference order */
-	int self;                           /* position of this node, or -1 */
-} kvs__route;
-
-void kvs__node_route(const kvs__node *n, const void *key, size_t key_len,
-                     kvs__route *r);
+/** The node's store, for its figures (/v1/status). */
+kvs_store *kvs__node_store(kvs__node *n);
 
 /**
- * The owner that coordinates writes: the first owner not known to be
- * down (this node counts as up), or the primary if all seem down.
+ * Probe every peer whose turn has come (the probing thread calls this
+ * every KVS__PROBE_TICK_MS; with no_prober, the caller does).
  */
-size_t kvs__node_coordinator(kvs__node *n, const kvs__route *r);
-
-/** Is shard i believed up (always 1 for this node)? */
-int kvs__node_peer_up(kvs__node *n, size_t i);
-
-/**
- * Record the outcome of a request to shard i: connection failures and
- * timeouts mark it down for a while (doubling up to a limit), any answer
- * marks it up.
- */
-void kvs__node_peer_result(kvs__node *n, size_t i, int rc);
-
-/** "http://address" of shard i (borrowed). */
-const char *kvs__node_base_url(const kvs__node *n, size_t i);
-
-/**
- * Completion of a quorum read. rec is borrowed for the call; rc is KVS_OK
- * (rec is the newest live record), KVS_NOTFOUND (absent or deleted;
- * rec may carry a tombstone), or KVS_EUNAVAIL (fewer than R replicas
- * answered) or a store error.
- */
-typedef void (*kvs__node_read_cb)(void *ud, int rc, const kvs_record *rec);
-
-/**
- * Read key from R replicas (this node, an owner, is one of them), answer
- * with the newest version, and repair replicas that answered with an older
- * one. key is copied.
- *
- * @return KVS_OK (cb will be called), or an error (cb not called).
- */
-int kvs__node_read(kvs__node *n, const void *key, size_t key_len,
-                   const kvs__route *r, kvs__node_read_cb cb, void *ud);
-
-/**
- * Completion of a replicated write. stamp is the version written (on
- * KVS_OK, and also on KVS_EUNAVAIL when the coordinator stored it but too
- * few replicas acknowledged); acks counts the replicas that have it.
- */
-typedef void (*kvs__node_write_cb)(void *ud, int rc, const kvs_stamp *stamp,
-                                   unsigned acks);
-
-/**
- * Write (or, with is_delete, delete) key on its N owners from this node,
- * the coordinator, and answer after W durable acknowledgements. With
- * conditions in opts the write is first decided atomically in the local
- * store, then replicated. key and value must stay valid until cb.
- *
- * @return KVS_OK (cb will be called) or an error (cb not called).
- */
-int kvs__node_write(kvs__node *n, const void *key, size_t key_len,
-                    const void *value, size_t value_len, int is_delete,
-                    const kvs_write_options *opts, const kvs__route *r,
-                    kvs__node_write_cb cb, void *ud);
-
-/**
- * Send a request to shard i asynchronously, tracking its health. cb owns
- * the response. Adds the cluster secret header when one is configured.
- *
- * @return KVS_OK or an error (cb not called).
- */
-int kvs__node_send(kvs__node *n, size_t i, kvs__http_request *req,
-                   kvs__http_cb cb, void *ud);
-
-/** Parse the stamp and tombstone headers of a peer's answer. */
-int kvs__node_parse_record_headers(const kvs__http_response *resp,
-                                   kvs_stamp *stamp, unsigned *flags);
+void kvs__node_tick(kvs__node *n);
 
 #endif /* KVS_NODE_H */

@@ -3,7 +3,7 @@
  *
  * Layout. One LMDB environment per store directory. The named database "kv"
  * maps each user key to a record. The store's own bookkeeping (format
- * version, the newest clock reading, key counts, blobs of other modules) is
+ * version, the newest clock reading, key counts) is
  * kept in LMDB's main database beside the catalog of named databases: that
  * page is rewritten by every commit anyway, so updating the bookkeeping in
  * every batch costs no extra page write. A record is a 16-byte header followed by the value bytes:
@@ -69,7 +69,7 @@
 #define META_KEYS "keys"
 #define META_TOMBSTONES "tombstones"
 
-enum op_kind { OP_PUT, OP_DELETE, OP_APPLY, OP_META };
+enum op_kind { OP_PUT, OP_DELETE, OP_APPLY };
 
 struct write_op {
 	enum op_kind kind;
@@ -77,8 +77,7 @@ struct write_op {
 	size_t key_len;
 	const void *value;
 	size_t value_len;
-	unsigned wflags;   /* KVS_WRITE_* */
-	kvs_stamp expect;  /* with KVS_WRITE_IF_STAMP */
+	kvs__cond cond;    /* OP_PUT, OP_DELETE: conditions */
 	kvs_stamp stamp;   /* OP_APPLY: the record's; result: the written one */
 	unsigned rflags;   /* OP_APPLY: the record's flags */
 	int rc;
@@ -487,13 +486,6 @@ static int apply_op(kvs_store *s, MDB_txn *txn, struct write_op *op,
 	const void *value = op->value;
 	size_t value_len = op->value_len;
 
-	if (op->kind == OP_META) {
-		v.mv_size = op->value_len;
-		v.mv_data = (void *)op->value;
-		mrc = mdb_put(txn, s->meta, &k, &v, 0);
-		op->rc = map_mdb_error(mrc);
-		return mrc == MDB_SUCCESS ? MDB_SUCCESS : mrc;
-	}
 	mrc = mdb_get(txn, s->kv, &k, &v);
 	if (mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
 		return mrc;
@@ -519,16 +511,9 @@ static int apply_op(kvs_store *s, MDB_txn *txn, struct write_op *op,
 			value_len = 0;
 		}
 	} else {
-		if ((op->wflags & KVS_WRITE_IF_ABSENT) && old_live) {
-			op->rc = KVS_EEXISTS;
+		op->rc = kvs__cond_check(&op->cond, old_live ? &old.stamp : NULL);
+		if (op->rc != KVS_OK)
 			return MDB_SUCCESS;
-		}
-		if ((op->wflags & KVS_WRITE_IF_STAMP) &&
-		    (!old_live ||
-		     kvs_stamp_cmp(&old.stamp, &op->expect) != 0)) {
-			op->rc = KVS_ECONFLICT;
-			return MDB_SUCCESS;
-		}
 		op->stamp.hlc = kvs__hlc_now(&s->clock);
 		if (exists && op->stamp.hlc <= old.stamp.hlc)
 			kvs__hlc_update(&s->clock, old.stamp.hlc,
@@ -889,7 +874,7 @@ static int run_async(kvs_store *s, const struct write_op *op,
 /* Validate and fill an op for put/delete/apply. */
 static int prepare(kvs_store *s, struct write_op *op, enum op_kind kind,
                    const void *key, size_t key_len, const void *value,
-                   size_t value_len, const kvs_write_options *opts)
+                   size_t value_len, const kvs__cond *cond)
 {
 	int rc;
 
@@ -908,9 +893,39 @@ static int prepare(kvs_store *s, struct write_op *op, enum op_kind kind,
 	op->key_len = key_len;
 	op->value = value;
 	op->value_len = value_len;
-	if (opts != NULL) {
-		op->wflags = opts->flags;
-		op->expect = opts->expect;
+	if (cond != NULL) {
+		if (cond->n_expect > KVS__MAX_EXPECT)
+			return KVS_EINVAL;
+		op->cond = *cond;
+	}
+	return KVS_OK;
+}
+
+void kvs__cond_from_options(kvs__cond *c, const kvs_write_options *opts)
+{
+	memset(c, 0, sizeof(*c));
+	if (opts == NULL)
+		return;
+	c->flags = opts->flags;
+	if (opts->flags & KVS_WRITE_IF_STAMP) {
+		c->expect[0] = opts->expect;
+		c->n_expect = 1;
+	}
+}
+
+int kvs__cond_check(const kvs__cond *c, const kvs_stamp *live)
+{
+	if ((c->flags & KVS_WRITE_IF_ABSENT) && live != NULL)
+		return KVS_EEXISTS;
+	if ((c->flags & KVS_WRITE_IF_EXISTS) && live == NULL)
+		return KVS_ECONFLICT;
+	if (c->flags & KVS_WRITE_IF_STAMP) {
+		if (live == NULL)
+			return KVS_ECONFLICT;
+		for (unsigned i = 0; i < c->n_expect; i++)
+			if (kvs_stamp_cmp(live, &c->expect[i]) == 0)
+				return KVS_OK;
+		return KVS_ECONFLICT;
 	}
 	return KVS_OK;
 }
@@ -938,7 +953,11 @@ int kvs_store_put(kvs_store *s, const void *key, size_t key_len,
                   const kvs_write_options *opts, kvs_stamp *stamp)
 {
 	struct write_op op;
-	int rc = prepare(s, &op, OP_PUT, key, key_len, value, value_len, opts);
+	kvs__cond c;
+	int rc;
+
+	kvs__cond_from_options(&c, opts);
+	rc = prepare(s, &op, OP_PUT, key, key_len, value, value_len, &c);
 
 	return rc != KVS_OK ? rc : run_sync(s, &op, stamp, NULL);
 }
@@ -947,7 +966,11 @@ int kvs_store_delete(kvs_store *s, const void *key, size_t key_len,
                      const kvs_write_options *opts, kvs_stamp *stamp)
 {
 	struct write_op op;
-	int rc = prepare(s, &op, OP_DELETE, key, key_len, NULL, 0, opts);
+	kvs__cond c;
+	int rc;
+
+	kvs__cond_from_options(&c, opts);
+	rc = prepare(s, &op, OP_DELETE, key, key_len, NULL, 0, &c);
 
 	return rc != KVS_OK ? rc : run_sync(s, &op, stamp, NULL);
 }
@@ -965,20 +988,46 @@ int kvs_store_put_async(kvs_store *s, const void *key, size_t key_len,
                         const kvs_write_options *opts, kvs_write_cb cb,
                         void *ud)
 {
-	struct write_op op;
-	int rc = prepare(s, &op, OP_PUT, key, key_len, value, value_len, opts);
+	kvs__cond c;
 
-	return rc != KVS_OK ? rc : run_async(s, &op, cb, ud);
+	kvs__cond_from_options(&c, opts);
+	return kvs__store_write_async(s, 0, key, key_len, value, value_len, &c,
+	                              cb, ud);
 }
 
 int kvs_store_delete_async(kvs_store *s, const void *key, size_t key_len,
                            const kvs_write_options *opts, kvs_write_cb cb,
                            void *ud)
 {
+	kvs__cond c;
+
+	kvs__cond_from_options(&c, opts);
+	return kvs__store_write_async(s, 1, key, key_len, NULL, 0, &c, cb, ud);
+}
+
+int kvs__store_write_async(kvs_store *s, int is_delete, const void *key,
+                           size_t key_len, const void *value,
+                           size_t value_len, const kvs__cond *cond,
+                           kvs_write_cb cb, void *ud)
+{
 	struct write_op op;
-	int rc = prepare(s, &op, OP_DELETE, key, key_len, NULL, 0, opts);
+	int rc = prepare(s, &op, is_delete ? OP_DELETE : OP_PUT, key, key_len,
+	                 is_delete ? NULL : value, is_delete ? 0 : value_len,
+	                 cond);
 
 	return rc != KVS_OK ? rc : run_async(s, &op, cb, ud);
+}
+
+int kvs__store_write(kvs_store *s, int is_delete, const void *key,
+                     size_t key_len, const void *value, size_t value_len,
+                     const kvs__cond *cond, kvs_stamp *stamp)
+{
+	struct write_op op;
+	int rc = prepare(s, &op, is_delete ? OP_DELETE : OP_PUT, key, key_len,
+	                 is_delete ? NULL : value, is_delete ? 0 : value_len,
+	                 cond);
+
+	return rc != KVS_OK ? rc : run_sync(s, &op, stamp, NULL);
 }
 
 int kvs_store_apply_async(kvs_store *s, const kvs_record *rec,
@@ -990,58 +1039,14 @@ int kvs_store_apply_async(kvs_store *s, const kvs_record *rec,
 	return rc != KVS_OK ? rc : run_async(s, &op, cb, ud);
 }
 
-/* ------------------------------------------------------------------ */
-/* Store metadata for other modules (topology document, ...)           */
-
-int kvs__store_meta_put(kvs_store *s, const char *name, const void *value,
-                        size_t len)
-{
-	struct write_op op;
-
-	if (s == NULL || name == NULL || *name == '\0' || value == NULL)
-		return KVS_EINVAL;
-	if (strncmp(name, "kvs.", 4) != 0)
-		return KVS_EINVAL; /* leave room for the store's own names */
-	memset(&op, 0, sizeof(op));
-	op.kind = OP_META;
-	op.key = name;
-	op.key_len = strlen(name);
-	op.value = value;
-	op.value_len = len;
-	return run_sync(s, &op, NULL, NULL);
-}
-
-int kvs__store_meta_get(kvs_store *s, const char *name, void **value,
-                        size_t *len)
-{
-	MDB_txn *txn;
-	MDB_val k, v;
-	int rc;
-
-	if (s == NULL || name == NULL || value == NULL || len == NULL)
-		return KVS_EINVAL;
-	k.mv_size = strlen(name);
-	k.mv_data = (void *)name;
-	rc = read_begin(s, &txn);
-	if (rc != KVS_OK)
-		return rc;
-	rc = map_mdb_error(mdb_get(txn, s->meta, &k, &v));
-	if (rc == KVS_OK) {
-		*value = malloc(v.mv_size ? v.mv_size : 1);
-		if (*value == NULL) {
-			rc = KVS_ENOMEM;
-		} else {
-			memcpy(*value, v.mv_data, v.mv_size);
-			*len = v.mv_size;
-		}
-	}
-	read_end(s, txn);
-	return rc;
-}
-
 uint64_t kvs__store_clock_now(kvs_store *s)
 {
 	return kvs__hlc_now(&s->clock);
+}
+
+void kvs__store_set_wall(kvs_store *s, kvs__wall_fn wall, void *ud)
+{
+	kvs__hlc_init(&s->clock, kvs__hlc_peek(&s->clock), wall, ud);
 }
 
 /* ------------------------------------------------------------------ */

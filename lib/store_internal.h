@@ -8,27 +8,55 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hlc.h"
 #include "kvshard/store.h"
 
-/**
- * Durably store a named blob of the library's own (the topology document,
- * hints...) beside the data. Names must start with "kvs.".
- *
- * @return KVS_OK, KVS_EINVAL, or a write error as kvs_store_put().
+/* Most versions one condition may list (HTTP If-Match: "a", "b", ...). */
+#define KVS__MAX_EXPECT 16
+
+/*
+ * The conditions of a write: kvs_write_options, with a list of versions
+ * instead of one. With KVS_WRITE_IF_STAMP the write happens only if the
+ * live value's version is one of expect[0..n_expect) (none: never).
  */
-int kvs__store_meta_put(kvs_store *s, const char *name, const void *value,
-                        size_t len);
+typedef struct kvs__cond {
+	unsigned flags; /* KVS_WRITE_* */
+	unsigned n_expect;
+	kvs_stamp expect[KVS__MAX_EXPECT];
+} kvs__cond;
+
+/* The conditions of public write options (NULL: none). */
+void kvs__cond_from_options(kvs__cond *c, const kvs_write_options *opts);
 
 /**
- * Read a named blob stored with kvs__store_meta_put.
+ * Judge conditions against the live value's version (NULL: no live value).
  *
- * @param value receives a malloc'ed copy (kvs_free) on KVS_OK.
- * @return KVS_OK, KVS_NOTFOUND, or a read error.
+ * @return KVS_OK (the write may go on), KVS_EEXISTS, KVS_ECONFLICT.
  */
-int kvs__store_meta_get(kvs_store *s, const char *name, void **value,
-                        size_t *len);
+int kvs__cond_check(const kvs__cond *c, const kvs_stamp *live);
+
+/**
+ * kvs_store_put_async / kvs_store_delete_async with kvs__cond conditions
+ * (copied). Same contract otherwise.
+ */
+int kvs__store_write_async(kvs_store *s, int is_delete, const void *key,
+                           size_t key_len, const void *value,
+                           size_t value_len, const kvs__cond *cond,
+                           kvs_write_cb cb, void *ud);
+
+/** The synchronous form of kvs__store_write_async. */
+int kvs__store_write(kvs_store *s, int is_delete, const void *key,
+                     size_t key_len, const void *value, size_t value_len,
+                     const kvs__cond *cond, kvs_stamp *stamp);
 
 /** A new reading of the store's clock (for stamps made outside it). */
 uint64_t kvs__store_clock_now(kvs_store *s);
+
+/**
+ * Read wall-clock time from wall(ud) from now on (the deterministic
+ * simulation of tests/test_node.c runs every store on its virtual time).
+ * Call it right after opening, before any write.
+ */
+void kvs__store_set_wall(kvs_store *s, kvs__wall_fn wall, void *ud);
 
 #endif

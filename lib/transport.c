@@ -24,7 +24,7 @@
 #include <strings.h>
 
 #include "kvshard/common.h"
-#include "kvshard/config.h"
+#include "op.h"
 #include "transport.h"
 
 #define EASY_POOL_MAX 64
@@ -483,11 +483,13 @@ int kvs__transport_submit(kvs__transport *t, const kvs__http_request *req,
 	return KVS_OK;
 }
 
-/* kvs__transport_parallel: a countdown the callbacks decrement. */
+/* kvs__transport_parallel: one operation held by every request; the last
+ * release wakes the waiting caller. */
 struct fan {
+	kvs__op op;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	size_t left;
+	int finished;
 };
 
 struct fan_slot {
@@ -495,16 +497,22 @@ struct fan_slot {
 	kvs__http_response *out;
 };
 
+static void fan_finished(kvs__op *op)
+{
+	struct fan *f = (struct fan *)op;
+
+	pthread_mutex_lock(&f->mu);
+	f->finished = 1;
+	pthread_cond_signal(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+}
+
 static void fan_done(void *ud, kvs__http_response *resp)
 {
 	struct fan_slot *s = ud;
-	struct fan *f = s->fan;
 
 	*s->out = *resp;
-	pthread_mutex_lock(&f->mu);
-	if (--f->left == 0)
-		pthread_cond_signal(&f->cv);
-	pthread_mutex_unlock(&f->mu);
+	kvs__op_release(&s->fan->op);
 }
 
 void kvs__transport_parallel(kvs__transport *t,
@@ -530,13 +538,15 @@ void kvs__transport_parallel(kvs__transport *t,
 	}
 	pthread_mutex_init(&f.mu, NULL);
 	pthread_cond_init(&f.cv, NULL);
-	f.left = n;
+	f.finished = 0;
+	kvs__op_init(&f.op, fan_finished);
 	for (size_t i = 0; i < n; i++) {
 		int rc;
 
 		memset(&resps[i], 0, sizeof(resps[i]));
 		slots[i].fan = &f;
 		slots[i].out = &resps[i];
+		kvs__op_hold(&f.op);
 		rc = kvs__transport_submit(t, &reqs[i], fan_done, &slots[i]);
 		if (rc != KVS_OK) {
 			kvs__http_response r = {0};
@@ -545,8 +555,9 @@ void kvs__transport_parallel(kvs__transport *t,
 			fan_done(&slots[i], &r);
 		}
 	}
+	kvs__op_release(&f.op);
 	pthread_mutex_lock(&f.mu);
-	while (f.left > 0)
+	while (!f.finished)
 		pthread_cond_wait(&f.cv, &f.mu);
 	pthread_mutex_unlock(&f.mu);
 	pthread_cond_destroy(&f.cv);
@@ -570,9 +581,9 @@ int kvs__transport_new(kvs__transport **out, const kvs__transport_options *opts)
 	if (opts != NULL)
 		t->o = *opts;
 	if (t->o.connect_timeout_ms == 0)
-		t->o.connect_timeout_ms = KVS_DEFAULT_CONNECT_TIMEOUT_MS;
+		t->o.connect_timeout_ms = KVS__TRANSPORT_CONNECT_TIMEOUT_MS;
 	if (t->o.request_timeout_ms == 0)
-		t->o.request_timeout_ms = KVS_DEFAULT_REQUEST_TIMEOUT_MS;
+		t->o.request_timeout_ms = KVS__TRANSPORT_REQUEST_TIMEOUT_MS;
 	if (t->o.max_host_connections == 0)
 		t->o.max_host_connections = DEFAULT_MAX_HOST_CONNECTIONS;
 	if (t->o.extra_header != NULL) {
@@ -620,29 +631,4 @@ void kvs__transport_free(kvs__transport *t)
 	pthread_mutex_destroy(&t->mu);
 	free(t->extra_header);
 	free(t);
-}
-
-char *kvs__url_escape(const void *data, size_t len)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	const unsigned char *p = data;
-	char *out = malloc(len * 3 + 1), *o = out;
-
-	if (out == NULL)
-		return NULL;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = p[i];
-
-		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' ||
-		    ch == '_' || ch == '~') {
-			*o++ = (char)ch;
-		} else {
-			*o++ = '%';
-			*o++ = hex[ch >> 4];
-			*o++ = hex[ch & 15];
-		}
-	}
-	*o = '\0';
-	return out;
 }

@@ -18,10 +18,13 @@
 typedef struct kvs__transport kvs__transport;
 
 #define KVS_TRANSPORT_MAX_HEADERS 16
+/* Timeouts when the options leave them 0. */
+#define KVS__TRANSPORT_CONNECT_TIMEOUT_MS 500u
+#define KVS__TRANSPORT_REQUEST_TIMEOUT_MS 2000u
 
 typedef struct kvs__transport_options {
-	unsigned connect_timeout_ms; /* 0: KVS_DEFAULT_CONNECT_TIMEOUT_MS */
-	unsigned request_timeout_ms; /* 0: KVS_DEFAULT_REQUEST_TIMEOUT_MS */
+	unsigned connect_timeout_ms; /* 0: KVS__TRANSPORT_CONNECT_TIMEOUT_MS */
+	unsigned request_timeout_ms; /* 0: KVS__TRANSPORT_REQUEST_TIMEOUT_MS */
 	unsigned max_host_connections; /* per peer, async path; 0: default */
 	/* Sent with every request ("Name: value"), e.g. Authorization. */
 	const char *extra_header;
@@ -89,12 +92,5 @@ int kvs__transport_submit(kvs__transport *t, const kvs__http_request *req,
 void kvs__transport_parallel(kvs__transport *t,
                              const kvs__http_request *reqs, size_t n,
                              kvs__http_response *resps);
-
-/**
- * Percent-encode bytes for a URL path segment or query value (RFC 3986
- * unreserved characters stay as they are). Returns a malloc'ed string or
- * NULL when out of memory.
- */
-char *kvs__url_escape(const void *data, size_t len);
 
 #endif /* KVS_TRANSPORT_H */

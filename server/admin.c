@@ -5,30 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "metrics.h"
 #include "server.h"
-
-#define JSON_TYPE "application/json"
-#define METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"
-
-/* Is this a GET or HEAD? Answers 405 when not. */
-static int only_get(struct req *r)
-{
-	if (r->method == M_GET || r->method == M_HEAD)
-		return 1;
-	req_not_allowed(r, "GET, HEAD");
-	return 0;
-}
 
 static uint64_t uptime_s(const struct server *s)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u -
-	        s->start_mono_ms) /
-	       1000u;
+	return (kvs__mono_ms() - s->start_mono_ms) / 1000u;
 }
 
 static void answer_json(struct req *r, cJSON *doc)
@@ -39,7 +22,7 @@ static void answer_json(struct req *r, cJSON *doc)
 
 	cJSON_Delete(doc);
 	if (text == NULL) {
-		req_fail(r, KVS_ENOMEM, "building the answer");
+		reply_fail(r, KVS_ENOMEM, "building the answer");
 		return;
 	}
 	/* cJSON allocates with malloc (the default hooks): append a newline
@@ -48,14 +31,14 @@ static void answer_json(struct req *r, cJSON *doc)
 	body = malloc(len + 2);
 	if (body == NULL) {
 		free(text);
-		req_fail(r, KVS_ENOMEM, "building the answer");
+		reply_fail(r, KVS_ENOMEM, "building the answer");
 		return;
 	}
 	memcpy(body, text, len);
 	body[len] = '\n';
 	body[len + 1] = '\0';
 	free(text);
-	req_answer(r, MHD_HTTP_OK, resp_take(r->srv, body, len + 1, JSON_TYPE));
+	reply_bytes(r, 200, body, len + 1, KVS_TYPE_JSON);
 }
 
 void handle_cluster(struct req *r)
@@ -63,16 +46,14 @@ void handle_cluster(struct req *r)
 	const kvs_cluster_config *cc = r->srv->cc;
 	cJSON *doc, *shards;
 
-	if (!only_get(r))
-		return;
 	doc = cJSON_CreateObject();
-	shards = cJSON_AddArrayToObject(doc, "shards");
-	cJSON_AddNumberToObject(doc, "epoch",
+	shards = cJSON_AddArrayToObject(doc, KVS_F_SHARDS);
+	cJSON_AddNumberToObject(doc, KVS_F_EPOCH,
 	                        (double)kvs__node_epoch(r->srv->node));
-	cJSON_AddNumberToObject(doc, "replication", cc->replication);
-	cJSON_AddNumberToObject(doc, "write_quorum", cc->write_quorum);
-	cJSON_AddNumberToObject(doc, "read_quorum", cc->read_quorum);
-	cJSON_AddNumberToObject(doc, "vnodes", cc->vnodes);
+	cJSON_AddNumberToObject(doc, KVS_F_REPLICATION, cc->replication);
+	cJSON_AddNumberToObject(doc, KVS_F_WRITE_QUORUM, cc->write_quorum);
+	cJSON_AddNumberToObject(doc, KVS_F_READ_QUORUM, cc->read_quorum);
+	cJSON_AddNumberToObject(doc, KVS_F_VNODES, cc->vnodes);
 	cJSON_AddStringToObject(doc, "routing",
 	                        cc->routing == KVS_ROUTING_PROXY ? "proxy"
 	                                                         : "redirect");
@@ -82,12 +63,12 @@ void handle_cluster(struct req *r)
 		const kvs_shard_config *sh = kvs_config_shard(r->srv->cfg, i);
 		cJSON *o = cJSON_CreateObject();
 
-		cJSON_AddStringToObject(o, "name", sh->name);
-		cJSON_AddNumberToObject(o, "idx", sh->idx);
-		cJSON_AddStringToObject(o, "address", sh->address);
-		cJSON_AddNumberToObject(o, "weight", sh->weight);
-		cJSON_AddStringToObject(o, "status",
-		                        kvs__node_peer_up(r->srv->node, i) ? "up"
+		cJSON_AddStringToObject(o, KVS_F_NAME, sh->name);
+		cJSON_AddNumberToObject(o, KVS_F_IDX, sh->idx);
+		cJSON_AddStringToObject(o, KVS_F_ADDRESS, sh->address);
+		cJSON_AddNumberToObject(o, KVS_F_WEIGHT, sh->weight);
+		cJSON_AddStringToObject(o, KVS_F_STATUS,
+		                        kvs__node_shard_status(r->srv->node, i) ? "up"
 		                                                           : "down");
 		cJSON_AddItemToArray(shards, o);
 	}
@@ -101,59 +82,56 @@ void handle_status(struct req *r)
 	cJSON *doc;
 	int rc;
 
-	if (!only_get(r))
-		return;
 	rc = kvs_store_stat(kvs__node_store(s->node), &st);
 	if (rc != KVS_OK) {
-		req_fail(r, rc, "reading the store's figures");
+		reply_fail(r, rc, "reading the store's figures");
 		return;
 	}
 	doc = cJSON_CreateObject();
-	cJSON_AddStringToObject(doc, "shard", s->me->name);
-	cJSON_AddNumberToObject(doc, "idx", s->me->idx);
-	cJSON_AddStringToObject(doc, "address", s->me->address);
-	cJSON_AddStringToObject(doc, "version", kvs_version());
-	cJSON_AddNumberToObject(doc, "uptime_s", (double)uptime_s(s));
-	cJSON_AddNumberToObject(doc, "keys", (double)st.keys);
+	cJSON_AddStringToObject(doc, KVS_F_SHARD, s->me->name);
+	cJSON_AddNumberToObject(doc, KVS_F_IDX, s->me->idx);
+	cJSON_AddStringToObject(doc, KVS_F_ADDRESS, s->me->address);
+	cJSON_AddStringToObject(doc, KVS_F_VERSION, kvs_version());
+	cJSON_AddNumberToObject(doc, KVS_F_UPTIME, (double)uptime_s(s));
+	cJSON_AddNumberToObject(doc, KVS_F_KEYS, (double)st.keys);
 	cJSON_AddNumberToObject(doc, "tombstones", (double)st.tombstones);
-	cJSON_AddNumberToObject(doc, "store_bytes", (double)st.used_bytes);
+	cJSON_AddNumberToObject(doc, KVS_F_STORE_BYTES, (double)st.used_bytes);
 	cJSON_AddNumberToObject(doc, "map_bytes", (double)st.map_bytes);
 	cJSON_AddNumberToObject(doc, "requests",
 	                        (double)atomic_load(&s->requests));
 	cJSON_AddNumberToObject(doc, "connections",
 	                        (double)atomic_load(&s->connections));
 	cJSON_AddNumberToObject(doc, "threads", s->threads);
-	cJSON_AddNumberToObject(doc, "epoch", (double)kvs__node_epoch(s->node));
+	cJSON_AddNumberToObject(doc, KVS_F_EPOCH, (double)kvs__node_epoch(s->node));
 	answer_json(r, doc);
 }
 
 void handle_health(struct req *r)
 {
-	struct textbuf tb = {0};
+	kvs__buf b;
 
-	if (!only_get(r))
-		return;
-	tb_printf(&tb, "{\"status\":\"ok\",\"shard\":\"%s\"}\n", r->srv->me->name);
-	if (tb.failed) {
-		free(tb.data);
-		req_fail(r, KVS_ENOMEM, "health");
-		return;
-	}
-	req_answer(r, MHD_HTTP_OK, resp_take(r->srv, tb.data, tb.len, JSON_TYPE));
+	kvs__buf_init(&b, 0);
+	kvs__buf_addf(&b, "{\"%s\":\"ok\",\"%s\":\"", KVS_F_STATUS,
+	              KVS_F_SHARD);
+	kvs__json_escape(&b, r->srv->me->name, strlen(r->srv->me->name));
+	kvs__buf_adds(&b, "\"}");
+	reply_json(r, 200, &b);
 }
 
 void handle_metrics(struct req *r)
 {
 	struct server *s = r->srv;
-	kvs__node_counters *c = kvs__node_counters_of(s->node);
-	struct textbuf tb = {0};
+	kvs__node_stats c;
 	kvs_store_stats st;
+	kvs__buf b;
+	size_t len;
+	char *text;
 
-	if (!only_get(r))
-		return;
-	metrics_render(&tb);
+	kvs__node_stats_get(s->node, &c);
+	kvs__buf_init(&b, 0);
+	metrics_render(&b);
 	if (kvs_store_stat(kvs__node_store(s->node), &st) == KVS_OK)
-		tb_printf(&tb,
+		kvs__buf_addf(&b,
 		          "# HELP kvshard_keys Live keys in this shard's store.\n"
 		          "# TYPE kvshard_keys gauge\nkvshard_keys %llu\n"
 		          "# HELP kvshard_tombstones Deleted keys remembered.\n"
@@ -181,7 +159,7 @@ void handle_metrics(struct req *r)
 		          (unsigned long long)st.commits,
 		          (unsigned long long)st.writes,
 		          (unsigned long long)st.syncs);
-	tb_printf(&tb,
+	kvs__buf_addf(&b,
 	          "# HELP kvshard_forwarded_total Client requests forwarded to "
 	          "another shard.\n"
 	          "# TYPE kvshard_forwarded_total counter\n"
@@ -195,36 +173,41 @@ void handle_metrics(struct req *r)
 	          "# HELP kvshard_read_repairs_total Stale replicas repaired.\n"
 	          "# TYPE kvshard_read_repairs_total counter\n"
 	          "kvshard_read_repairs_total %llu\n"
-	          "# HELP kvshard_peer_errors_total Failed requests to peers.\n"
+	          "# HELP kvshard_peer_errors_total Messages to peers that got "
+	          "no answer.\n"
 	          "# TYPE kvshard_peer_errors_total counter\n"
 	          "kvshard_peer_errors_total %llu\n"
 	          "# HELP kvshard_quorum_failures_total Requests that did not "
 	          "reach their quorum.\n"
 	          "# TYPE kvshard_quorum_failures_total counter\n"
 	          "kvshard_quorum_failures_total %llu\n"
+	          "# HELP kvshard_probes_total Health probes sent to peers.\n"
+	          "# TYPE kvshard_probes_total counter\n"
+	          "kvshard_probes_total %llu\n"
 	          "# HELP kvshard_connections Open client connections.\n"
 	          "# TYPE kvshard_connections gauge\nkvshard_connections %llu\n"
 	          "# HELP kvshard_uptime_seconds Seconds since start.\n"
 	          "# TYPE kvshard_uptime_seconds gauge\n"
 	          "kvshard_uptime_seconds %llu\n",
-	          (unsigned long long)atomic_load(&c->forwarded),
-	          (unsigned long long)atomic_load(&c->replica_writes),
-	          (unsigned long long)atomic_load(&c->replica_reads),
-	          (unsigned long long)atomic_load(&c->read_repairs),
-	          (unsigned long long)atomic_load(&c->peer_errors),
-	          (unsigned long long)atomic_load(&c->quorum_failures),
+	          (unsigned long long)c.forwarded,
+	          (unsigned long long)c.replica_writes,
+	          (unsigned long long)c.replica_reads,
+	          (unsigned long long)c.read_repairs,
+	          (unsigned long long)c.peer_errors,
+	          (unsigned long long)c.quorum_failures,
+	          (unsigned long long)c.probes,
 	          (unsigned long long)atomic_load(&s->connections),
 	          (unsigned long long)uptime_s(s));
-	tb_printf(&tb, "# HELP kvshard_peer_up 1 if this node believes the "
-	               "shard is up.\n# TYPE kvshard_peer_up gauge\n");
+	kvs__buf_adds(&b, "# HELP kvshard_peer_up 1 if this node believes the "
+	                  "shard is up.\n# TYPE kvshard_peer_up gauge\n");
 	for (size_t i = 0; i < kvs_config_shard_count(s->cfg); i++)
-		tb_printf(&tb, "kvshard_peer_up{shard=\"%s\"} %d\n",
-		          kvs_config_shard(s->cfg, i)->name,
-		          kvs__node_peer_up(s->node, i));
-	if (tb.failed) {
-		free(tb.data);
-		req_fail(r, KVS_ENOMEM, "metrics");
+		kvs__buf_addf(&b, "kvshard_peer_up{shard=\"%s\"} %d\n",
+		              kvs_config_shard(s->cfg, i)->name,
+		              kvs__node_shard_status(s->node, i));
+	text = kvs__buf_take(&b, &len);
+	if (text == NULL) {
+		reply_fail(r, KVS_ENOMEM, "metrics");
 		return;
 	}
-	req_answer(r, MHD_HTTP_OK, resp_take(s, tb.data, tb.len, METRICS_TYPE));
+	reply_bytes(r, 200, text, len, KVS_TYPE_METRICS);
 }

@@ -14,7 +14,7 @@
 
 #define LOG_LINE_MAX 2048
 
-enum log_level log_threshold = LOG_INFO;
+enum log_level log_threshold = LL_INFO;
 
 static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
@@ -62,4 +62,12 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	if (write(STDERR_FILENO, line, n) < 0) {
 		/* Nowhere left to report it. */
 	}
+}
+
+void log_node_event(void *ud, int level, const char *msg)
+{
+	(void)ud;
+	if (level < LL_DEBUG || level > LL_ERROR)
+		level = LL_WARN;
+	log_msg((enum log_level)level, "%s", msg);
 }

@@ -25,6 +25,7 @@
 
 #include "config_internal.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 
 #define LISTEN_BACKLOG 1024
@@ -36,6 +37,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 	        "Usage: kvshard-server --config FILE --shard NAME [options]\n"
+	        "       kvshard-server --config FILE --list-shards\n"
 	        "\n"
 	        "Serve one shard of a kvshard cluster over HTTP.\n"
 	        "\n"
@@ -44,17 +46,11 @@ static void usage(FILE *out)
 	        "  -d, --data-dir DIR     store directory (default: the config's\n"
 	        "                         data_dir/NAME, data/NAME by default)\n"
 	        "  -l, --listen HOST:PORT listen here instead of the shard's address\n"
+	        "      --list-shards      print each shard's name and address of\n"
+	        "                         the config, one per line, and exit\n"
 	        "      --log-level LEVEL  debug, info (default), warn or error\n"
 	        "  -h, --help             show this help\n"
 	        "  -V, --version          show the version\n");
-}
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* Bind and listen; IPv4 addresses are preferred when a name has both. */
@@ -134,14 +130,18 @@ static int make_dirs(const char *path)
 	return 0;
 }
 
-static unsigned cpu_count(void)
-{
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
 
-	return n > 0 ? (unsigned)n : 1;
-}
+/* What the command line asked for. */
+struct args {
+	const char *config_path;
+	const char *shard;
+	const char *data_dir;
+	const char *listen_at;
+	int list_shards;
+};
 
-int main(int argc, char **argv)
+/* Parse the command line; returns -1 to go on, else an exit status. */
+static int parse_args(int argc, char **argv, struct args *a)
 {
 	static const struct option longopts[] = {
 		{"config", required_argument, NULL, 'c'},
@@ -149,32 +149,31 @@ int main(int argc, char **argv)
 		{"data-dir", required_argument, NULL, 'd'},
 		{"listen", required_argument, NULL, 'l'},
 		{"log-level", required_argument, NULL, 'L'},
+		{"list-shards", no_argument, NULL, 'S'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
-	const char *config_path = NULL, *shard = NULL, *data_dir = NULL,
-	           *listen_at = NULL;
-	char err[KVS_ERRBUF_SIZE], store_dir[PATH_MAX_LEN];
-	struct server srv;
-	kvs_config *cfg = NULL;
-	sigset_t sigs;
-	int opt, fd, sig, rc;
+	int opt;
 
+	memset(a, 0, sizeof(*a));
 	while ((opt = getopt_long(argc, argv, "c:s:d:l:hV", longopts, NULL)) !=
 	       -1) {
 		switch (opt) {
 		case 'c':
-			config_path = optarg;
+			a->config_path = optarg;
 			break;
 		case 's':
-			shard = optarg;
+			a->shard = optarg;
 			break;
 		case 'd':
-			data_dir = optarg;
+			a->data_dir = optarg;
 			break;
 		case 'l':
-			listen_at = optarg;
+			a->listen_at = optarg;
+			break;
+		case 'S':
+			a->list_shards = 1;
 			break;
 		case 'L':
 			if (log_parse_level(optarg, &log_threshold) != 0) {
@@ -195,43 +194,151 @@ int main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (optind < argc || config_path == NULL || shard == NULL) {
+	if (optind < argc || a->config_path == NULL ||
+	    (a->shard == NULL && !a->list_shards)) {
 		fprintf(stderr, "kvshard-server: %s\n",
 		        optind < argc ? "unexpected argument"
 		                      : "--config and --shard are required");
 		usage(stderr);
 		return EXIT_USAGE;
 	}
+	return -1;
+}
 
-	rc = kvs_config_load(&cfg, config_path, err);
+/* --list-shards: "name address" per line, as start.sh reads them. */
+static int list_shards(const kvs_config *cfg)
+{
+	for (size_t i = 0; i < kvs_config_shard_count(cfg); i++) {
+		const kvs_shard_config *s = kvs_config_shard(cfg, i);
+
+		printf("%s %s\n", s->name, s->address);
+	}
+	return fflush(stdout) == 0 ? 0 : 1;
+}
+
+static unsigned cpu_count(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n > 0 ? (unsigned)n : 1;
+}
+
+/*
+ * Bind the port, then create the data directory and open the node, then
+ * serve: in this order, so that a busy port never leaves anything on disk.
+ * Returns 0, or 1 with the reason printed.
+ */
+static int start(struct server *srv, const struct args *a, int *fd)
+{
+	char err[KVS_ERRBUF_SIZE], store_dir[PATH_MAX_LEN];
+	kvs__node_options no;
+	int rc;
+
+	if (a->data_dir != NULL)
+		snprintf(store_dir, sizeof(store_dir), "%s", a->data_dir);
+	else
+		snprintf(store_dir, sizeof(store_dir), "%s/%s", srv->cc->data_dir,
+		         srv->me->name);
+	*fd = open_listener(a->listen_at ? a->listen_at : srv->me->address, err,
+	                    sizeof(err));
+	if (*fd < 0) {
+		fprintf(stderr, "kvshard-server: %s\n", err);
+		return 1;
+	}
+	if (make_dirs(store_dir) != 0) {
+		fprintf(stderr, "kvshard-server: cannot create %s: %s\n",
+		        store_dir, strerror(errno));
+		return 1;
+	}
+	kvs__node_options_init(&no);
+	no.log = log_node_event;
+	rc = kvs__node_open(&srv->node, srv->cfg, srv->me->name, store_dir, &no,
+	                    err, sizeof(err));
 	if (rc != KVS_OK) {
+		fprintf(stderr, "kvshard-server: %s\n", err);
+		return 1;
+	}
+	srv->start_mono_ms = kvs__mono_ms();
+	snprintf(srv->epoch_text, sizeof(srv->epoch_text), "%llu",
+	         (unsigned long long)kvs__node_epoch(srv->node));
+	if (http_start(srv, *fd) != 0) {
+		fprintf(stderr, "kvshard-server: cannot start the HTTP server\n");
+		return 1;
+	}
+	log_msg(LL_INFO,
+	        "shard %s (idx %u) serving on %s, store %s, %u threads, %zu "
+	        "shards, N=%u R=%u W=%u, routing %s",
+	        srv->me->name, (unsigned)srv->me->idx,
+	        a->listen_at ? a->listen_at : srv->me->address, store_dir,
+	        srv->threads, kvs_config_shard_count(srv->cfg),
+	        srv->cc->replication, srv->cc->read_quorum,
+	        srv->cc->write_quorum,
+	        srv->cc->routing == KVS_ROUTING_PROXY ? "proxy" : "redirect");
+	return 0;
+}
+
+/* Wait for SIGTERM or SIGINT (SIGHUP is logged and ignored). */
+static int wait_for_signal(const sigset_t *sigs)
+{
+	int sig;
+
+	for (;;) {
+		if (sigwait(sigs, &sig) != 0)
+			continue;
+		if (sig != SIGHUP)
+			return sig;
+		log_msg(LL_INFO, "SIGHUP: configuration reload is not supported "
+		                 "by this version; ignored");
+	}
+}
+
+/* Stop accepting, let requests in flight finish (bounded), stop. */
+static void stop(struct server *srv, int fd)
+{
+	uint64_t deadline = kvs__mono_ms() + STOP_GRACE_MS +
+	                    srv->cc->request_timeout_ms;
+
+	atomic_store(&srv->stopping, 1);
+	http_quiesce(srv);
+	close(fd);
+	while (atomic_load(&srv->inflight) > 0 && kvs__mono_ms() < deadline)
+		usleep(10000);
+	if (atomic_load(&srv->inflight) > 0)
+		log_msg(LL_WARN, "%llu requests still in flight at exit",
+		        (unsigned long long)atomic_load(&srv->inflight));
+}
+
+int main(int argc, char **argv)
+{
+	char err[KVS_ERRBUF_SIZE];
+	struct server srv;
+	struct args a;
+	kvs_config *cfg = NULL;
+	sigset_t sigs;
+	int fd = -1, status, sig;
+
+	memset(&srv, 0, sizeof(srv));
+	status = parse_args(argc, argv, &a);
+	if (status >= 0)
+		return status;
+	if (kvs_config_load(&cfg, a.config_path, err) != KVS_OK) {
 		fprintf(stderr, "kvshard-server: %s\n", err);
 		return EXIT_USAGE;
 	}
-	memset(&srv, 0, sizeof(srv));
+	if (a.list_shards) {
+		status = list_shards(cfg);
+		goto out;
+	}
 	srv.cfg = cfg;
 	srv.cc = kvs_config_cluster(cfg);
-	srv.me = kvs_config_find_shard(cfg, shard);
+	srv.me = kvs_config_find_shard(cfg, a.shard);
 	if (srv.me == NULL) {
 		fprintf(stderr, "kvshard-server: %s: no shard named \"%s\"\n",
-		        config_path, shard);
-		kvs_config_free(cfg);
-		return EXIT_USAGE;
+		        a.config_path, a.shard);
+		status = EXIT_USAGE;
+		goto out;
 	}
-	if (srv.cc->tls_cert != NULL) {
-		fprintf(stderr, "kvshard-server: %s: [tls] is not supported by "
-		                "this version (see docs/config.md)\n",
-		        config_path);
-		kvs_config_free(cfg);
-		return EXIT_USAGE;
-	}
-	srv.self = (size_t)(srv.me - kvs_config_shard(cfg, 0));
 	srv.threads = srv.cc->threads ? srv.cc->threads : cpu_count();
-	if (data_dir != NULL)
-		snprintf(store_dir, sizeof(store_dir), "%s", data_dir);
-	else
-		snprintf(store_dir, sizeof(store_dir), "%s/%s", srv.cc->data_dir,
-		         srv.me->name);
 
 	/* Threads inherit this mask: only the main thread takes signals. */
 	sigemptyset(&sigs);
@@ -241,77 +348,24 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	fd = open_listener(listen_at ? listen_at : srv.me->address, err,
-	                   sizeof(err));
-	if (fd < 0) {
-		fprintf(stderr, "kvshard-server: %s\n", err);
-		kvs_config_free(cfg);
-		return 1;
-	}
-	if (make_dirs(store_dir) != 0) {
-		fprintf(stderr, "kvshard-server: cannot create %s: %s\n",
-		        store_dir, strerror(errno));
-		close(fd);
-		kvs_config_free(cfg);
-		return 1;
-	}
-	rc = kvs__node_open(&srv.node, cfg, shard, store_dir, err, sizeof(err));
-	if (rc != KVS_OK) {
-		fprintf(stderr, "kvshard-server: %s\n", err);
-		close(fd);
-		kvs_config_free(cfg);
-		return 1;
-	}
-	srv.start_mono_ms = mono_ms();
-	snprintf(srv.epoch_text, sizeof(srv.epoch_text), "%llu",
-	         (unsigned long long)kvs__node_epoch(srv.node));
-	if (http_start(&srv, fd) != 0) {
-		fprintf(stderr, "kvshard-server: cannot start the HTTP server\n");
-		kvs__node_close(srv.node);
-		close(fd);
-		kvs_config_free(cfg);
-		return 1;
-	}
-	log_msg(LOG_INFO,
-	        "shard %s (idx %u) serving on %s, store %s, %u threads, %zu "
-	        "shards, N=%u R=%u W=%u, routing %s",
-	        srv.me->name, (unsigned)srv.me->idx,
-	        listen_at ? listen_at : srv.me->address, store_dir, srv.threads,
-	        kvs_config_shard_count(cfg), srv.cc->replication,
-	        srv.cc->read_quorum, srv.cc->write_quorum,
-	        srv.cc->routing == KVS_ROUTING_PROXY ? "proxy" : "redirect");
-
-	for (;;) {
-		if (sigwait(&sigs, &sig) != 0)
-			continue;
-		if (sig == SIGHUP) {
-			log_msg(LOG_INFO, "SIGHUP: configuration reload is not "
-			                  "supported by this version; ignored");
-			continue;
-		}
-		break;
-	}
-	log_msg(LOG_INFO, "%s: stopping (finishing requests in flight)",
+	status = start(&srv, &a, &fd);
+	if (status != 0)
+		goto out;
+	sig = wait_for_signal(&sigs);
+	log_msg(LL_INFO, "%s: stopping (finishing requests in flight)",
 	        sig == SIGTERM ? "SIGTERM" : "SIGINT");
-	atomic_store(&srv.stopping, 1);
-	http_quiesce(&srv);
-	close(fd);
-	{
-		uint64_t deadline = mono_ms() + STOP_GRACE_MS +
-		                    srv.cc->request_timeout_ms;
-
-		while (atomic_load(&srv.inflight) > 0 && mono_ms() < deadline)
-			usleep(10000);
-		if (atomic_load(&srv.inflight) > 0)
-			log_msg(LOG_WARN, "%llu requests still in flight at exit",
-			        (unsigned long long)atomic_load(&srv.inflight));
-	}
-	/* Peers and store first: their completions may still resume
-	 * connections of the running daemon. */
+	stop(&srv, fd);
+	fd = -1;
+out:
+	/* The node first: its completions may still resume connections of
+	 * the running daemon. */
 	kvs__node_close(srv.node);
 	http_stop(&srv);
+	if (fd >= 0)
+		close(fd);
 	metrics_shutdown();
 	kvs_config_free(cfg);
-	log_msg(LOG_INFO, "stopped");
-	return 0;
+	if (status == 0 && !a.list_shards)
+		log_msg(LL_INFO, "stopped");
+	return status;
 }

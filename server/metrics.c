@@ -2,9 +2,7 @@
  * metrics.c - per-thread request counters and latency histograms.
  */
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,7 +11,7 @@
 /* Status codes counted one by one; anything else counts as "other". */
 static const unsigned status_codes[] = {
 	200, 204, 307, 400, 401, 403, 404, 405, 411,
-	412, 413, 414, 421, 500, 503, 507, 0 /* other */
+	412, 413, 414, 421, 500, 501, 502, 503, 507, 0 /* other */
 };
 #define N_STATUS (sizeof(status_codes) / sizeof(status_codes[0]))
 
@@ -41,11 +39,6 @@ static pthread_mutex_t blocks_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct block *blocks;
 static _Thread_local struct block *mine;
 
-const char *endpoint_name(enum endpoint ep)
-{
-	return ep < EP__COUNT ? endpoint_names[ep] : "other";
-}
-
 static void bump(_Atomic uint64_t *c, uint64_t by)
 {
 	/* Only the owning thread writes a block: no locked instruction. */
@@ -53,7 +46,7 @@ static void bump(_Atomic uint64_t *c, uint64_t by)
 	                      memory_order_relaxed);
 }
 
-void metrics_record(enum endpoint ep, unsigned status, uint64_t elapsed_ns)
+void metrics_record(enum endpoint_id ep, unsigned status, uint64_t elapsed_ns)
 {
 	size_t s, b;
 	uint64_t us = elapsed_ns / 1000;
@@ -78,62 +71,7 @@ void metrics_record(enum endpoint ep, unsigned status, uint64_t elapsed_ns)
 	bump(&mine->sum_ns[ep], elapsed_ns);
 }
 
-void tb_append(struct textbuf *tb, const void *data, size_t len)
-{
-	if (tb->failed)
-		return;
-	if (tb->len + len + 1 > tb->cap) {
-		size_t cap = tb->cap ? tb->cap : 1024;
-		char *d;
-
-		while (cap < tb->len + len + 1)
-			cap *= 2;
-		d = realloc(tb->data, cap);
-		if (d == NULL) {
-			tb->failed = 1;
-			return;
-		}
-		tb->data = d;
-		tb->cap = cap;
-	}
-	memcpy(tb->data + tb->len, data, len);
-	tb->len += len;
-	tb->data[tb->len] = '\0';
-}
-
-void tb_printf(struct textbuf *tb, const char *fmt, ...)
-{
-	char small[512];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(small, sizeof(small), fmt, ap);
-	va_end(ap);
-	if (n < 0) {
-		tb->failed = 1;
-		return;
-	}
-	if ((size_t)n < sizeof(small)) {
-		tb_append(tb, small, (size_t)n);
-		return;
-	}
-	{
-		char *big = malloc((size_t)n + 1);
-
-		if (big == NULL) {
-			tb->failed = 1;
-			return;
-		}
-		va_start(ap, fmt);
-		vsnprintf(big, (size_t)n + 1, fmt, ap);
-		va_end(ap);
-		tb_append(tb, big, (size_t)n);
-		free(big);
-	}
-}
-
-void metrics_render(struct textbuf *tb)
+void metrics_render(kvs__buf *tb)
 {
 	static uint64_t req[EP__COUNT][N_STATUS], bk[EP__COUNT][N_BUCKETS + 1],
 	        sum[EP__COUNT];
@@ -157,7 +95,7 @@ void metrics_render(struct textbuf *tb)
 		}
 	pthread_mutex_unlock(&blocks_mu);
 
-	tb_printf(tb, "# HELP kvshard_http_requests_total HTTP requests "
+	kvs__buf_addf(tb, "# HELP kvshard_http_requests_total HTTP requests "
 	              "answered, by endpoint and status.\n"
 	              "# TYPE kvshard_http_requests_total counter\n");
 	for (size_t e = 0; e < EP__COUNT; e++)
@@ -165,19 +103,19 @@ void metrics_render(struct textbuf *tb)
 			if (req[e][s] == 0)
 				continue;
 			if (status_codes[s] != 0)
-				tb_printf(tb,
+				kvs__buf_addf(tb,
 				          "kvshard_http_requests_total{endpoint=\"%s\","
 				          "status=\"%u\"} %llu\n",
 				          endpoint_names[e], status_codes[s],
 				          (unsigned long long)req[e][s]);
 			else
-				tb_printf(tb,
+				kvs__buf_addf(tb,
 				          "kvshard_http_requests_total{endpoint=\"%s\","
 				          "status=\"other\"} %llu\n",
 				          endpoint_names[e],
 				          (unsigned long long)req[e][s]);
 		}
-	tb_printf(tb, "# HELP kvshard_http_request_duration_seconds Time "
+	kvs__buf_addf(tb, "# HELP kvshard_http_request_duration_seconds Time "
 	              "from request to response, by endpoint.\n"
 	              "# TYPE kvshard_http_request_duration_seconds histogram\n");
 	for (size_t e = 0; e < EP__COUNT; e++) {
@@ -190,14 +128,14 @@ void metrics_render(struct textbuf *tb)
 		cum = 0;
 		for (size_t i = 0; i < N_BUCKETS; i++) {
 			cum += bk[e][i];
-			tb_printf(tb,
+			kvs__buf_addf(tb,
 			          "kvshard_http_request_duration_seconds_bucket{"
 			          "endpoint=\"%s\",le=\"%g\"} %llu\n",
 			          endpoint_names[e], (double)bucket_us[i] / 1e6,
 			          (unsigned long long)cum);
 		}
 		cum += bk[e][N_BUCKETS];
-		tb_printf(tb,
+		kvs__buf_addf(tb,
 		          "kvshard_http_request_duration_seconds_bucket{"
 		          "endpoint=\"%s\",le=\"+Inf\"} %llu\n"
 		          "kvshard_http_request_duration_seconds_sum{"

@@ -1,22 +1,45 @@
 /*
- * server.h - kvshard-server internals shared by its files.
+ * server.h - kvshard-server's parts and what they share.
  *
- * http.c owns libmicrohttpd: the daemon, the per-request context (struct
- * req), request bodies, and the suspend/resume dance. Endpoint handlers
- * (kv.c, admin.c, scan.c) look at a struct req and answer it exactly once
- * with req_answer(), either before they return or, after req_suspend(),
- * from any thread when an asynchronous operation completes.
+ * The server is an adapter: it turns HTTP into the node's operations
+ * (lib/node.h) and their results back into HTTP. It never decides where a
+ * key goes.
+ *
+ *   http.c     the daemon (libmicrohttpd): connections, request bodies,
+ *              the request's life from first call to completion
+ *   router.c   the table of endpoints (path, methods, body limit, role,
+ *              query arguments, handler), authentication, dispatch
+ *   request.c  what a handler reads of a request (query arguments,
+ *              headers) and the wait for a node operation
+ *   reply.c    answers: values, JSON, errors, redirects
+ *   kv.c scan.c batch.c internal.c admin.c   the handlers
+ *   metrics.c  request counters and latency histograms
+ *
+ * Calls go one way: http.c -> router.c -> handlers -> request.c, reply.c.
+ * Only http.c, request.c and reply.c include <microhttpd.h>.
+ *
+ * A handler answers exactly once: at once (reply_*), or after a node
+ * operation. For the latter it calls req_start(), starts the operation
+ * with req_node_done() as its completion, and then req_wait() with the
+ * function that builds the answer from the operation's result. That
+ * function always runs on an HTTP thread: at once when the operation
+ * finished inline, else when the connection is resumed.
  */
 #ifndef KVS_SERVER_H
 #define KVS_SERVER_H
 
-#include <microhttpd.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
 #include "kvshard.h"
-#include "metrics.h"
 #include "node.h"
+#include "protocol.h"
+#include "util.h"
+
+struct MHD_Connection;
+struct MHD_Daemon;
+struct MHD_Response;
 
 /* Request lines longer than this get 414 (the seed's /store puts values in
  * the query string: longer values belong in a request body). */
@@ -26,13 +49,42 @@
  * keep-alive connection, so a larger pool costs time on every request
  * (64 KiB took 9% of the server's time on small GETs). */
 #define KVS_CONNECTION_MEMORY (32 * 1024)
+/* Body limit of endpoints that take no value (batches of gets, admin). */
+#define KVS_SMALL_BODY_BYTES (64 * 1024)
+
+/* The endpoints, as /metrics labels them. */
+enum endpoint_id {
+	EP_KV,
+	EP_STORE,
+	EP_RETRIEVE,
+	EP_SCAN,
+	EP_BATCH,
+	EP_CLUSTER,
+	EP_STATUS,
+	EP_HEALTH,
+	EP_METRICS,
+	EP_INTERNAL,
+	EP_OTHER,
+	EP__COUNT
+};
+
+enum method {
+	M_GET = 1 << 0,
+	M_HEAD = 1 << 1,
+	M_PUT = 1 << 2,
+	M_POST = 1 << 3,
+	M_DELETE = 1 << 4,
+	M_OTHER = 1 << 5
+};
+
+/* Who is asking, in increasing power. */
+enum role { ROLE_NONE, ROLE_READ, ROLE_WRITE, ROLE_PEER };
 
 struct server {
 	kvs__node *node;
 	const kvs_config *cfg;
 	const kvs_cluster_config *cc;
 	const kvs_shard_config *me;
-	size_t self;
 	struct MHD_Daemon *daemon;
 	uint64_t start_mono_ms;
 	unsigned threads;
@@ -43,23 +95,16 @@ struct server {
 	_Atomic uint64_t connections;
 };
 
-enum method { M_GET, M_HEAD, M_PUT, M_POST, M_DELETE, M_OTHER };
-enum role { ROLE_NONE, ROLE_READ, ROLE_WRITE, ROLE_PEER };
+struct endpoint;
 
 struct req {
 	struct server *srv;
 	struct MHD_Connection *conn;
-	const char *url; /* raw (still percent-encoded) path, MHD's memory */
-	enum endpoint ep;
+	const char *url; /* the raw (still percent-encoded) path */
+	const struct endpoint *ep; /* NULL: no such endpoint */
 	enum method method;
 	enum role role;
 	uint64_t start_ns;
-	int hop;            /* forwarded by another node */
-	int suspended;      /* waiting for req_answer from another thread */
-	int answered;
-	int queued;
-	unsigned status;
-	struct MHD_Response *resp;
 
 	/* The request body. */
 	char *body;
@@ -68,23 +113,20 @@ struct req {
 	size_t body_limit;
 	int body_too_big;
 
-	/* The key of kv endpoints, decoded. */
-	char *key;
-	size_t key_len;
-	char *value; /* /store?value=..., decoded */
-	size_t value_len;
-	int have_value;
+	/* The answer. */
+	unsigned status;
+	struct MHD_Response *resp;
+	int answered;
+	int queued;
 
-	/* Routing state of kv requests. */
-	kvs__route route;
-	size_t tried[KVS_RING_MAX_OWNERS];
-	size_t n_tried;
-	int is_write;
-	int is_delete;
-	const void *wvalue; /* the value being written (body or ?value=) */
-	size_t wlen;
-	kvs_write_options wopts;
-	char *forward_url;
+	/* Waiting for a node operation (request.c). */
+	_Atomic int state;
+	int suspended;
+	void (*render)(struct req *r);
+
+	/* The handler's own state, freed with the request. */
+	void *ctx;
+	void (*ctx_free)(void *ctx);
 };
 
 /* http.c */
@@ -92,66 +134,70 @@ int http_start(struct server *s, int listen_fd);
 void http_quiesce(struct server *s);
 void http_stop(struct server *s);
 
-void req_suspend(struct req *r);
-/* Set the answer (takes resp) and, if suspended, wake the connection. */
-void req_answer(struct req *r, unsigned status, struct MHD_Response *resp);
+/* router.c */
+const struct endpoint *route_find(const char *url);
+enum endpoint_id route_id(const struct endpoint *ep);
+size_t route_body_limit(const struct server *s, const struct endpoint *ep);
+int route_needs_length(const struct endpoint *ep, enum method m);
+enum role route_role_of(struct req *r);
+void route_dispatch(struct req *r);
+const char *method_name(enum method m);
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
-#endif
-void req_error(struct req *r, unsigned status, const char *code,
-               const char *fmt, ...);
-/* The HTTP status for a kvs result code. */
-unsigned http_status_of(int rc);
-/* Answer with the HTTP mapping of a kvs result code. */
-void req_fail(struct req *r, int rc, const char *what);
-/* Answer 405 with an Allow header. */
-void req_not_allowed(struct req *r, const char *allow);
-
-/* New responses; each adds the X-Kvshard-Shard header. NULL on ENOMEM. */
-struct MHD_Response *resp_copy(struct server *s, const void *data,
-                               size_t len, const char *ctype);
-struct MHD_Response *resp_take(struct server *s, void *data, size_t len,
-                               const char *ctype);
-struct MHD_Response *resp_static(struct server *s, const char *text,
-                                 const char *ctype);
-void resp_header(struct MHD_Response *resp, const char *name,
-                 const char *value);
-
-/* Percent-decoding; plus_is_space for query values. Returns 0, or -1 on
- * a malformed escape. out must have room for len bytes. */
-int url_decode(const char *in, size_t len, char *out, size_t *out_len,
-               int plus_is_space);
-
-/* A query argument, decoded into a new buffer: 1 found, 0 absent, -1
- * malformed (400 already answered). */
+/* request.c */
+/* A query argument, decoded into a new buffer (free()): 1 found, 0
+ * absent, -1 malformed (400 already answered). */
 int req_arg(struct req *r, const char *name, char **out, size_t *out_len);
-/* The raw (undecoded) query string rebuilt from the arguments ("" if none),
- * malloc'ed. */
-char *req_raw_query(struct req *r);
+/* Answer 400 and return 0 unless every query argument is in allowed
+ * (NULL-terminated) and none is given twice. */
+int req_check_args(struct req *r, const char *const *allowed);
+/* A quorum argument (r or w): 1..N, "quorum" or "all"; *out 0 when
+ * absent. 0 when bad (400 answered). */
+int req_quorum(struct req *r, const char *name, unsigned *out);
+/* The first value of a header, or NULL. */
 const char *req_header(struct req *r, const char *name);
+/* Every value of a header, joined by ", " (malloc'ed), or NULL. */
+char *req_header_all(struct req *r, const char *name);
+/* The raw query string ("" if none), malloc'ed, or NULL. */
+char *req_raw_query(struct req *r);
+/* Before starting a node operation whose completion is req_node_done. */
+void req_start(struct req *r);
+void req_node_done(void *ud);
+/* After starting it: render builds the answer on an HTTP thread. */
+void req_wait(struct req *r, void (*render)(struct req *r));
 
-/* JSON string escaping into tb: valid UTF-8 is kept, other bytes become
- * \u00XX; returns 1 if the input was valid UTF-8. */
-int json_escape(struct textbuf *tb, const void *data, size_t len);
-void json_key_field(struct textbuf *tb, const char *field, const void *key,
-                    size_t len);
-void json_base64(struct textbuf *tb, const void *data, size_t len);
+/* reply.c */
+/* Answer status with a JSON body (b is taken; a failed b answers 500). */
+void reply_json(struct req *r, unsigned status, kvs__buf *b);
+/* Answer rc's status with {"error": code, "message": ...}. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+void reply_error(struct req *r, int rc, const char *fmt, ...);
+/* Answer rc with its library text as the message, after what. */
+void reply_fail(struct req *r, int rc, const char *what);
+/* Answer 200 with a value: release(hold) frees it once sent. */
+void reply_value(struct req *r, const void *value, size_t len,
+                 void (*release)(void *), void *hold, const char *ctype);
+/* Answer status with bytes (taken: free()). */
+void reply_bytes(struct req *r, unsigned status, char *data, size_t len,
+                 const char *ctype);
+void reply_static(struct req *r, unsigned status, const char *text,
+                  const char *ctype);
+/* Add a header to the answer given (does nothing without one). */
+void reply_header(struct req *r, const char *name, const char *value);
+/* The answer names shard i as the one that served it. */
+void reply_served_by(struct req *r, size_t i, int forwarded);
+/* "\"<version>\"" into buf (KVS_STAMP_STRLEN + 2 bytes). */
+void reply_etag(const kvs_stamp *s, char *buf);
+#define REPLY_ETAG_MAX (KVS_STAMP_STRLEN + 2)
 
-/* kv.c */
+/* The handlers. */
 void handle_kv(struct req *r);
 void handle_store(struct req *r);
 void handle_retrieve(struct req *r);
-void handle_internal_kv(struct req *r);
-
-/* scan.c */
 void handle_scan(struct req *r);
-void handle_internal_scan(struct req *r);
-
-/* batch.c */
 void handle_batch(struct req *r);
-
-/* admin.c */
+void handle_internal(struct req *r);
 void handle_cluster(struct req *r);
 void handle_status(struct req *r);
 void handle_health(struct req *r);

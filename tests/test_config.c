@@ -75,7 +75,6 @@ START_TEST(seed_file_loads_unchanged)
 	ck_assert_uint_eq(c->max_value_bytes, 16u << 20);
 	ck_assert_int_eq(c->sync, KVS_SYNC_FULL);
 	ck_assert_ptr_null(c->cluster_secret);
-	ck_assert_ptr_null(c->tls_cert);
 	ck_assert_str_eq(c->path, "t.toml");
 	kvs_config_free(cfg);
 }
@@ -125,10 +124,6 @@ START_TEST(every_option)
 		"client_tokens = [\"c1\", \"c2\"]\n"
 		"read_tokens = [\"r1\"]\n"
 		"cluster_secret = \"s3cret\"\n"
-		"[tls]\n"
-		"cert = \"server.pem\"\n"
-		"key = \"server.key\"\n"
-		"ca = \"ca.pem\"\n"
 		"[[shards]]\n"
 		"name = \"a\"\nidx = 0\naddress = \"127.0.0.1:1\"\nweight = 2\n"
 		"[[shards]]\n"
@@ -160,9 +155,6 @@ START_TEST(every_option)
 	ck_assert_uint_eq(c->n_read_tokens, 1);
 	ck_assert_str_eq(c->read_tokens[0], "r1");
 	ck_assert_str_eq(c->cluster_secret, "s3cret");
-	ck_assert_str_eq(c->tls_cert, "server.pem");
-	ck_assert_str_eq(c->tls_key, "server.key");
-	ck_assert_str_eq(c->tls_ca, "ca.pem");
 	ck_assert_double_eq(kvs_config_shard(cfg, 0)->weight, 2.0);
 	ck_assert_str_eq(kvs_config_shard(cfg, 1)->host, "::1");
 	ck_assert_uint_eq(kvs_config_shard(cfg, 1)->port, 2);
@@ -223,7 +215,7 @@ START_TEST(errors_point_at_the_mistake)
 	          "t.toml:6:1: unknown key 'replicas' in [cluster]");
 	parse_err(ONE_SHARD "[clutser]\nreplication = 3\n",
 	          "t.toml:5:2: unknown key 'clutser' (expected [[shards]], "
-	          "[cluster], [storage], [limits], [server], [auth] or [tls])");
+	          "[cluster], [storage], [limits], [server] or [auth])");
 	parse_err(ONE_SHARD "[cluster]\nrouting = \"forward\"\n",
 	          "t.toml:6:11: 'routing' must be \"proxy\" or \"redirect\", "
 	          "not \"forward\"");
@@ -232,8 +224,10 @@ START_TEST(errors_point_at_the_mistake)
 	          "factor 1 (capped at the number of shards that hold data)");
 	parse_err(ONE_SHARD "[limits]\nmax_key_bytes = 512\n",
 	          "t.toml:6:17: 'max_key_bytes' must be between 1 and 511, not 512");
-	parse_err(ONE_SHARD "[tls]\ncert = \"c.pem\"\n",
-	          "t.toml:5:1: [tls] needs both 'cert' and 'key'");
+	/* Refused, not ignored: asking for TLS must never give plain HTTP. */
+	parse_err(ONE_SHARD "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+	          "t.toml:5:2: [tls] is not supported by this version: kvshard "
+	          "serves plain HTTP (see docs/config.md)");
 	parse_err(ONE_SHARD "[auth]\nclient_tokens = [\"a\", 3]\n",
 	          "t.toml:6:23: 'client_tokens' must be an array of strings; "
 	          "entry 2 is integer");

@@ -251,10 +251,10 @@ START_TEST(errors_are_json)
 
 	tc_start(&C, 1, "[limits]\nmax_value_bytes = 1000\n");
 	r = tc_get(url(0, "/retrieve%s", ""), 400);
-	expect_error(&r, 400, "missing_key");
+	expect_error(&r, 400, "missing_argument");
 	tc_resp_free(&r);
 	r = tc_get(url(0, "/retrieve?key=%s", ""), 400);
-	expect_error(&r, 400, "empty_key");
+	expect_error(&r, 400, "bad_key_size");
 	tc_resp_free(&r);
 	r = tc_get(url(0, "/v1/kv/%s", "bad%zzescape"), 400);
 	expect_error(&r, 400, "bad_encoding");
@@ -262,10 +262,10 @@ START_TEST(errors_are_json)
 	memset(big, 'k', 600);
 	big[600] = '\0';
 	r = tc_get(url(0, "/v1/kv/%s", big), 400);
-	expect_error(&r, 400, "key_too_long");
+	expect_error(&r, 400, "bad_key_size");
 	tc_resp_free(&r);
 	r = tc_get(url(0, "/store?key=%s", "k"), 400);
-	expect_error(&r, 400, "missing_value");
+	expect_error(&r, 400, "missing_argument");
 	tc_resp_free(&r);
 	ck_assert_int_eq(tc_http("PATCH", url(0, "/v1/kv/%s", "k"), "x", 1, NULL,
 	                         &r), 0);
@@ -460,8 +460,9 @@ START_TEST(replicas_survive_a_node)
 		uint64_t deadline = tu_now_ms() + 5000;
 		int repaired = 0;
 
+		/* r=1 on an owner: its own store answers. */
 		while (!repaired && tu_now_ms() < deadline) {
-			r = tc_get(url(0, "/internal/kv/%s", "rep0"), 200);
+			r = tc_get(url(0, "/v1/kv/%s?r=1", "rep0"), 200);
 			repaired = strcmp(r.body, "new") == 0;
 			tc_resp_free(&r);
 			if (!repaired)
@@ -506,17 +507,37 @@ START_TEST(redirect_mode)
 }
 END_TEST
 
-START_TEST(hop_is_never_forwarded_again)
+/*
+ * The peer protocol's headers mean nothing on client endpoints: a client
+ * that sends X-Kvshard-Hop (which once made a node serve a request as if
+ * another node had forwarded it) is routed like any other, so a write
+ * still goes to its coordinator and a read to an owner.
+ */
+START_TEST(peer_headers_are_ignored_from_clients)
 {
 	static const char *hop[] = {"X-Kvshard-Hop: shard-9", NULL};
 	struct tc_resp r;
-	const char *key;
+	char key[64];
 
+	tc_start(&C, 3, NULL); /* N = 3: every node owns every key */
+	snprintf(key, sizeof(key), "%s", key_owned_by(0, "hop"));
+	/* shard-1 coordinates the key's writes; shard-2 must pass the
+	 * write on, header or not. */
+	ck_assert_int_eq(tc_http("PUT", url(1, "/v1/kv/%s", key), "v", 1, hop,
+	                         &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(tc_header(&r, "X-Kvshard-Shard"), C.node[0].name);
+	ck_assert_ptr_nonnull(strstr(r.body, "\"shard\":\"shard-1\""));
+	tc_resp_free(&r);
+	tc_stop(&C);
+	/* With one replica, a read through a non-owner is forwarded, not
+	 * refused. */
 	tc_start(&C, 2, "[cluster]\nreplication = 1\n");
-	key = key_owned_by(1, "hop");
+	snprintf(key, sizeof(key), "%s", key_owned_by(1, "hop"));
 	ck_assert_int_eq(tc_http("GET", url(0, "/v1/kv/%s", key), NULL, 0, hop,
 	                         &r), 0);
-	expect_error(&r, 421, "wrong_shard");
+	expect_error(&r, 404, "not_found");
+	ck_assert_str_eq(tc_header(&r, "X-Kvshard-Shard"), C.node[1].name);
 	tc_resp_free(&r);
 }
 END_TEST
@@ -749,9 +770,13 @@ START_TEST(tokens_are_enforced)
 	ck_assert_str_eq(r.body, "1");
 	tc_resp_free(&r);
 	/* Peers' endpoints want the cluster secret, tokens are not enough. */
-	ck_assert_int_eq(tc_http("GET", url(0, "/internal/kv/%s", "a"), NULL, 0,
+	ck_assert_int_eq(tc_http("POST", url(0, "/internal/ops%s", ""), "x", 1,
 	                         writer, &r), 0);
-	ck_assert_int_eq(r.status, 403);
+	expect_error(&r, 403, "forbidden");
+	tc_resp_free(&r);
+	ck_assert_int_eq(tc_http("GET", url(0, "/internal/other%s", ""), NULL, 0,
+	                         none, &r), 0);
+	expect_error(&r, 401, "unauthorized");
 	tc_resp_free(&r);
 	/* Health stays open for load balancers. */
 	r = tc_get(url(0, "/health%s", ""), 200);
@@ -778,7 +803,7 @@ int main(void)
 	tcase_add_test(tc, black_hole_peer_does_not_stall_others);
 	tcase_add_test(tc, replicas_survive_a_node);
 	tcase_add_test(tc, redirect_mode);
-	tcase_add_test(tc, hop_is_never_forwarded_again);
+	tcase_add_test(tc, peer_headers_are_ignored_from_clients);
 	tcase_add_test(tc, admin_endpoints);
 	tcase_add_test(tc, keep_alive_reuses_the_connection);
 	tcase_add_test(tc, sigterm_then_restart_keeps_data);

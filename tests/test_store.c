@@ -680,22 +680,6 @@ START_TEST(backup_is_a_consistent_copy)
 }
 END_TEST
 
-START_TEST(meta_blobs)
-{
-	void *v;
-	size_t n;
-
-	ck_assert_int_eq(kvs__store_meta_put(st, "kvs.topology", "{}", 2), KVS_OK);
-	ck_assert_int_eq(kvs__store_meta_put(st, "format", "x", 1), KVS_EINVAL);
-	reopen(NULL);
-	ck_assert_int_eq(kvs__store_meta_get(st, "kvs.topology", &v, &n), KVS_OK);
-	ck_assert_uint_eq(n, 2);
-	ck_assert_mem_eq(v, "{}", 2);
-	kvs_free(v);
-	ck_assert_int_eq(kvs__store_meta_get(st, "kvs.none", &v, &n),
-	                 KVS_NOTFOUND);
-}
-END_TEST
 
 /*
  * Durability of acknowledged writes across a crash: a child process writes
@@ -817,7 +801,6 @@ int main(void)
 	tcase_add_test(tc, map_grows_under_readers);
 	tcase_add_test(tc, map_ceiling_gives_full);
 	tcase_add_test(tc, backup_is_a_consistent_copy);
-	tcase_add_test(tc, meta_blobs);
 	tcase_add_test(tc, acknowledged_writes_survive_sigkill);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);

@@ -19,7 +19,6 @@
 #define KVSHARD_CLIENT_H
 
 #include "common.h"
-#include "store.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -78,7 +78,26 @@ KVS_API unsigned kvs_version_hex(void);
 	X(KVS_ESYS, -21, "system_error", "operating system error")              \
 	X(KVS_EINTERNAL, -22, "internal_error", "internal error")               \
 	X(KVS_ENOTSUP, -23, "not_supported", "operation not supported")         \
-	X(KVS_EHTTP, -24, "http_error", "peer answered with an HTTP error")
+	X(KVS_EHTTP, -24, "http_error", "peer answered with an HTTP error")      \
+	X(KVS_EFORBIDDEN, -25, "forbidden",                                    \
+	  "not permitted with these credentials")                             \
+	X(KVS_ENOENDPOINT, -26, "no_such_endpoint", "no such endpoint")         \
+	X(KVS_EMETHOD, -27, "method_not_allowed",                              \
+	  "method not allowed on this endpoint")                              \
+	X(KVS_ELENGTH, -28, "length_required",                                 \
+	  "the request body needs a length")                                  \
+	X(KVS_EURITOOLONG, -29, "uri_too_long", "request line too long")        \
+	X(KVS_EWRONGSHARD, -30, "wrong_shard",                                 \
+	  "this shard does not own the key")                                  \
+	X(KVS_ESHUTDOWN, -31, "shutting_down", "shard is shutting down")        \
+	X(KVS_EBADENCODING, -32, "bad_encoding", "malformed percent-encoding")  \
+	X(KVS_EMISSINGARG, -33, "missing_argument",                            \
+	  "a required argument is missing")                                   \
+	X(KVS_EBADARG, -34, "bad_argument", "an argument has a bad value")      \
+	X(KVS_EUNKNOWNARG, -35, "unknown_argument", "unknown argument")         \
+	X(KVS_EBADCOND, -36, "bad_precondition", "malformed precondition")      \
+	X(KVS_EBADBATCH, -37, "bad_batch", "malformed batch")                   \
+	X(KVS_ETOOMANY, -38, "too_many_ops", "too many operations in one batch")
 
 #define KVS__ERROR_ENUM(name, value, code, text) name = (value),
 /** Result codes; see KVS_ERROR_LIST. */
@@ -175,6 +194,22 @@ typedef struct kvs_record {
  * @return 0 to continue, non-zero to stop (a scan then returns KVS_OK).
  */
 typedef int (*kvs_record_cb)(void *ud, const kvs_record *rec);
+
+/* Size of the buffers receiving a one-line error message (errbuf). */
+#define KVS_ERRBUF_SIZE 512
+
+/* Conditions on a write (kvs_write_options.flags). */
+#define KVS_WRITE_IF_ABSENT 0x1u /* fail with KVS_EEXISTS if a live value exists */
+#define KVS_WRITE_IF_STAMP 0x2u  /* fail with KVS_ECONFLICT unless the live
+                                    value's stamp equals expect */
+#define KVS_WRITE_IF_EXISTS 0x4u /* fail with KVS_ECONFLICT unless a live
+                                    value exists (HTTP If-Match: *) */
+
+/* Conditions of a write, for the store and the client. */
+typedef struct kvs_write_options {
+	unsigned flags; /* KVS_WRITE_* */
+	kvs_stamp expect;
+} kvs_write_options;
 
 #ifdef __cplusplus
 }

@@ -2,8 +2,8 @@
  * kvshard/config.h - the cluster configuration (a TOML file).
  *
  * The file lists the shards ([[shards]] with name, idx, address) and
- * optional tables [cluster], [storage], [limits], [server], [auth] and
- * [tls]; docs/config.md describes every key. Loading validates everything:
+ * optional tables [cluster], [storage], [limits], [server] and [auth];
+ * docs/config.md describes every key. Loading validates everything:
  * any mistake is reported as "file:line:column: what is wrong", and unknown
  * keys are errors.
  *
@@ -23,9 +23,6 @@ extern "C" {
 #endif
 
 typedef struct kvs_config kvs_config;
-
-/* Size of the buffer receiving a configuration error message. */
-#define KVS_ERRBUF_SIZE 512
 
 /* Defaults, documented once (docs/config.md repeats them). */
 #define KVS_DEFAULT_REPLICATION 3u /* capped at the number of shards */
@@ -90,10 +87,6 @@ typedef struct kvs_cluster_config {
 	const char *const *read_tokens;
 	size_t n_read_tokens;
 	const char *cluster_secret;
-	/* [tls] */
-	const char *tls_cert;
-	const char *tls_key;
-	const char *tls_ca;
 } kvs_cluster_config;
 
 /**

@@ -121,16 +121,6 @@ KVS_API int kvs_store_read(kvs_store *s, const void *key, size_t key_len,
 KVS_API int kvs_store_get(kvs_store *s, const void *key, size_t key_len,
                           void **value, size_t *value_len, kvs_stamp *stamp);
 
-/* Conditions on a write (kvs_write_options.flags). */
-#define KVS_WRITE_IF_ABSENT 0x1u /* fail with KVS_EEXISTS if a live value exists */
-#define KVS_WRITE_IF_STAMP 0x2u  /* fail with KVS_ECONFLICT unless the live
-                                    value's stamp equals expect */
-
-typedef struct kvs_write_options {
-	unsigned flags; /* KVS_WRITE_* */
-	kvs_stamp expect;
-} kvs_write_options;
-
 /**
  * Store a value under key, stamped with a new version newer than any the
  * store has seen. Returns after the write is durable (see kvs_sync_mode).

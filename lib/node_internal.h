@@ -1,0 +1,141 @@
+/*
+ * node_internal.h - what the node's files share (node.c, quorum.c,
+ * proxy.c, cscan.c, serve.c); nothing outside lib/node*.c and the tests
+ * includes it.
+ */
+#ifndef KVS_NODE_INTERNAL_H
+#define KVS_NODE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "health.h"
+#include "kvshard/ring.h"
+#include "node.h"
+#include "op.h"
+
+/* Probing: how often the prober looks, how often an up peer is probed,
+ * and the longest a down peer waits for its next probe (its back-off,
+ * capped so that a peer that comes back is seen within about 2 s). */
+#define KVS__PROBE_TICK_MS 250u
+#define KVS__PROBE_INTERVAL_MS 1000u
+#define KVS__PROBE_DOWN_MAX_MS 2000u
+#define KVS__PROBE_TIMEOUT_MS 1000u
+
+struct kvs__peer_state {
+	kvs__node *n;
+	size_t i;
+	kvs__health health;
+	_Atomic int probing;
+	_Atomic uint64_t next_probe_ms;
+};
+
+struct kvs__node_counters {
+	_Atomic uint64_t forwarded;
+	_Atomic uint64_t replica_writes;
+	_Atomic uint64_t replica_reads;
+	_Atomic uint64_t read_repairs;
+	_Atomic uint64_t peer_errors;
+	_Atomic uint64_t quorum_failures;
+	_Atomic uint64_t probes;
+};
+
+struct kvs__node {
+	const kvs_config *cfg;
+	const kvs_cluster_config *cc;
+	kvs__node_options o;
+	size_t self;       /* position of this node's shard in the config */
+	uint32_t self_idx; /* its idx: the shard of the stamps it makes */
+	size_t n_shards;
+	struct kvs__peer_state *peers;
+	size_t holders;    /* shards that hold ring points (weight > 0) */
+	kvs_ring *ring;
+	kvs_store *store;
+	const kvs__peer_ops *ops;
+	void *impl;
+	struct kvs__node_counters counters;
+
+	/* Senders hold it shared; close takes it to stop all sending. */
+	pthread_rwlock_t send_lock;
+	int closing;
+
+	pthread_t prober;
+	pthread_mutex_t prober_mu;
+	pthread_cond_t prober_cv;
+	int prober_stop;
+	int prober_started;
+};
+
+/* Where a key lives, as seen from this node. */
+typedef struct kvs__route {
+	size_t n;                           /* owners (N) */
+	size_t owners[KVS_RING_MAX_OWNERS]; /* positions, preference order */
+	int self;                           /* index of this node, or -1 */
+} kvs__route;
+
+void kvs__node_route(const kvs__node *n, const void *key, size_t len,
+                     kvs__route *r);
+
+uint64_t kvs__node_now(kvs__node *n);
+
+/* Worth sending to: this node, a peer believed up, or one whose
+ * back-off has passed. */
+int kvs__node_usable(kvs__node *n, size_t i);
+
+/* The owner that coordinates writes: the first usable owner, else the
+ * first owner. */
+size_t kvs__node_coordinator(kvs__node *n, const kvs__route *r);
+
+/*
+ * Send a message to shard peer through the peer operations, noting the
+ * outcome in its health. cb owns the answer (never NULL). Returns an
+ * error when the node is closing or the message could not go (cb is then
+ * not called).
+ */
+int kvs__node_send(kvs__node *n, size_t peer, const kvs__preq *ops,
+                   size_t count, kvs__peer_cb cb, void *ud);
+
+/* Writes to this node's own store, asynchronous or (inline_local_writes)
+ * on the calling thread. cb as kvs_write_cb. */
+int kvs__node_local_apply(kvs__node *n, const kvs_record *rec,
+                          kvs_write_cb cb, void *ud);
+int kvs__node_local_write(kvs__node *n, int is_delete, const void *key,
+                          size_t key_len, const void *value, size_t value_len,
+                          const kvs__cond *cond, kvs_write_cb cb, void *ud);
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+void kvs__node_log(kvs__node *n, int level, const char *fmt, ...);
+
+/* A result that failed with rc, then cb(ud). */
+void kvs__node_fail(kvs__result *out, int rc, kvs__node_cb cb, void *ud);
+
+/* The position of the shard whose idx is idx, or n_shards. */
+size_t kvs__node_position(const kvs__node *n, uint32_t idx);
+
+/* quorum.c: this node is an owner (route->self >= 0). */
+void kvs__quorum_read(kvs__node *n, const kvs__kv_req *req,
+                      const kvs__route *route, unsigned need,
+                      kvs__result *out, kvs__node_cb cb, void *ud);
+void kvs__quorum_write(kvs__node *n, const kvs__kv_req *req,
+                       const kvs__route *route, unsigned need,
+                       kvs__result *out, kvs__node_cb cb, void *ud);
+
+/* proxy.c: send the request to the owners in turn (reads: usable owners
+ * first; writes: the coordinator first) until one answers. */
+void kvs__proxy(kvs__node *n, const kvs__kv_req *req, const kvs__route *route,
+                unsigned need, kvs__result *out, kvs__node_cb cb, void *ud);
+
+/*
+ * cscan.c: one page of this node's own records, tombstones included, in
+ * the peer protocol's record encoding: up to limit records after
+ * start_after (all from the start without has_start) with the prefix,
+ * values when asked; *more says that records follow.
+ */
+int kvs__local_page(kvs__node *n, const void *prefix, size_t prefix_len,
+                    const void *start, size_t start_len, int has_start,
+                    size_t limit, int values, kvs__buf *out, size_t *count,
+                    int *more);
+
+#endif /* KVS_NODE_INTERNAL_H */

@@ -1,0 +1,244 @@
+/*
+ * peer.c - the peer protocol over HTTP: each message is one POST of a
+ * request frame to the peer's /internal/ops, answered by a frame of
+ * results (protocol.h); probes are GET /health. Requests carry the cluster
+ * secret when one is configured, and nothing the client sent: the node
+ * that forwards a client's request has already checked its credentials.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "peer.h"
+#include "transport.h"
+
+struct http_peers {
+	kvs__peer_http_options o;
+	char **ops_urls;  /* base URL + KVS_PATH_PEER, owned */
+	char **probe_urls;
+	char *secret_header;
+	kvs__transport *t;
+};
+
+void kvs__panswer_free(kvs__panswer *a)
+{
+	if (a == NULL)
+		return;
+	free(a->res);
+	free(a->body);
+	free(a);
+}
+
+void kvs__panswer_fill(kvs__panswer *a, char *body, size_t len, size_t n)
+{
+	a->body = body;
+	a->res = calloc(n ? n : 1, sizeof(*a->res));
+	if (a->res == NULL) {
+		a->rc = KVS_ENOMEM;
+		return;
+	}
+	a->rc = kvs__peer_res_decode(body, len, a->res, n);
+	if (a->rc == KVS_OK) {
+		a->n = n;
+	} else {
+		free(a->res);
+		a->res = NULL;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+
+struct sending {
+	char *frame;
+	size_t n;
+	kvs__panswer *answer; /* allocated up front: never NULL for cb */
+	kvs__peer_cb cb;
+	void *ud;
+};
+
+static void sent(void *ud, kvs__http_response *resp)
+{
+	struct sending *s = ud;
+	kvs__panswer *a = s->answer;
+
+	if (resp->rc != KVS_OK) {
+		a->rc = resp->rc;
+	} else if (resp->status == 200) {
+		kvs__panswer_fill(a, resp->body, resp->body_len, s->n);
+		resp->body = NULL;
+	} else {
+		a->rc = kvs__error_of_body(resp->status, resp->body,
+		                           resp->body_len);
+	}
+	kvs__http_response_clear(resp);
+	free(s->frame);
+	s->cb(s->ud, a);
+	free(s);
+}
+
+static int http_send(void *impl, size_t peer, const kvs__preq *ops, size_t n,
+                     kvs__peer_cb cb, void *ud)
+{
+	struct http_peers *p = impl;
+	struct sending *s;
+	kvs__http_request req;
+	kvs__buf b;
+	size_t len;
+	int rc;
+
+	if (peer >= p->o.n_urls || n == 0 || n > KVS__PEER_MAX_OPS)
+		return KVS_EINVAL;
+	kvs__buf_init(&b, 0);
+	kvs__peer_req_head(&b, p->o.self_idx, n);
+	for (size_t i = 0; i < n; i++)
+		kvs__peer_req_op(&b, &ops[i]);
+	s = calloc(1, sizeof(*s));
+	if (s != NULL)
+		s->answer = calloc(1, sizeof(*s->answer));
+	if (s == NULL || s->answer == NULL || b.rc != KVS_OK) {
+		rc = b.rc != KVS_OK ? b.rc : KVS_ENOMEM;
+		kvs__buf_free(&b);
+		if (s != NULL)
+			free(s->answer);
+		free(s);
+		return rc;
+	}
+	s->frame = kvs__buf_take(&b, &len);
+	s->n = n;
+	s->cb = cb;
+	s->ud = ud;
+	memset(&req, 0, sizeof(req));
+	req.method = "POST";
+	req.url = p->ops_urls[peer];
+	req.headers[req.n_headers++] = "Content-Type: " KVS_TYPE_PEER;
+	req.body = s->frame;
+	req.body_len = len;
+	rc = kvs__transport_submit(p->t, &req, sent, s);
+	if (rc != KVS_OK) {
+		free(s->frame);
+		free(s->answer);
+		free(s);
+	}
+	return rc;
+}
+
+struct probing {
+	kvs__probe_cb cb;
+	void *ud;
+};
+
+static void probed(void *ud, kvs__http_response *resp)
+{
+	struct probing *pr = ud;
+	int rc = resp->rc;
+
+	if (rc == KVS_OK && resp->status == 503)
+		rc = KVS_ESHUTDOWN;
+	kvs__http_response_clear(resp);
+	pr->cb(pr->ud, rc);
+	free(pr);
+}
+
+static int http_probe(void *impl, size_t peer, kvs__probe_cb cb, void *ud)
+{
+	struct http_peers *p = impl;
+	struct probing *pr;
+	kvs__http_request req;
+	int rc;
+
+	if (peer >= p->o.n_urls)
+		return KVS_EINVAL;
+	pr = malloc(sizeof(*pr));
+	if (pr == NULL)
+		return KVS_ENOMEM;
+	pr->cb = cb;
+	pr->ud = ud;
+	memset(&req, 0, sizeof(req));
+	req.method = "GET";
+	req.url = p->probe_urls[peer];
+	req.timeout_ms = p->o.probe_timeout_ms;
+	rc = kvs__transport_submit(p->t, &req, probed, pr);
+	if (rc != KVS_OK)
+		free(pr);
+	return rc;
+}
+
+static void free_urls(char **urls, size_t n)
+{
+	for (size_t i = 0; urls != NULL && i < n; i++)
+		free(urls[i]);
+	free(urls);
+}
+
+static void http_free(void *impl)
+{
+	struct http_peers *p = impl;
+
+	if (p == NULL)
+		return;
+	/* First: the transport completes what is in flight. */
+	kvs__transport_free(p->t);
+	free_urls(p->ops_urls, p->o.n_urls);
+	free_urls(p->probe_urls, p->o.n_urls);
+	free(p->secret_header);
+	free(p);
+}
+
+static char *concat(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	char *s = malloc(la + lb + 1);
+
+	if (s != NULL) {
+		memcpy(s, a, la);
+		memcpy(s + la, b, lb + 1);
+	}
+	return s;
+}
+
+int kvs__peer_http_new(void **impl, const kvs__peer_http_options *o)
+{
+	struct http_peers *p = calloc(1, sizeof(*p));
+	kvs__transport_options to;
+	size_t n = o->n_urls;
+	int rc = KVS_ENOMEM;
+
+	*impl = NULL;
+	if (p == NULL)
+		return KVS_ENOMEM;
+	p->o = *o;
+	p->o.urls = NULL;
+	p->ops_urls = calloc(n, sizeof(char *));
+	p->probe_urls = calloc(n, sizeof(char *));
+	if (p->ops_urls == NULL || p->probe_urls == NULL)
+		goto fail;
+	for (size_t i = 0; i < n; i++) {
+		p->ops_urls[i] = concat(o->urls[i], KVS_PATH_PEER);
+		p->probe_urls[i] = concat(o->urls[i], KVS_PATH_HEALTH);
+		if (p->ops_urls[i] == NULL || p->probe_urls[i] == NULL)
+			goto fail;
+	}
+	if (o->secret != NULL) {
+		p->secret_header = concat(KVS_HDR_SECRET ": ", o->secret);
+		if (p->secret_header == NULL)
+			goto fail;
+	}
+	memset(&to, 0, sizeof(to));
+	to.connect_timeout_ms = o->connect_timeout_ms;
+	to.request_timeout_ms = o->request_timeout_ms;
+	to.extra_header = p->secret_header;
+	rc = kvs__transport_new(&p->t, &to);
+	if (rc != KVS_OK)
+		goto fail;
+	*impl = p;
+	return KVS_OK;
+fail:
+	http_free(p);
+	return rc;
+}
+
+const kvs__peer_ops kvs__peer_http_ops = {
+	http_send,
+	http_probe,
+	http_free,
+};

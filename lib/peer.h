@@ -1,0 +1,88 @@
+/*
+ * peer.h - the sending side of the peer protocol, behind an operations
+ * table (internal).
+ *
+ * The node never talks to the network itself: it hands frames of
+ * operations (protocol.h) to a kvs__peer_ops, which delivers them to a
+ * shard and brings back its answer. kvs__peer_http is the real one: HTTP
+ * POSTs over the transport (libcurl). tests/test_node.c plugs in a
+ * simulated network instead, which loses, delays, duplicates and reorders
+ * messages at the will of a seeded random generator, like Redis's dictType
+ * makes a dict's policy pluggable.
+ *
+ * Contract of every implementation:
+ *   - send() and probe() either return an error (the callback will never
+ *     be called) or return KVS_OK and call the callback exactly once,
+ *     later, from any thread (never from inside send() or probe()), with
+ *     an answer that is never NULL (allocate it when sending);
+ *   - the operations and the bytes they point to are borrowed for the
+ *     call only (they are encoded or copied before it returns);
+ *   - every message is bounded in time: no answer within the request
+ *     timeout completes it with KVS_ETIMEDOUT.
+ */
+#ifndef KVS_PEER_H
+#define KVS_PEER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "protocol.h"
+
+/* The answer to one message. The receiver of a kvs__peer_cb owns it. */
+typedef struct kvs__panswer {
+	/* KVS_OK: res[0..n) are the results, in the order of the
+	 * operations. Otherwise the whole message failed: KVS_ECONNECT,
+	 * KVS_ETIMEDOUT, KVS_ESHUTDOWN (the peer is stopping), KVS_EPROTO,
+	 * KVS_EAUTH, KVS_EFORBIDDEN, KVS_ENOMEM, KVS_ECLOSED (we are
+	 * stopping); res is NULL. */
+	int rc;
+	size_t n;
+	kvs__pres *res;
+	char *body; /* the frame res points into */
+} kvs__panswer;
+
+/* Free an answer and everything it points to; accepts NULL. */
+void kvs__panswer_free(kvs__panswer *a);
+
+/*
+ * Fill a (zeroed) answer from a frame body of n results; takes body
+ * (malloc'ed) in every case. A frame that does not decode gives rc =
+ * KVS_EPROTO.
+ */
+void kvs__panswer_fill(kvs__panswer *a, char *body, size_t len, size_t n);
+
+typedef void (*kvs__peer_cb)(void *ud, kvs__panswer *ans);
+/* rc: KVS_OK (it answered), or why not (as kvs__panswer.rc). */
+typedef void (*kvs__probe_cb)(void *ud, int rc);
+
+typedef struct kvs__peer_ops {
+	/* Send ops[0..n) to shard peer (its position in the config). */
+	int (*send)(void *impl, size_t peer, const kvs__preq *ops, size_t n,
+	            kvs__peer_cb cb, void *ud);
+	/* Ask shard peer whether it is alive. */
+	int (*probe)(void *impl, size_t peer, kvs__probe_cb cb, void *ud);
+	/* Complete what is in flight (KVS_ECLOSED) and free. */
+	void (*free)(void *impl);
+} kvs__peer_ops;
+
+/* The HTTP implementation. */
+typedef struct kvs__peer_http_options {
+	uint32_t self_idx;        /* sent as the frame's sender */
+	const char *const *urls;  /* "http://host:port" of each shard */
+	size_t n_urls;
+	const char *secret;       /* the cluster secret, or NULL */
+	unsigned connect_timeout_ms;
+	unsigned request_timeout_ms;
+	unsigned probe_timeout_ms;
+} kvs__peer_http_options;
+
+extern const kvs__peer_ops kvs__peer_http_ops;
+
+/**
+ * Start the HTTP implementation (its transport thread). opts is copied.
+ *
+ * @return KVS_OK, KVS_ENOMEM, KVS_ESYS.
+ */
+int kvs__peer_http_new(void **impl, const kvs__peer_http_options *opts);
+
+#endif /* KVS_PEER_H */

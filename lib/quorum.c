@@ -1,0 +1,605 @@
+/*
+ * quorum.c - quorum reads with read repair, and replicated writes, on a
+ * node that owns the key.
+ *
+ * Reads. A quorum read reads this node's own record and asks R - 1 other
+ * owners for theirs (owners believed up first; one that fails is replaced
+ * by the next), and answers as soon as R have answered, with the newest
+ * version among them: a deletion's tombstone counts, so a delete hides the
+ * older value it deleted. Answers that arrive after that still count for
+ * repair: once every replica asked has answered (or failed), the newest
+ * version seen is sent to each of them that answered with an older one or
+ * none (read repair; both ways, should a late answer be the newest).
+ *
+ * Writes. An unconditional write takes a version from this node's clock
+ * (past every version its store holds) and is applied on all N owners at
+ * once, this node included, each applying it only if it is newer than
+ * what it has. A conditional write (compare-and-swap, create-only, only if
+ * it exists) is first decided atomically by this node's store; its result
+ * is then applied on the others. The caller is answered when W owners have
+ * it durably; the rest finish in the background. Once W can no longer be
+ * reached the answer is KVS_EUNAVAIL (or this node's own store error),
+ * and the owners that did answer keep the write, as in Dynamo: a failed
+ * quorum write may still become visible.
+ *
+ * Lifetime. Each read or write is a kvs__op (op.h): held by its starter,
+ * by every message in flight, by every repair, and by the result handed to
+ * the caller, whose value points into the read's memory (a peer's answer
+ * frame, or the copy of this node's record) and so is never copied again.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node_internal.h"
+
+/* ------------------------------------------------------------------ */
+/* Reads                                                                */
+
+struct seen {
+	size_t peer;
+	int have;
+	kvs_stamp stamp;
+};
+
+struct qread {
+	kvs__op op;
+	kvs__node *n;
+	pthread_mutex_t mu;
+	unsigned char *key;
+	size_t key_len;
+	unsigned need;
+	unsigned replicas;
+	size_t cand[KVS_RING_MAX_OWNERS];
+	size_t n_cand;
+	size_t next_cand;
+	unsigned got;    /* replicas that answered, record or none */
+	unsigned got_when_answered;
+	unsigned asking; /* messages in flight */
+	int answered;
+	int repaired;
+	/* The newest record: best until the caller is answered; a newer
+	 * one arriving later becomes late, for repair only (the caller's
+	 * value must not change under it). */
+	int have_best, have_late;
+	kvs_record best, late;
+	struct seen seen[KVS_RING_MAX_OWNERS];
+	size_t n_seen;
+	/* What best's and late's values live in: answers and a copy of
+	 * this node's record, freed with the read. */
+	void *keep[KVS_RING_MAX_OWNERS + 1];
+	size_t n_keep;
+	kvs__result *out;
+	kvs__node_cb cb;
+	void *ud;
+};
+
+struct qask {
+	struct qread *q;
+	size_t peer;
+};
+
+static void qread_done(kvs__op *op)
+{
+	struct qread *q = (struct qread *)op;
+
+	for (size_t i = 0; i < q->n_keep; i++)
+		kvs__panswer_free(q->keep[i]);
+	free(q->key);
+	pthread_mutex_destroy(&q->mu);
+	free(q);
+}
+
+/* Take one replica's answer (q->mu held). keep is the answer its bytes
+ * live in (kept if they matter), or NULL. */
+static void consider(struct qread *q, size_t peer, const kvs_record *rec,
+                     kvs__panswer *keep, int *kept)
+{
+	kvs_record *slot;
+
+	q->seen[q->n_seen].peer = peer;
+	q->seen[q->n_seen].have = rec != NULL;
+	if (rec != NULL)
+		q->seen[q->n_seen].stamp = rec->stamp;
+	q->n_seen++;
+	if (rec == NULL)
+		return;
+	if (!q->answered) {
+		if (q->have_best && kvs_stamp_cmp(&rec->stamp, &q->best.stamp) <= 0)
+			return;
+		slot = &q->best;
+		q->have_best = 1;
+	} else {
+		const kvs_record *cur = q->have_late ? &q->late : &q->best;
+
+		if ((q->have_late || q->have_best) &&
+		    kvs_stamp_cmp(&rec->stamp, &cur->stamp) <= 0)
+			return;
+		slot = &q->late;
+		q->have_late = 1;
+	}
+	*slot = *rec;
+	slot->key = q->key;
+	slot->key_len = q->key_len;
+	if (keep != NULL && !*kept) {
+		q->keep[q->n_keep++] = keep;
+		*kept = 1;
+	}
+}
+
+static void qread_answer(void *ud, kvs__panswer *a);
+
+/* Ask the next candidate (q->mu held); KVS_OK if a message is out. */
+static int launch(struct qread *q)
+{
+	while (q->next_cand < q->n_cand) {
+		struct qask *ask = malloc(sizeof(*ask));
+		kvs__preq op;
+		int rc;
+
+		if (ask == NULL)
+			return KVS_ENOMEM;
+		ask->q = q;
+		ask->peer = q->cand[q->next_cand++];
+		memset(&op, 0, sizeof(op));
+		op.code = KVS__P_READ;
+		op.key = q->key;
+		op.key_len = q->key_len;
+		kvs__op_hold(&q->op);
+		q->asking++;
+		atomic_fetch_add(&q->n->counters.replica_reads, 1);
+		rc = kvs__node_send(q->n, ask->peer, &op, 1, qread_answer, ask);
+		if (rc == KVS_OK)
+			return KVS_OK;
+		q->asking--;
+		kvs__op_release(&q->op); /* cannot be the last: starter holds */
+		free(ask);
+	}
+	return KVS_EUNAVAIL;
+}
+
+/* What to do now (q->mu held): ask more, answer, repair. */
+static void step(struct qread *q, int *answer, int *repair)
+{
+	*answer = *repair = 0;
+	while (!q->answered && q->got + q->asking < q->need &&
+	       launch(q) == KVS_OK)
+		;
+	if (!q->answered && (q->got >= q->need || q->asking == 0)) {
+		q->answered = 1;
+		q->got_when_answered = q->got;
+		*answer = 1;
+	}
+	if (q->answered && q->asking == 0 && !q->repaired) {
+		q->repaired = 1;
+		*repair = 1;
+	}
+}
+
+static void answer(struct qread *q)
+{
+	kvs__result *out = q->out;
+
+	/* best no longer changes once answered is set (see consider). */
+	out->acks = q->got_when_answered;
+	if (q->got_when_answered < q->need) {
+		atomic_fetch_add(&q->n->counters.quorum_failures, 1);
+		out->rc = KVS_EUNAVAIL;
+	} else if (!q->have_best) {
+		out->rc = KVS_NOTFOUND;
+	} else {
+		out->stamp = q->best.stamp;
+		if (q->best.flags & KVS_RECORD_TOMBSTONE) {
+			out->rc = KVS_NOTFOUND;
+		} else {
+			out->rc = KVS_OK;
+			out->value = q->best.value;
+			out->value_len = q->best.value_len;
+			/* The value lives in q: the result holds it. */
+			kvs__op_hold(&q->op);
+			out->hold = &q->op;
+			out->release = kvs__op_release_cb;
+		}
+	}
+	q->cb(q->ud);
+}
+
+static void repaired_remote(void *ud, kvs__panswer *a)
+{
+	struct qread *q = ud;
+
+	kvs__panswer_free(a);
+	kvs__op_release(&q->op);
+}
+
+static void repaired_local(void *ud, int rc, const kvs_stamp *stamp,
+                           int applied)
+{
+	struct qread *q = ud;
+
+	(void)rc;
+	(void)stamp;
+	(void)applied;
+	kvs__op_release(&q->op);
+}
+
+/* Send the newest version to every replica that answered with an older
+ * one or none (no lock needed: nothing is in flight any more). */
+static void repair(struct qread *q)
+{
+	const kvs_record *final = q->have_late ? &q->late : &q->best;
+	kvs__node *n = q->n;
+
+	if (!q->have_best && !q->have_late)
+		return; /* nobody has anything */
+	for (size_t i = 0; i < q->n_seen; i++) {
+		const struct seen *s = &q->seen[i];
+		int rc;
+
+		if (s->have && kvs_stamp_cmp(&s->stamp, &final->stamp) >= 0)
+			continue;
+		atomic_fetch_add(&n->counters.read_repairs, 1);
+		kvs__op_hold(&q->op);
+		if (s->peer == n->self) {
+			rc = kvs__node_local_apply(n, final, repaired_local, q);
+		} else {
+			kvs__preq op;
+
+			memset(&op, 0, sizeof(op));
+			op.code = KVS__P_APPLY;
+			op.flags = (final->flags & KVS_RECORD_TOMBSTONE)
+			                   ? KVS__PQ_TOMBSTONE
+			                   : 0;
+			op.stamp = final->stamp;
+			op.key = final->key;
+			op.key_len = final->key_len;
+			op.value = final->value;
+			op.value_len = final->value_len;
+			rc = kvs__node_send(n, s->peer, &op, 1, repaired_remote, q);
+		}
+		if (rc != KVS_OK)
+			kvs__op_release(&q->op);
+	}
+}
+
+static void act(struct qread *q, int do_answer, int do_repair)
+{
+	if (do_answer)
+		answer(q);
+	if (do_repair)
+		repair(q);
+}
+
+static void qread_answer(void *ud, kvs__panswer *a)
+{
+	struct qask *ask = ud;
+	struct qread *q = ask->q;
+	int kept = 0, do_answer, do_repair;
+
+	pthread_mutex_lock(&q->mu);
+	q->asking--;
+	if (a->rc == KVS_OK && a->n == 1 &&
+	    (a->res[0].rc == KVS_OK || a->res[0].rc == KVS_NOTFOUND)) {
+		const kvs__pres *r = &a->res[0];
+		kvs_record rec;
+
+		q->got++;
+		memset(&rec, 0, sizeof(rec));
+		rec.stamp = r->stamp;
+		rec.flags = (r->flags & KVS__PA_TOMBSTONE) ? KVS_RECORD_TOMBSTONE
+		                                           : 0;
+		rec.value = r->value;
+		rec.value_len = r->value_len;
+		consider(q, ask->peer, r->rc == KVS_OK ? &rec : NULL, a, &kept);
+	}
+	/* A failed replica: step() asks the next candidate. */
+	step(q, &do_answer, &do_repair);
+	pthread_mutex_unlock(&q->mu);
+	if (!kept)
+		kvs__panswer_free(a);
+	free(ask);
+	act(q, do_answer, do_repair);
+	kvs__op_release(&q->op);
+}
+
+struct local_copy {
+	struct qread *q;
+	int rc;
+};
+
+/* This node's record: copied out of the store into an answer-shaped
+ * holder, so that it is freed like the others. */
+static int read_local(void *ud, const kvs_record *rec)
+{
+	struct local_copy *lc = ud;
+	struct qread *q = lc->q;
+	kvs__panswer *holder = calloc(1, sizeof(*holder));
+	kvs_record copy = *rec;
+	int kept = 0;
+
+	if (holder != NULL && rec->value_len > 0) {
+		holder->body = malloc(rec->value_len);
+		if (holder->body != NULL)
+			memcpy(holder->body, rec->value, rec->value_len);
+	}
+	if (holder == NULL || (rec->value_len > 0 && holder->body == NULL)) {
+		free(holder);
+		lc->rc = KVS_ENOMEM;
+		return 0;
+	}
+	copy.value = holder->body;
+	consider(q, q->n->self, &copy, holder, &kept);
+	if (!kept)
+		kvs__panswer_free(holder);
+	lc->rc = KVS_OK;
+	return 0;
+}
+
+void kvs__quorum_read(kvs__node *n, const kvs__kv_req *req,
+                      const kvs__route *route, unsigned need,
+                      kvs__result *out, kvs__node_cb cb, void *ud)
+{
+	struct qread *q = calloc(1, sizeof(*q));
+	struct local_copy lc;
+	int do_answer, do_repair, rc;
+
+	if (q == NULL || (q->key = malloc(req->key_len)) == NULL) {
+		free(q);
+		kvs__node_fail(out, KVS_ENOMEM, cb, ud);
+		return;
+	}
+	kvs__op_init(&q->op, qread_done);
+	pthread_mutex_init(&q->mu, NULL);
+	memcpy(q->key, req->key, req->key_len);
+	q->key_len = req->key_len;
+	q->n = n;
+	q->need = need;
+	q->replicas = (unsigned)route->n;
+	q->out = out;
+	q->cb = cb;
+	q->ud = ud;
+	/* The other owners, those believed up first. */
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < route->n; i++) {
+			size_t p = route->owners[i];
+
+			if (p != n->self && kvs__node_usable(n, p) == !pass)
+				q->cand[q->n_cand++] = p;
+		}
+
+	pthread_mutex_lock(&q->mu);
+	lc.q = q;
+	lc.rc = KVS_OK;
+	rc = kvs_store_read(n->store, q->key, q->key_len, KVS_READ_TOMBSTONES,
+	                    read_local, &lc);
+	if (rc == KVS_NOTFOUND) {
+		consider(q, n->self, NULL, NULL, NULL);
+		rc = KVS_OK;
+	} else if (rc == KVS_OK) {
+		rc = lc.rc;
+	}
+	if (rc != KVS_OK) {
+		pthread_mutex_unlock(&q->mu);
+		kvs__op_release(&q->op);
+		kvs__node_fail(out, rc, cb, ud);
+		return;
+	}
+	q->got = 1;
+	step(q, &do_answer, &do_repair);
+	pthread_mutex_unlock(&q->mu);
+	act(q, do_answer, do_repair);
+	kvs__op_release(&q->op);
+}
+
+/* ------------------------------------------------------------------ */
+/* Writes                                                               */
+
+struct qwrite {
+	kvs__op op;
+	kvs__node *n;
+	pthread_mutex_t mu;
+	kvs__route route;
+	unsigned need;
+	kvs_record rec; /* key and value: the caller's, or copy */
+	unsigned char *copy;
+	kvs__cond cond;
+	int is_delete;
+	unsigned acks;
+	unsigned fails;
+	int answered;
+	int local_rc;
+	kvs__result *out;
+	kvs__node_cb cb;
+	void *ud;
+};
+
+static void qwrite_done(kvs__op *op)
+{
+	struct qwrite *q = (struct qwrite *)op;
+
+	free(q->copy);
+	pthread_mutex_destroy(&q->mu);
+	free(q);
+}
+
+/* Outcomes counted by count(). */
+#define ACKED 1
+#define FAILED 0
+
+/*
+ * Count one owner's outcome (ACKED or FAILED; local_rc: this node's own
+ * store's result, or 1 for a replica's); answer once the outcome is
+ * decided.
+ */
+static void count(struct qwrite *q, int ok, int local_rc)
+{
+	int rc = KVS_OK, do_answer = 0;
+	unsigned acks;
+
+	pthread_mutex_lock(&q->mu);
+	if (local_rc != 1)
+		q->local_rc = local_rc;
+	if (ok)
+		q->acks++;
+	else
+		q->fails++;
+	if (!q->answered && q->acks >= q->need) {
+		q->answered = do_answer = 1;
+	} else if (!q->answered && q->fails > q->route.n - q->need) {
+		q->answered = do_answer = 1;
+		rc = q->local_rc != KVS_OK ? q->local_rc : KVS_EUNAVAIL;
+	}
+	acks = q->acks;
+	pthread_mutex_unlock(&q->mu);
+	if (!do_answer)
+		return;
+	if (rc == KVS_EUNAVAIL)
+		atomic_fetch_add(&q->n->counters.quorum_failures, 1);
+	q->out->rc = rc;
+	q->out->stamp = q->rec.stamp;
+	q->out->acks = acks;
+	q->cb(q->ud);
+}
+
+static void replica_done(void *ud, kvs__panswer *a)
+{
+	struct qwrite *q = ud;
+	int ok = a->rc == KVS_OK && a->n == 1 && a->res[0].rc == KVS_OK;
+
+	kvs__panswer_free(a);
+	count(q, ok ? ACKED : FAILED, 1);
+	kvs__op_release(&q->op);
+}
+
+static void local_done(void *ud, int rc, const kvs_stamp *stamp, int applied)
+{
+	struct qwrite *q = ud;
+
+	(void)stamp;
+	(void)applied;
+	count(q, rc == KVS_OK ? ACKED : FAILED, rc);
+	kvs__op_release(&q->op);
+}
+
+/* Send the record to every owner but this node. */
+static void replicate(struct qwrite *q)
+{
+	kvs__preq op;
+
+	memset(&op, 0, sizeof(op));
+	op.code = KVS__P_APPLY;
+	op.flags = q->is_delete ? KVS__PQ_TOMBSTONE : 0;
+	op.stamp = q->rec.stamp;
+	op.key = q->rec.key;
+	op.key_len = q->rec.key_len;
+	op.value = q->rec.value;
+	op.value_len = q->rec.value_len;
+	for (size_t i = 0; i < q->route.n; i++) {
+		size_t peer = q->route.owners[i];
+
+		if (peer == q->n->self)
+			continue;
+		atomic_fetch_add(&q->n->counters.replica_writes, 1);
+		kvs__op_hold(&q->op);
+		if (kvs__node_send(q->n, peer, &op, 1, replica_done, q) !=
+		    KVS_OK) {
+			count(q, FAILED, 1);
+			kvs__op_release(&q->op);
+		}
+	}
+}
+
+/* A conditional write decided by this node's store: replicate it. */
+static void cond_done(void *ud, int rc, const kvs_stamp *stamp, int applied)
+{
+	struct qwrite *q = ud;
+
+	(void)applied;
+	if (rc == KVS_NOTFOUND && q->is_delete)
+		rc = KVS_OK; /* a delete of nothing still writes a tombstone */
+	if (rc != KVS_OK) {
+		/* The condition failed, or the store did: nothing to
+		 * replicate. */
+		q->answered = 1;
+		q->out->rc = rc;
+		q->out->stamp = *stamp;
+		q->cb(q->ud);
+		kvs__op_release(&q->op);
+		return;
+	}
+	q->rec.stamp = *stamp;
+	replicate(q);
+	count(q, ACKED, KVS_OK);
+	kvs__op_release(&q->op);
+}
+
+void kvs__quorum_write(kvs__node *n, const kvs__kv_req *req,
+                       const kvs__route *route, unsigned need,
+                       kvs__result *out, kvs__node_cb cb, void *ud)
+{
+	struct qwrite *q = calloc(1, sizeof(*q));
+	int conditional = req->cond.flags != 0;
+	int rc;
+
+	if (q == NULL) {
+		kvs__node_fail(out, KVS_ENOMEM, cb, ud);
+		return;
+	}
+	kvs__op_init(&q->op, qwrite_done);
+	pthread_mutex_init(&q->mu, NULL);
+	q->n = n;
+	q->route = *route;
+	q->need = need;
+	q->out = out;
+	q->cb = cb;
+	q->ud = ud;
+	q->cond = req->cond;
+	q->is_delete = req->kind == KVS__KV_DELETE;
+	q->rec.key = req->key;
+	q->rec.key_len = req->key_len;
+	q->rec.value = q->is_delete ? NULL : req->value;
+	q->rec.value_len = q->is_delete ? 0 : req->value_len;
+	q->rec.flags = q->is_delete ? KVS_RECORD_TOMBSTONE : 0;
+	if (route->n > 1) {
+		/* Replicas and this node's store may still be writing after
+		 * the caller is answered and has freed its buffers. */
+		q->copy = malloc(req->key_len + q->rec.value_len + 1);
+		if (q->copy == NULL) {
+			kvs__op_release(&q->op);
+			kvs__node_fail(out, KVS_ENOMEM, cb, ud);
+			return;
+		}
+		memcpy(q->copy, req->key, req->key_len);
+		if (q->rec.value_len > 0)
+			memcpy(q->copy + req->key_len, req->value,
+			       q->rec.value_len);
+		q->rec.key = q->copy;
+		q->rec.value = q->copy + req->key_len;
+	}
+
+	kvs__op_hold(&q->op);
+	if (conditional) {
+		rc = kvs__node_local_write(n, q->is_delete, q->rec.key,
+		                           q->rec.key_len, q->rec.value,
+		                           q->rec.value_len, &q->cond, cond_done,
+		                           q);
+		if (rc != KVS_OK) {
+			kvs__op_release(&q->op);
+			kvs__op_release(&q->op);
+			kvs__node_fail(out, rc, cb, ud);
+			return;
+		}
+		kvs__op_release(&q->op);
+		return;
+	}
+	q->rec.stamp.hlc = kvs__store_clock_now(n->store);
+	q->rec.stamp.shard = n->self_idx;
+	/* Replicas first: the local write is often the slowest (a sync). */
+	replicate(q);
+	rc = kvs__node_local_apply(n, &q->rec, local_done, q);
+	if (rc != KVS_OK) {
+		count(q, FAILED, rc);
+		kvs__op_release(&q->op);
+	}
+	kvs__op_release(&q->op);
+}

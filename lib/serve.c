@@ -1,0 +1,275 @@
+/*
+ * serve.c - the receiving side of the peer protocol: a frame of
+ * operations from another node, run here, answered by a frame of results.
+ *
+ * READ and SCAN read this node's own store (tombstones included, the
+ * records peers merge); APPLY writes a record if it is newer than the one
+ * stored; GET, PUT and DELETE are a client's requests that the sender
+ * forwarded, run as kvs__node_kv with from_peer set, so that this node
+ * serves or coordinates them and never sends them on. All operations of a
+ * frame run at once; the answer is encoded when the last is done, by the
+ * caller, on its own thread (kvs__peer_reply_encode).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "node_internal.h"
+
+struct slot {
+	struct kvs__serving *s;
+	size_t i;
+};
+
+struct kvs__serving {
+	kvs__op op;
+	kvs__node *n;
+	kvs__preq *ops;
+	size_t n_ops;
+	kvs__pres *res;
+	kvs__kv_req *kreq;  /* GET, PUT, DELETE */
+	kvs__result *kres;
+	kvs__buf *bufs;     /* READ values, SCAN records */
+	struct slot *slots;
+	kvs__peer_reply *out;
+	kvs__node_cb cb;
+	void *ud;
+};
+
+static void serving_free(struct kvs__serving *s)
+{
+	for (size_t i = 0; i < s->n_ops; i++) {
+		if (s->kres != NULL)
+			kvs__result_clear(&s->kres[i]);
+		if (s->bufs != NULL)
+			kvs__buf_free(&s->bufs[i]);
+	}
+	free(s->ops);
+	free(s->res);
+	free(s->kreq);
+	free(s->kres);
+	free(s->bufs);
+	free(s->slots);
+	free(s);
+}
+
+static void serving_done(kvs__op *op)
+{
+	struct kvs__serving *s = (struct kvs__serving *)op;
+
+	s->out->rc = KVS_OK;
+	s->out->s = s;
+	s->cb(s->ud);
+}
+
+struct read_copy {
+	kvs__buf *buf;
+	kvs__pres *res;
+};
+
+static int copy_read(void *ud, const kvs_record *rec)
+{
+	struct read_copy *rc = ud;
+
+	rc->res->stamp = rec->stamp;
+	if (rec->flags & KVS_RECORD_TOMBSTONE)
+		rc->res->flags |= KVS__PA_TOMBSTONE;
+	kvs__buf_add(rc->buf, rec->value, rec->value_len);
+	return 0;
+}
+
+static void op_read(struct kvs__serving *s, size_t i)
+{
+	const kvs__preq *q = &s->ops[i];
+	kvs__pres *r = &s->res[i];
+	struct read_copy rc = {&s->bufs[i], r};
+
+	r->rc = kvs_store_read(s->n->store, q->key, q->key_len,
+	                       KVS_READ_TOMBSTONES, copy_read, &rc);
+	if (r->rc == KVS_OK && s->bufs[i].rc != KVS_OK)
+		r->rc = s->bufs[i].rc;
+	r->value = s->bufs[i].data;
+	r->value_len = s->bufs[i].len;
+}
+
+static void applied(void *ud, int rc, const kvs_stamp *stamp, int was_applied)
+{
+	struct slot *sl = ud;
+	kvs__pres *r = &sl->s->res[sl->i];
+
+	(void)stamp;
+	r->rc = rc;
+	if (was_applied)
+		r->flags |= KVS__PA_APPLIED;
+	kvs__op_release(&sl->s->op);
+}
+
+static void op_apply(struct kvs__serving *s, size_t i)
+{
+	const kvs__preq *q = &s->ops[i];
+	kvs_record rec;
+	int rc;
+
+	memset(&rec, 0, sizeof(rec));
+	rec.key = q->key;
+	rec.key_len = q->key_len;
+	rec.stamp = q->stamp;
+	if (q->flags & KVS__PQ_TOMBSTONE) {
+		rec.flags = KVS_RECORD_TOMBSTONE;
+	} else {
+		rec.value = q->value;
+		rec.value_len = q->value_len;
+	}
+	if (rec.key_len > s->n->cc->max_key_bytes) {
+		s->res[i].rc = KVS_EKEYSIZE;
+		return;
+	}
+	kvs__op_hold(&s->op);
+	rc = kvs__node_local_apply(s->n, &rec, applied, &s->slots[i]);
+	if (rc != KVS_OK) {
+		s->res[i].rc = rc;
+		kvs__op_release(&s->op);
+	}
+}
+
+static void op_scan(struct kvs__serving *s, size_t i)
+{
+	const kvs__preq *q = &s->ops[i];
+	kvs__pres *r = &s->res[i];
+	size_t limit = q->limit, max = s->n->cc->max_scan_limit;
+	int more = 0;
+
+	if (limit == 0 || limit > max)
+		limit = max;
+	r->rc = kvs__local_page(s->n, q->value, q->value_len, q->key,
+	                        q->key_len, (q->flags & KVS__PQ_START) != 0,
+	                        limit, (q->flags & KVS__PQ_VALUES) != 0,
+	                        &s->bufs[i], &r->n_recs, &more);
+	if (more)
+		r->flags |= KVS__PA_MORE;
+	r->recs = (const unsigned char *)s->bufs[i].data;
+	r->recs_len = s->bufs[i].len;
+}
+
+static void op_kv(struct kvs__serving *s, size_t i)
+{
+	const kvs__preq *q = &s->ops[i];
+	kvs__kv_req *k = &s->kreq[i];
+
+	memset(k, 0, sizeof(*k));
+	k->kind = q->code == KVS__P_GET   ? KVS__KV_GET
+	          : q->code == KVS__P_PUT ? KVS__KV_PUT
+	                                  : KVS__KV_DELETE;
+	k->key = q->key;
+	k->key_len = q->key_len;
+	k->value = q->value;
+	k->value_len = q->value_len;
+	kvs__peer_cond_of(q, &k->cond);
+	k->r = q->r;
+	k->w = q->w;
+	k->from_peer = 1;
+	kvs__op_hold(&s->op);
+	kvs__node_kv(s->n, k, &s->kres[i], kvs__op_release_cb, &s->op);
+}
+
+void kvs__node_serve_peer(kvs__node *n, const void *frame, size_t len,
+                          kvs__peer_reply *out, kvs__node_cb cb, void *ud)
+{
+	struct kvs__serving *s = calloc(1, sizeof(*s));
+	uint32_t sender;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (s == NULL) {
+		out->rc = KVS_ENOMEM;
+		cb(ud);
+		return;
+	}
+	rc = kvs__peer_req_decode(frame, len, &sender, &s->ops, &s->n_ops,
+	                          &out->why);
+	(void)sender; /* every peer may send anything: no use for it yet */
+	if (rc == KVS_OK) {
+		s->res = calloc(s->n_ops, sizeof(*s->res));
+		s->kreq = calloc(s->n_ops, sizeof(*s->kreq));
+		s->kres = calloc(s->n_ops, sizeof(*s->kres));
+		s->bufs = calloc(s->n_ops, sizeof(*s->bufs));
+		s->slots = calloc(s->n_ops, sizeof(*s->slots));
+		if (s->res == NULL || s->kreq == NULL || s->kres == NULL ||
+		    s->bufs == NULL || s->slots == NULL)
+			rc = KVS_ENOMEM;
+	}
+	if (rc != KVS_OK) {
+		serving_free(s);
+		out->rc = rc;
+		cb(ud);
+		return;
+	}
+	kvs__op_init(&s->op, serving_done);
+	s->n = n;
+	s->out = out;
+	s->cb = cb;
+	s->ud = ud;
+	for (size_t i = 0; i < s->n_ops; i++) {
+		kvs__buf_init(&s->bufs[i], 0);
+		s->slots[i].s = s;
+		s->slots[i].i = i;
+	}
+	for (size_t i = 0; i < s->n_ops; i++) {
+		switch (s->ops[i].code) {
+		case KVS__P_READ:
+			op_read(s, i);
+			break;
+		case KVS__P_APPLY:
+			op_apply(s, i);
+			break;
+		case KVS__P_SCAN:
+			op_scan(s, i);
+			break;
+		default:
+			op_kv(s, i);
+			break;
+		}
+	}
+	kvs__op_release(&s->op);
+}
+
+/* The result of a forwarded client request, as the wire carries it. */
+static void from_result(kvs__pres *r, const kvs__result *k)
+{
+	r->rc = k->rc;
+	r->stamp = k->stamp;
+	if (k->rc == KVS_NOTFOUND && k->stamp.hlc != 0)
+		r->flags |= KVS__PA_TOMBSTONE;
+	r->value = k->value;
+	r->value_len = k->value_len;
+	r->acks = k->acks;
+	r->need = k->need;
+	r->replicas = k->replicas;
+}
+
+char *kvs__peer_reply_encode(kvs__peer_reply *reply, size_t *len)
+{
+	struct kvs__serving *s = reply->s;
+	kvs__buf b;
+
+	*len = 0;
+	if (s == NULL)
+		return NULL;
+	kvs__buf_init(&b, 0);
+	kvs__peer_res_head(&b, s->n_ops);
+	for (size_t i = 0; i < s->n_ops; i++) {
+		unsigned code = s->ops[i].code;
+
+		if (code == KVS__P_GET || code == KVS__P_PUT ||
+		    code == KVS__P_DELETE)
+			from_result(&s->res[i], &s->kres[i]);
+		kvs__peer_res_op(&b, &s->res[i]);
+	}
+	return kvs__buf_take(&b, len);
+}
+
+void kvs__peer_reply_clear(kvs__peer_reply *reply)
+{
+	if (reply->s != NULL)
+		serving_free(reply->s);
+	memset(reply, 0, sizeof(*reply));
+}
