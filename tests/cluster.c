@@ -154,17 +154,68 @@ int tc_stop_node(struct tc_cluster *c, int i, int sig)
 	return status;
 }
 
+/* Did shard i's log record a sanitizer's report? */
+static int log_has_report(const struct tc_cluster *c, int i)
+{
+	static const char *const marks[] = {"Sanitizer", "runtime error:"};
+	char path[700], line[1024];
+	int found = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s.log", c->dir, c->node[i].name);
+	f = fopen(path, "r");
+	if (f == NULL)
+		return 0;
+	while (!found && fgets(line, sizeof(line), f) != NULL)
+		for (size_t m = 0; m < sizeof(marks) / sizeof(marks[0]); m++)
+			found |= strstr(line, marks[m]) != NULL;
+	fclose(f);
+	return found;
+}
+
+/*
+ * Stop every shard still running the way an operator does (SIGTERM), so
+ * that each one's shutdown is tested too: it must exit 0 within the
+ * bound, and under the sanitizers with no report (leaks included).
+ */
 void tc_stop(struct tc_cluster *c)
 {
+	int bad = -1, bad_status = 0;
+
 	for (int i = 0; i < c->n; i++)
-		if (c->node[i].pid > 0) {
-			kill(c->node[i].pid, SIGKILL);
-			waitpid(c->node[i].pid, NULL, 0);
-			c->node[i].pid = 0;
+		if (c->node[i].pid > 0)
+			kill(c->node[i].pid, SIGTERM);
+	for (int i = 0; i < c->n; i++) {
+		uint64_t deadline = tu_now_ms() + STOP_TIMEOUT_MS;
+		int status = 0;
+
+		if (c->node[i].pid <= 0)
+			continue;
+		while (waitpid(c->node[i].pid, &status, WNOHANG) !=
+		       c->node[i].pid) {
+			if (tu_now_ms() > deadline) {
+				kill(c->node[i].pid, SIGKILL);
+				waitpid(c->node[i].pid, &status, 0);
+				break;
+			}
+			usleep(POLL_MS * 1000);
 		}
+		c->node[i].pid = 0;
+		if (bad < 0 && (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+		                log_has_report(c, i))) {
+			bad = i;
+			bad_status = status;
+		}
+	}
+	if (bad >= 0)
+		tc_dump_logs(c);
 	tu_rmtree(c->dir);
 	if (current == c)
 		current = NULL;
+	ck_assert_msg(bad < 0,
+	              "%s did not stop cleanly on SIGTERM (wait status %d); "
+	              "logs above",
+	              bad >= 0 ? c->node[bad].name : "", bad_status);
 }
 
 void tc_dump_logs(const struct tc_cluster *c)
