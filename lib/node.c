@@ -104,9 +104,9 @@ void kvs__node_route(const kvs__node *n, const void *key, size_t len,
 
 int kvs__node_usable(kvs__node *n, size_t i)
 {
-	if (i == n->self)
-		return 1;
-	return kvs__health_usable(&n->peers[i].health, kvs__node_now(n));
+	/* Probes bring a down peer back as soon as it answers: unlike the
+	 * client, the node never needs to send a request to find out. */
+	return i == n->self || kvs__health_up(&n->peers[i].health);
 }
 
 size_t kvs__node_coordinator(kvs__node *n, const kvs__route *r)
@@ -167,7 +167,8 @@ static void sent_done(void *ud, kvs__panswer *a)
 }
 
 int kvs__node_send(kvs__node *n, size_t peer, const kvs__preq *ops,
-                   size_t count, kvs__peer_cb cb, void *ud)
+                   size_t count, unsigned timeout_ms, kvs__peer_cb cb,
+                   void *ud)
 {
 	struct sent *s;
 	int rc;
@@ -183,7 +184,8 @@ int kvs__node_send(kvs__node *n, size_t peer, const kvs__preq *ops,
 	s->ud = ud;
 	pthread_rwlock_rdlock(&n->send_lock);
 	rc = n->closing ? KVS_ECLOSED
-	                : n->ops->send(n->impl, peer, ops, count, sent_done, s);
+	                : n->ops->send(n->impl, peer, ops, count, timeout_ms,
+	                               sent_done, s);
 	pthread_rwlock_unlock(&n->send_lock);
 	if (rc != KVS_OK)
 		free(s);
@@ -193,11 +195,24 @@ int kvs__node_send(kvs__node *n, size_t peer, const kvs__preq *ops,
 /* ------------------------------------------------------------------ */
 /* Probing                                                              */
 
+/* The next probe of a peer: a second after an answer, after its back-off
+ * (at most KVS__PROBE_DOWN_MAX_MS) after a failure. */
+static uint64_t probe_wait(const struct kvs__peer_state *p)
+{
+	uint64_t wait;
+
+	if (kvs__health_up(&p->health))
+		return KVS__PROBE_INTERVAL_MS;
+	wait = kvs__health_backoff_ms(&p->health);
+	return wait < KVS__PROBE_DOWN_MAX_MS ? wait : KVS__PROBE_DOWN_MAX_MS;
+}
+
 static void probed(void *ud, int rc)
 {
 	struct kvs__peer_state *p = ud;
 
 	note_health(p->n, p->i, rc);
+	atomic_store(&p->next_probe_ms, kvs__node_now(p->n) + probe_wait(p));
 	atomic_store(&p->probing, 0);
 }
 
@@ -207,18 +222,11 @@ void kvs__node_tick(kvs__node *n)
 
 	for (size_t i = 0; i < n->n_shards; i++) {
 		struct kvs__peer_state *p = &n->peers[i];
-		uint64_t wait;
 		int rc;
 
 		if (i == n->self || now < atomic_load(&p->next_probe_ms) ||
 		    atomic_load(&p->probing))
 			continue;
-		wait = kvs__health_up(&p->health)
-		               ? KVS__PROBE_INTERVAL_MS
-		               : kvs__health_backoff_ms(&p->health);
-		if (wait > KVS__PROBE_DOWN_MAX_MS)
-			wait = KVS__PROBE_DOWN_MAX_MS;
-		atomic_store(&p->next_probe_ms, now + wait);
 		atomic_store(&p->probing, 1);
 		pthread_rwlock_rdlock(&n->send_lock);
 		rc = n->closing ? KVS_ECLOSED
@@ -385,6 +393,7 @@ static void dispatch(kvs__node *n, const kvs__kv_req *req, kvs__result *out,
 {
 	int rc = check_request(n, req);
 	int redirect = may_redirect && n->cc->routing == KVS_ROUTING_REDIRECT;
+	kvs__kv_req stamped;
 	kvs__route route;
 	unsigned need;
 	size_t coord;
@@ -418,6 +427,15 @@ static void dispatch(kvs__node *n, const kvs__kv_req *req, kvs__result *out,
 	}
 	need = quorum_of(req->w, n->cc->write_quorum, route.n);
 	out->need = need;
+	if (req->cond.flags == 0 && req->stamp.hlc == 0) {
+		/* The write's version is fixed here, on arrival (see
+		 * kvs__kv_req.stamp); conditional writes are stamped by the
+		 * store that decides them. */
+		stamped = *req;
+		stamped.stamp.hlc = kvs__store_clock_now(n->store);
+		stamped.stamp.shard = n->self_idx;
+		req = &stamped;
+	}
 	coord = kvs__node_coordinator(n, &route);
 	/* Owners coordinate when first in line, when a peer sent the write
 	 * here, or when clients are redirected (owners never redirect

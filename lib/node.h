@@ -99,6 +99,12 @@ typedef struct kvs__kv_req {
 	kvs__cond cond;    /* PUT, DELETE */
 	unsigned r;        /* GET: replicas to read; 0: the cluster's R */
 	unsigned w;        /* PUT, DELETE: acks to wait for; 0: its W */
+	/* The version of an unconditional PUT or DELETE, taken by the
+	 * first node that received it from the client; {0, 0}: take one
+	 * here. So a retried or delayed copy of a write (a forward that
+	 * timed out, then reached a paused owner) carries the same version
+	 * and can never overwrite a later write. */
+	kvs_stamp stamp;
 	/* Sent by another node (the peer protocol): served or coordinated
 	 * here, or refused with KVS_EWRONGSHARD, never forwarded again, so
 	 * that nodes that disagree can never bounce a request around. */

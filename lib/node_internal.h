@@ -78,8 +78,8 @@ void kvs__node_route(const kvs__node *n, const void *key, size_t len,
 
 uint64_t kvs__node_now(kvs__node *n);
 
-/* Worth sending to: this node, a peer believed up, or one whose
- * back-off has passed. */
+/* Worth sending to: this node, or a peer believed up. (A down peer is
+ * still asked when no other will do.) */
 int kvs__node_usable(kvs__node *n, size_t i);
 
 /* The owner that coordinates writes: the first usable owner, else the
@@ -88,12 +88,13 @@ size_t kvs__node_coordinator(kvs__node *n, const kvs__route *r);
 
 /*
  * Send a message to shard peer through the peer operations, noting the
- * outcome in its health. cb owns the answer (never NULL). Returns an
- * error when the node is closing or the message could not go (cb is then
- * not called).
+ * outcome in its health; timeout_ms 0 is the request timeout. cb owns the
+ * answer (never NULL). Returns an error when the node is closing or the
+ * message could not go (cb is then not called).
  */
 int kvs__node_send(kvs__node *n, size_t peer, const kvs__preq *ops,
-                   size_t count, kvs__peer_cb cb, void *ud);
+                   size_t count, unsigned timeout_ms, kvs__peer_cb cb,
+                   void *ud);
 
 /* Writes to this node's own store, asynchronous or (inline_local_writes)
  * on the calling thread. cb as kvs_write_cb. */

@@ -77,7 +77,7 @@ static void sent(void *ud, kvs__http_response *resp)
 }
 
 static int http_send(void *impl, size_t peer, const kvs__preq *ops, size_t n,
-                     kvs__peer_cb cb, void *ud)
+                     unsigned timeout_ms, kvs__peer_cb cb, void *ud)
 {
 	struct http_peers *p = impl;
 	struct sending *s;
@@ -113,6 +113,7 @@ static int http_send(void *impl, size_t peer, const kvs__preq *ops, size_t n,
 	req.headers[req.n_headers++] = "Content-Type: " KVS_TYPE_PEER;
 	req.body = s->frame;
 	req.body_len = len;
+	req.timeout_ms = timeout_ms;
 	rc = kvs__transport_submit(p->t, &req, sent, s);
 	if (rc != KVS_OK) {
 		free(s->frame);

@@ -56,9 +56,11 @@ typedef void (*kvs__peer_cb)(void *ud, kvs__panswer *ans);
 typedef void (*kvs__probe_cb)(void *ud, int rc);
 
 typedef struct kvs__peer_ops {
-	/* Send ops[0..n) to shard peer (its position in the config). */
+	/* Send ops[0..n) to shard peer (its position in the config);
+	 * no answer within timeout_ms (0: the request timeout) completes
+	 * it with KVS_ETIMEDOUT. */
 	int (*send)(void *impl, size_t peer, const kvs__preq *ops, size_t n,
-	            kvs__peer_cb cb, void *ud);
+	            unsigned timeout_ms, kvs__peer_cb cb, void *ud);
 	/* Ask shard peer whether it is alive. */
 	int (*probe)(void *impl, size_t peer, kvs__probe_cb cb, void *ud);
 	/* Complete what is in flight (KVS_ECLOSED) and free. */

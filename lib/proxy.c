@@ -70,6 +70,17 @@ static void finish(struct fwd *f)
 
 static void forwarded(void *ud, kvs__panswer *a);
 
+/*
+ * How long to wait for an owner that coordinates a forwarded request: the
+ * owner may itself wait one request timeout for a silent replica before it
+ * asks another, so waiting only as long would give up on it just as it
+ * answers. Two request timeouts cover one such replacement.
+ */
+static unsigned forward_timeout(const kvs__node *n)
+{
+	return 2 * n->cc->request_timeout_ms;
+}
+
 /* Send to the next owner; 0 if a message is out. */
 static int send_next(struct fwd *f)
 {
@@ -87,6 +98,7 @@ static int send_next(struct fwd *f)
 		op.flags = kvs__peer_cond_flags(&f->req.cond);
 		op.r = f->req.r;
 		op.w = f->req.w;
+		op.stamp = f->req.stamp; /* every owner tried: one version */
 		op.n_expect = f->req.cond.n_expect;
 		memcpy(op.expect, f->req.cond.expect,
 		       op.n_expect * sizeof(op.expect[0]));
@@ -95,7 +107,8 @@ static int send_next(struct fwd *f)
 		op.value = f->req.value;
 		op.value_len = f->req.value_len;
 		atomic_fetch_add(&f->n->counters.forwarded, 1);
-		if (kvs__node_send(f->n, target, &op, 1, forwarded, f) == KVS_OK)
+		if (kvs__node_send(f->n, target, &op, 1, forward_timeout(f->n),
+		                   forwarded, f) == KVS_OK)
 			return 0;
 	}
 }

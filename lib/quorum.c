@@ -11,10 +11,10 @@
  * version seen is sent to each of them that answered with an older one or
  * none (read repair; both ways, should a late answer be the newest).
  *
- * Writes. An unconditional write takes a version from this node's clock
- * (past every version its store holds) and is applied on all N owners at
- * once, this node included, each applying it only if it is newer than
- * what it has. A conditional write (compare-and-swap, create-only, only if
+ * Writes. An unconditional write comes with its version (taken from the
+ * clock of the node that received it from the client, past every version
+ * that node's store holds) and is applied on all N owners at once, this
+ * node included, each applying it only if it is newer than what it has. A conditional write (compare-and-swap, create-only, only if
  * it exists) is first decided atomically by this node's store; its result
  * is then applied on the others. The caller is answered when W owners have
  * it durably; the rest finish in the background. Once W can no longer be
@@ -148,7 +148,8 @@ static int launch(struct qread *q)
 		kvs__op_hold(&q->op);
 		q->asking++;
 		atomic_fetch_add(&q->n->counters.replica_reads, 1);
-		rc = kvs__node_send(q->n, ask->peer, &op, 1, qread_answer, ask);
+		rc = kvs__node_send(q->n, ask->peer, &op, 1, 0, qread_answer,
+		                    ask);
 		if (rc == KVS_OK)
 			return KVS_OK;
 		q->asking--;
@@ -255,7 +256,8 @@ static void repair(struct qread *q)
 			op.key_len = final->key_len;
 			op.value = final->value;
 			op.value_len = final->value_len;
-			rc = kvs__node_send(n, s->peer, &op, 1, repaired_remote, q);
+			rc = kvs__node_send(n, s->peer, &op, 1, 0, repaired_remote,
+			                    q);
 		}
 		if (rc != KVS_OK)
 			kvs__op_release(&q->op);
@@ -501,7 +503,7 @@ static void replicate(struct qwrite *q)
 			continue;
 		atomic_fetch_add(&q->n->counters.replica_writes, 1);
 		kvs__op_hold(&q->op);
-		if (kvs__node_send(q->n, peer, &op, 1, replica_done, q) !=
+		if (kvs__node_send(q->n, peer, &op, 1, 0, replica_done, q) !=
 		    KVS_OK) {
 			count(q, FAILED, 1);
 			kvs__op_release(&q->op);
@@ -592,8 +594,8 @@ void kvs__quorum_write(kvs__node *n, const kvs__kv_req *req,
 		kvs__op_release(&q->op);
 		return;
 	}
-	q->rec.stamp.hlc = kvs__store_clock_now(n->store);
-	q->rec.stamp.shard = n->self_idx;
+	/* Unconditional: the version the write got on arrival (node.c). */
+	q->rec.stamp = req->stamp;
 	/* Replicas first: the local write is often the slowest (a sync). */
 	replicate(q);
 	rc = kvs__node_local_apply(n, &q->rec, local_done, q);

@@ -166,6 +166,8 @@ static void op_kv(struct kvs__serving *s, size_t i)
 	kvs__peer_cond_of(q, &k->cond);
 	k->r = q->r;
 	k->w = q->w;
+	if (k->cond.flags == 0 && k->kind != KVS__KV_GET)
+		k->stamp = q->stamp;
 	k->from_peer = 1;
 	kvs__op_hold(&s->op);
 	kvs__node_kv(s->n, k, &s->kres[i], kvs__op_release_cb, &s->op);

@@ -1,0 +1,681 @@
+/*
+ * test_node.c - the node's cluster logic, deterministically from seeds
+ * (tests/sim.h): quorum reads and writes, read repair, forwarding with
+ * failover and coordinator takeover, and the cluster scan's merge, over a
+ * network that loses, delays, duplicates and reorders messages and has
+ * nodes that refuse or never answer.
+ *
+ * Each scenario runs KVS_SIM_RUNS seeds (default 200). A failure names
+ * its scenario and seed; to replay exactly that run, with a trace of
+ * every message:
+ *
+ *     KVS_SIM_SCENARIO=<name> KVS_SIM_SEED=<seed> KVS_SIM_TRACE=1 \
+ *         build/tests/test_node
+ *
+ * What is checked, whatever the faults:
+ *   - every operation completes (no message, no node, leaves it hanging);
+ *   - a read returns a version at least as new as every write
+ *     acknowledged before the read began (R + W > N), and only values
+ *     some client wrote;
+ *   - an acknowledged write is on at least W replicas;
+ * and, where the scenario's faults allow it, that operations succeed,
+ * that read repair leaves every replica asked with the newest version,
+ * and that a scan at R shows exactly the keys and values of the last
+ * acknowledged writes.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node_internal.h"
+#include "sim.h"
+#include "testutil.h"
+
+#define DEFAULT_RUNS 200
+
+static unsigned runs(void)
+{
+	const char *e = getenv("KVS_SIM_RUNS");
+
+	return e != NULL && atoi(e) > 0 ? (unsigned)atoi(e) : DEFAULT_RUNS;
+}
+
+/* Seeds to run for scenario name: KVS_SIM_SEED alone, or 1..runs(). */
+static int seeds(const char *name, uint64_t *first, uint64_t *count)
+{
+	const char *only = getenv("KVS_SIM_SCENARIO");
+	const char *seed = getenv("KVS_SIM_SEED");
+
+	if (only != NULL && strcmp(only, name) != 0)
+		return 0;
+	if (seed != NULL) {
+		*first = strtoull(seed, NULL, 10);
+		*count = 1;
+	} else {
+		*first = 1;
+		*count = runs();
+	}
+	return 1;
+}
+
+/* The failure message of a run: scenario, seed, how to replay it. */
+static char where[160];
+
+#define CHECK(cond, ...)                                                      \
+	ck_assert_msg(cond, "%s: " __VA_ARGS__)
+
+static void set_where(const char *scenario, uint64_t seed)
+{
+	snprintf(where, sizeof(where),
+	         "%s seed %llu (replay: KVS_SIM_SCENARIO=%s KVS_SIM_SEED=%llu "
+	         "KVS_SIM_TRACE=1 tests/test_node)",
+	         scenario, (unsigned long long)seed, scenario,
+	         (unsigned long long)seed);
+}
+
+/* ------------------------------------------------------------------ */
+/* Checks over the clients' operations                                  */
+
+static int is_write(const struct sim_op *o)
+{
+	return o->req.kind != KVS__KV_GET;
+}
+
+/* Every operation ended. */
+static void check_all_done(struct sim *s)
+{
+	for (const struct sim_op *o = s->ops; o != NULL; o = o->next)
+		CHECK(o->done, "an operation on %s never ended", where, o->key);
+}
+
+/*
+ * Reads return a version no older than any write of their key that was
+ * acknowledged before they began, and only what some client wrote.
+ */
+static void check_reads(struct sim *s)
+{
+	for (const struct sim_op *g = s->ops; g != NULL; g = g->next) {
+		kvs_stamp bound = {0, 0};
+		int found = 0;
+
+		if (is_write(g) ||
+		    (g->res.rc != KVS_OK && g->res.rc != KVS_NOTFOUND))
+			continue;
+		for (const struct sim_op *w = s->ops; w != NULL; w = w->next) {
+			if (!is_write(w) || strcmp(w->key, g->key) != 0)
+				continue;
+			if (w->res.rc == KVS_OK && w->ended < g->started &&
+			    kvs_stamp_cmp(&w->res.stamp, &bound) > 0)
+				bound = w->res.stamp;
+			if (g->res.rc == KVS_OK && w->req.kind == KVS__KV_PUT &&
+			    g->res.value_len == strlen(w->value) &&
+			    memcmp(g->res.value, w->value, g->res.value_len) == 0)
+				found = 1;
+			if (g->res.rc == KVS_NOTFOUND &&
+			    (w->req.kind == KVS__KV_DELETE ||
+			     g->res.stamp.hlc == 0))
+				found = 1;
+		}
+		if (g->res.rc == KVS_NOTFOUND && g->res.stamp.hlc == 0)
+			found = 1;
+		CHECK(kvs_stamp_cmp(&g->res.stamp, &bound) >= 0,
+		      "a read of %s on node %d at %llu returned version "
+		      "%016llx, older than the acknowledged %016llx",
+		      where, g->key, g->node, (unsigned long long)g->started,
+		      (unsigned long long)g->res.stamp.hlc,
+		      (unsigned long long)bound.hlc);
+		CHECK(found, "a read of %s returned a value nobody wrote", where,
+		      g->key);
+	}
+}
+
+/* Acknowledged writes are on at least w replicas. */
+static void check_durable(struct sim *s, unsigned w)
+{
+	for (const struct sim_op *o = s->ops; o != NULL; o = o->next) {
+		unsigned have = 0;
+
+		if (!is_write(o) || o->res.rc != KVS_OK)
+			continue;
+		for (int i = 0; i < s->n; i++) {
+			kvs_record rec;
+			char v[64];
+
+			if (sim_local(s, i, o->key, &rec, v, sizeof(v)) &&
+			    kvs_stamp_cmp(&rec.stamp, &o->res.stamp) >= 0)
+				have++;
+		}
+		CHECK(have >= w,
+		      "an acknowledged write of %s is on %u replicas, not %u",
+		      where, o->key, have, w);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Faults on nodes                                                      */
+
+struct node_fault {
+	int node;
+	int kind; /* 0 down, 1 black hole, 2 paused */
+	int on;
+};
+
+static void set_fault(struct sim *s, void *arg)
+{
+	struct node_fault *f = arg;
+
+	if (f->kind == 0)
+		s->nodes[f->node].down = f->on;
+	else if (f->kind == 1)
+		s->nodes[f->node].blackhole = f->on;
+	else
+		sim_pause(s, f->node, f->on);
+	free(f);
+}
+
+static void fault_at(struct sim *s, uint64_t at, int node, int kind, int on)
+{
+	struct node_fault *f = malloc(sizeof(*f));
+
+	ck_assert_ptr_nonnull(f);
+	f->node = node;
+	f->kind = kind;
+	f->on = on;
+	sim_at(s, at, set_fault, f);
+}
+
+/* One node at a time is down or a black hole, for a while each. */
+static void fault_some_node(struct sim *s, uint64_t from, uint64_t to)
+{
+	uint64_t t = from + sim_rand(s, 300);
+
+	while (t < to) {
+		uint64_t len = 300 + sim_rand(s, 1200);
+		int node = (int)sim_rand(s, (uint64_t)s->n);
+		int kind = (int)sim_rand(s, 3);
+
+		fault_at(s, t, node, kind, 1);
+		fault_at(s, t + len, node, kind, 0);
+		t += len + 50 + sim_rand(s, 400);
+	}
+}
+
+static void heal(struct sim *s)
+{
+	for (int i = 0; i < s->n; i++) {
+		s->nodes[i].down = s->nodes[i].blackhole = 0;
+		if (s->nodes[i].paused)
+			sim_pause(s, i, 0);
+	}
+	memset(&s->faults, 0, sizeof(s->faults));
+}
+
+/* Owners of key, as the nodes route it. */
+static void owners(struct sim *s, const char *key, kvs__route *r)
+{
+	kvs__node_route(s->nodes[0].node, key, strlen(key), r);
+}
+
+/* ------------------------------------------------------------------ */
+/* Scenarios                                                            */
+
+/*
+ * Quorum reads and writes: N = 3 on 3 nodes, R = W = 2, concurrent
+ * clients on four keys through every node, one node down or silent at a
+ * time, and lost, duplicated and late messages.
+ */
+static void quorum_rw(uint64_t seed)
+{
+	struct sim s;
+
+	set_where("quorum_rw", seed);
+	sim_open(&s, seed, 3, NULL);
+	s.faults.loss = 20;
+	s.faults.dup = 20;
+	s.faults.late = 30;
+	fault_some_node(&s, 0, 4000);
+	for (int i = 0; i < 40; i++) {
+		uint64_t at = sim_rand(&s, 4000);
+		int node = (int)sim_rand(&s, 3);
+		char key[8], value[32];
+		uint64_t kind = sim_rand(&s, 100);
+
+		snprintf(key, sizeof(key), "k%d", (int)sim_rand(&s, 4));
+		snprintf(value, sizeof(value), "v%llu-%d",
+		         (unsigned long long)seed, i);
+		if (kind < 50)
+			sim_put(&s, at, node, key, value);
+		else if (kind < 85)
+			sim_get(&s, at, node, key, 0);
+		else
+			sim_del(&s, at, node, key);
+	}
+	sim_run(&s, 6000);
+	heal(&s);
+	sim_settle(&s);
+	check_all_done(&s);
+	check_reads(&s);
+	check_durable(&s, 2);
+	sim_close(&s);
+}
+
+/*
+ * Read repair: keys written while one replica was down are read at R = 3
+ * through every node; each read returns the newest version and, with
+ * every replica answering, leaves all three with it. Messages are
+ * duplicated and reordered, not lost, so that every repair arrives.
+ */
+static void read_repair(uint64_t seed)
+{
+	struct sim s;
+	char key[16][8], value[16][32];
+	struct sim_op *gets[16];
+	uint64_t t = 0;
+
+	set_where("read_repair", seed);
+	sim_open(&s, seed, 3, NULL);
+	for (int k = 0; k < 16; k++) {
+		int stale = (int)sim_rand(&s, 3);
+		struct sim_op *w;
+
+		snprintf(key[k], sizeof(key[k]), "r%d", k);
+		snprintf(value[k], sizeof(value[k]), "v%llu-%d",
+		         (unsigned long long)seed, k);
+		/* An older version everywhere, then the newest on two. */
+		w = sim_put(&s, t, (int)sim_rand(&s, 3), key[k], "old");
+		sim_settle(&s);
+		CHECK(w->res.rc == KVS_OK, "the first write of %s failed: %s",
+		      where, key[k], kvs_strerror(w->res.rc));
+		s.nodes[stale].down = 1;
+		w = sim_put(&s, s.now + 1, (stale + 1) % 3, key[k], value[k]);
+		sim_settle(&s);
+		CHECK(w->res.rc == KVS_OK, "the write of %s failed: %s", where,
+		      key[k], kvs_strerror(w->res.rc));
+		s.nodes[stale].down = 0;
+		t = s.now + 1;
+	}
+	/* Let the probes see every node up again. */
+	sim_run(&s, s.now + 2500);
+	s.faults.dup = 100;
+	for (int k = 0; k < 16; k++)
+		gets[k] = sim_get(&s, s.now + 1 + sim_rand(&s, 50),
+		                  (int)sim_rand(&s, 3), key[k], 3);
+	sim_settle(&s);
+	check_all_done(&s);
+	for (int k = 0; k < 16; k++) {
+		kvs__result *res = &gets[k]->res;
+
+		CHECK(res->rc == KVS_OK, "the read of %s failed: %s", where,
+		      key[k], kvs_strerror(res->rc));
+		CHECK(res->value_len == strlen(value[k]) &&
+		              memcmp(res->value, value[k], res->value_len) == 0,
+		      "the read of %s missed the newest value", where, key[k]);
+		for (int i = 0; i < 3; i++) {
+			kvs_record rec;
+			char v[64];
+
+			CHECK(sim_local(&s, i, key[k], &rec, v, sizeof(v)) &&
+			              strcmp(v, value[k]) == 0,
+			      "node %d still has a stale %s after read repair",
+			      where, i, key[k]);
+		}
+	}
+	check_reads(&s);
+	sim_close(&s);
+}
+
+/*
+ * Forwarding: 5 nodes, N = 3, so most requests reach a node that does
+ * not own the key and must be forwarded; owners fail. With one owner of
+ * a key down or silent and no message lost, every request succeeds
+ * (failing over to the next owner, or taken over by an owner when the
+ * coordinator is gone) within a few timeouts. Then the same with lost,
+ * duplicated and late messages and any node failing: only consistency
+ * is promised there.
+ */
+static void proxy_failover(uint64_t seed)
+{
+	struct sim s;
+	struct sim_op *ops[24];
+	int n_ops = 0;
+
+	set_where("proxy_failover", seed);
+	sim_open(&s, seed, 5, "replication = 3\n");
+	for (int i = 0; i < 24; i++) {
+		char key[8], value[32];
+		kvs__route r;
+		int victim, node, kind = (int)sim_rand(&s, 3);
+
+		snprintf(key, sizeof(key), "p%d", (int)sim_rand(&s, 6));
+		snprintf(value, sizeof(value), "a%llu-%d",
+		         (unsigned long long)seed, i);
+		owners(&s, key, &r);
+		/* The coordinator half of the time: takeovers. */
+		victim = (int)r.owners[sim_rand(&s, 2) ? 0 : sim_rand(&s, 3)];
+		node = (int)sim_rand(&s, 5);
+		if (sim_rand(&s, 2))
+			s.nodes[victim].down = 1;
+		else
+			s.nodes[victim].blackhole = 1;
+		if (node == victim)
+			node = (victim + 1) % 5;
+		ops[n_ops] = kind == 0   ? sim_put(&s, s.now + 1, node, key, value)
+		             : kind == 1 ? sim_get(&s, s.now + 1, node, key, 0)
+		                         : sim_del(&s, s.now + 1, node, key);
+		sim_settle(&s);
+		CHECK(ops[n_ops]->res.rc == KVS_OK ||
+		              (kind == 1 && ops[n_ops]->res.rc == KVS_NOTFOUND),
+		      "with only node %d failing, an operation on %s through "
+		      "node %d failed: %s",
+		      where, victim, key, node, kvs_strerror(ops[n_ops]->res.rc));
+		/* Bound: a forward to the silent owner (two timeouts), then
+		 * the next owner's read of it (one), then the answer. */
+		CHECK(ops[n_ops]->ended - ops[n_ops]->started <=
+		              3 * SIM_TIMEOUT_MS + 100,
+		      "an operation on %s took %llu ms", where, key,
+		      (unsigned long long)(ops[n_ops]->ended -
+		                           ops[n_ops]->started));
+		n_ops++;
+		s.nodes[victim].down = s.nodes[victim].blackhole = 0;
+	}
+	/* Now with the network misbehaving too. */
+	s.faults.loss = 30;
+	s.faults.dup = 30;
+	s.faults.late = 30;
+	fault_some_node(&s, s.now, s.now + 4000);
+	for (int i = 0; i < 30; i++) {
+		char key[8], value[32];
+		uint64_t kind = sim_rand(&s, 100);
+
+		snprintf(key, sizeof(key), "p%d", (int)sim_rand(&s, 6));
+		snprintf(value, sizeof(value), "b%llu-%d",
+		         (unsigned long long)seed, i);
+		if (kind < 45)
+			sim_put(&s, s.now + sim_rand(&s, 4000),
+			        (int)sim_rand(&s, 5), key, value);
+		else if (kind < 85)
+			sim_get(&s, s.now + sim_rand(&s, 4000),
+			        (int)sim_rand(&s, 5), key, 0);
+		else
+			sim_del(&s, s.now + sim_rand(&s, 4000),
+			        (int)sim_rand(&s, 5), key);
+	}
+	sim_run(&s, s.now + 6000);
+	heal(&s);
+	sim_settle(&s);
+	check_all_done(&s);
+	check_reads(&s);
+	check_durable(&s, 2);
+	sim_close(&s);
+}
+
+/*
+ * A paused owner (SIGSTOP): a write forwarded to the key's coordinator
+ * while it is paused is retried at the next owner and acknowledged, and so
+ * is a later write. When the paused owner resumes and runs the first
+ * write at last, that write must not overwrite the later one: it carries
+ * the version it got when it arrived (kvs__kv_req.stamp).
+ */
+static void paused_owner(uint64_t seed)
+{
+	struct sim s;
+	struct sim_op *w1, *w2, *g;
+	char key[8];
+	kvs__route r;
+	int c, x;
+
+	set_where("paused_owner", seed);
+	sim_open(&s, seed, 3, NULL);
+	s.faults.dup = 50;
+	snprintf(key, sizeof(key), "q%d", (int)sim_rand(&s, 10));
+	owners(&s, key, &r);
+	c = (int)r.owners[0];
+	x = (c + 1 + (int)sim_rand(&s, 2)) % 3;
+	sim_run(&s, s.now + sim_rand(&s, 1000));
+	sim_pause(&s, c, 1);
+	w1 = sim_put(&s, s.now + 1, x, key, "first");
+	sim_settle(&s);
+	CHECK(w1->res.rc == KVS_OK, "the first write failed: %s", where,
+	      kvs_strerror(w1->res.rc));
+	w2 = sim_put(&s, s.now + 1 + sim_rand(&s, 500),
+	             (c + 1 + (int)sim_rand(&s, 2)) % 3, key, "second");
+	sim_settle(&s);
+	CHECK(w2->res.rc == KVS_OK, "the second write failed: %s", where,
+	      kvs_strerror(w2->res.rc));
+	sim_run(&s, s.now + sim_rand(&s, 3000));
+	sim_pause(&s, c, 0);
+	sim_settle(&s);
+	g = sim_get(&s, s.now + 1, (int)sim_rand(&s, 3), key, 2);
+	sim_settle(&s);
+	CHECK(g->res.rc == KVS_OK && g->res.value_len == 6 &&
+	              memcmp(g->res.value, "second", 6) == 0,
+	      "after the paused owner resumed, %s reads %.*s", where, key,
+	      (int)g->res.value_len, (const char *)g->res.value);
+	check_reads(&s);
+	check_durable(&s, 2);
+	sim_close(&s);
+}
+
+/* What the last acknowledged writes left: key -> value, or deleted. */
+struct model {
+	char value[40][32];
+	int live[40];
+};
+
+/*
+ * The cluster scan: 4 nodes, N = 3, keys written, overwritten and deleted
+ * one after the other while some node is down (so replicas differ), then
+ * scanned at R = 2 and R = 3 through random nodes, page by page with
+ * small limits, with duplicated and late messages (a page that fails for
+ * lack of shards is asked again). Each scan must show exactly the live
+ * keys, in order, once each, with their last values.
+ */
+static void scan_merge(uint64_t seed)
+{
+	struct sim s;
+	struct model m;
+	static struct sim_scan sc;
+
+	set_where("scan_merge", seed);
+	memset(&m, 0, sizeof(m));
+	sim_open(&s, seed, 4, "replication = 3\n");
+	s.faults.dup = 50;
+	for (int i = 0; i < 70; i++) {
+		int k = (int)sim_rand(&s, 40), del = sim_rand(&s, 4) == 0;
+		int down = (int)sim_rand(&s, 6); /* 4, 5: nobody down */
+		char key[8], value[32];
+		struct sim_op *w;
+
+		snprintf(key, sizeof(key), "s%02d", k);
+		snprintf(value, sizeof(value), "w%llu-%d",
+		         (unsigned long long)seed, i);
+		if (down < 4)
+			s.nodes[down].down = 1;
+		/* Retried until acknowledged, so that the model is exact. */
+		for (int attempt = 0;; attempt++) {
+			int node = (int)sim_rand(&s, 4);
+
+			if (node == down)
+				node = (node + 1) % 4;
+			w = del ? sim_del(&s, s.now + 1, node, key)
+			        : sim_put(&s, s.now + 1, node, key, value);
+			sim_settle(&s);
+			if (w->res.rc == KVS_OK)
+				break;
+			CHECK(attempt < 10, "a write of %s keeps failing: %s",
+			      where, key, kvs_strerror(w->res.rc));
+		}
+		if (down < 4)
+			s.nodes[down].down = 0;
+		m.live[k] = !del;
+		snprintf(m.value[k], sizeof(m.value[k]), "%s", value);
+	}
+	sim_run(&s, s.now + 2500); /* probes see everyone up */
+	s.faults.late = 30;
+	for (unsigned r = 2; r <= 3; r++) {
+		size_t seen = 0;
+		int k = 0, has_start = 0;
+		char start[64] = "";
+
+		for (int page = 0;; page++) {
+			size_t limit = 1 + sim_rand(&s, 7);
+
+			CHECK(page < 200, "the scan at R=%u does not end", where, r);
+			memset(&sc, 0, sizeof(sc));
+			sim_scan_page(&s, &sc, (int)sim_rand(&s, 4), "s", start,
+			              has_start, limit, r);
+			sim_settle(&s);
+			CHECK(sc.done, "a scan page never ended", where);
+			if (sc.rc == KVS_EUNAVAIL)
+				continue; /* ask again */
+			CHECK(sc.rc == KVS_OK, "a scan page failed: %s", where,
+			      kvs_strerror(sc.rc));
+			CHECK(sc.n <= limit, "a scan page holds %zu keys, limit %zu",
+			      where, sc.n, limit);
+			for (size_t i = 0; i < sc.n; i++) {
+				while (k < 40 && !m.live[k])
+					k++;
+				CHECK(k < 40, "the scan at R=%u shows %s, deleted or "
+				              "never written",
+				      where, r, sc.keys[i]);
+				{
+					char want[16];
+
+					snprintf(want, sizeof(want), "s%02d", k % 100);
+					CHECK(strcmp(sc.keys[i], want) == 0,
+					      "the scan at R=%u shows %s where %s "
+					      "comes next",
+					      where, r, sc.keys[i], want);
+				}
+				CHECK(strcmp(sc.values[i], m.value[k]) == 0,
+				      "the scan at R=%u shows an old value of %s",
+				      where, r, sc.keys[i]);
+				k++;
+				seen++;
+			}
+			if (!sc.has_next)
+				break;
+			memcpy(start, sc.next, sc.next_len + 1);
+			has_start = 1;
+		}
+		while (k < 40 && !m.live[k])
+			k++;
+		CHECK(k == 40, "the scan at R=%u missed s%02d (%zu keys shown)",
+		      where, r, k, seen);
+	}
+	sim_close(&s);
+}
+
+/* The same seed gives the same run: here, the same trace of results. */
+static uint64_t digest_of(uint64_t seed)
+{
+	struct sim s;
+	uint64_t h = 1469598103934665603u;
+
+	sim_open(&s, seed, 3, NULL);
+	s.faults.loss = 50;
+	s.faults.dup = 50;
+	s.faults.late = 50;
+	fault_some_node(&s, 0, 3000);
+	for (int i = 0; i < 30; i++) {
+		char key[8], value[16];
+
+		snprintf(key, sizeof(key), "d%d", (int)sim_rand(&s, 3));
+		snprintf(value, sizeof(value), "%d", i);
+		if (sim_rand(&s, 2))
+			sim_put(&s, sim_rand(&s, 3000), (int)sim_rand(&s, 3), key,
+			        value);
+		else
+			sim_get(&s, sim_rand(&s, 3000), (int)sim_rand(&s, 3), key,
+			        0);
+	}
+	sim_run(&s, 5000);
+	heal(&s);
+	sim_settle(&s);
+	for (const struct sim_op *o = s.ops; o != NULL; o = o->next) {
+		h = (h ^ (uint64_t)(o->res.rc + 100)) * 1099511628211u;
+		h = (h ^ o->res.stamp.hlc) * 1099511628211u;
+		h = (h ^ o->ended) * 1099511628211u;
+	}
+	h = (h ^ s.events) * 1099511628211u;
+	sim_close(&s);
+	return h;
+}
+
+/* ------------------------------------------------------------------ */
+
+static void run_scenario(const char *name, void (*f)(uint64_t))
+{
+	uint64_t first, count;
+
+	if (!seeds(name, &first, &count))
+		return;
+	for (uint64_t i = 0; i < count; i++)
+		f(first + i);
+}
+
+START_TEST(sim_quorum_reads_and_writes)
+{
+	run_scenario("quorum_rw", quorum_rw);
+}
+END_TEST
+
+START_TEST(sim_read_repair)
+{
+	run_scenario("read_repair", read_repair);
+}
+END_TEST
+
+START_TEST(sim_proxy_failover)
+{
+	run_scenario("proxy_failover", proxy_failover);
+}
+END_TEST
+
+START_TEST(sim_paused_owner)
+{
+	run_scenario("paused_owner", paused_owner);
+}
+END_TEST
+
+START_TEST(sim_scan_merge)
+{
+	run_scenario("scan_merge", scan_merge);
+}
+END_TEST
+
+START_TEST(a_seed_replays_exactly)
+{
+	if (getenv("KVS_SIM_SCENARIO") != NULL)
+		return; /* replaying one scenario */
+	for (uint64_t seed = 1; seed <= 5; seed++)
+		ck_assert_msg(digest_of(seed) == digest_of(seed),
+		              "seed %llu gave two different runs",
+		              (unsigned long long)seed);
+	ck_assert_msg(digest_of(1) != digest_of(2),
+	              "two seeds gave the same run: the seed is not used");
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("node");
+	TCase *tc = tcase_create("simulation");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 600);
+	tcase_add_test(tc, sim_quorum_reads_and_writes);
+	tcase_add_test(tc, sim_read_repair);
+	tcase_add_test(tc, sim_proxy_failover);
+	tcase_add_test(tc, sim_paused_owner);
+	tcase_add_test(tc, sim_scan_merge);
+	tcase_add_test(tc, a_seed_replays_exactly);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
