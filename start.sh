@@ -1,44 +1,68 @@
 #!/usr/bin/env bash
 # start.sh - install what is missing, build, and run the local cluster of
-# shard-config.toml: one kvshard-server per [[shards]] entry, data under
-# data/, logs and pid files under .run/.
+# shard-config.toml: one kvshard-server per [[shards]] entry, data where
+# the config says (data/ by default), logs and pid files under .run/.
 #
 #   ./start.sh               run in the foreground; Ctrl-C stops every shard
-#   ./start.sh --background  start and return
+#   ./start.sh --background  start the shards not running yet, and return
 #   ./start.sh stop          stop a cluster started with --background
 #   ./start.sh status        show which shards run
-# Environment: CONFIG (default shard-config.toml), BUILD_DIR (default build).
+# Environment: CONFIG (default shard-config.toml), BUILD_DIR (default build),
+# RUN_DIR (default .run), KVS_SKIP_BUILD=1 (use the binaries already built).
 set -u
 cd "$(dirname "$0")" || exit 1
 . .ci/common.sh
 
 CONFIG=${CONFIG:-shard-config.toml}
 BUILD_DIR=${BUILD_DIR:-build}
-RUN_DIR=.run
+RUN_DIR=${RUN_DIR:-.run}
 SERVER=$BUILD_DIR/server/kvshard-server
 START_TIMEOUT_S=10
 STOP_TIMEOUT_S=15
+HEALTH_TIMEOUT_S=2
 
-# The shards of the config: "name address" per line.
+usage() {
+	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+# The shards of the config, "name address" per line, as the server itself
+# reads the file (so quoting and comments mean what TOML says).
 shards() {
-	awk -F'=' '
-	/^[[:space:]]*\[\[shards\]\]/ { if (n != "") print n, a; n = ""; a = ""; next }
-	/^[[:space:]]*\[/ { if (n != "") print n, a; n = ""; a = ""; next }
-	$1 ~ /^[[:space:]]*name[[:space:]]*$/ { gsub(/[" \t\r]/, "", $2); n = $2 }
-	$1 ~ /^[[:space:]]*address[[:space:]]*$/ { gsub(/[" \t\r]/, "", $2); a = $2 }
-	END { if (n != "") print n, a }' "$CONFIG"
+	"$SERVER" --config "$CONFIG" --list-shards
+}
+
+alive() { # pid -> is it a kvshard-server that runs?
+	local state
+	[ "$(cat /proc/"$1"/comm 2>/dev/null)" = kvshard-server ] || return 1
+	# A process that died but was not reaped yet (Z) does not run.
+	read -r _ _ state _ <"/proc/$1/stat" 2>/dev/null || return 1
+	[ "$state" != Z ]
 }
 
 running_pid() { # name -> pid if that shard runs
 	local f=$RUN_DIR/$1.pid pid
 	[ -f "$f" ] || return 1
 	pid=$(cat "$f")
-	kill -0 "$pid" 2>/dev/null && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = kvshard-server ] &&
-		echo "$pid"
+	alive "$pid" && echo "$pid"
+}
+
+# Does the shard at host:port answer /health with 200? (bash's /dev/tcp:
+# no curl needed.)
+answers() {
+	local hostport=$1 host port line
+	host=${hostport%:*}
+	port=${hostport##*:}
+	host=${host#[}
+	host=${host%]}
+	exec 3<>"/dev/tcp/$host/$port" || return 1
+	printf 'GET /health HTTP/1.0\r\nHost: %s\r\n\r\n' "$hostport" >&3
+	IFS= read -r -t "$HEALTH_TIMEOUT_S" line <&3
+	exec 3<&- 3>&-
+	[[ ${line:-} == HTTP/1.?" 200 "* ]]
 }
 
 stop_all() {
-	local name addr pid left=() deadline
+	local name addr pid left=() deadline entry
 	while read -r name addr; do
 		pid=$(running_pid "$name") || { rm -f "$RUN_DIR/$name.pid"; continue; }
 		kill -TERM "$pid" 2>/dev/null && left+=("$name:$pid")
@@ -47,8 +71,8 @@ stop_all() {
 	for entry in "${left[@]}"; do
 		name=${entry%%:*}
 		pid=${entry##*:}
-		while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-		if kill -0 "$pid" 2>/dev/null; then
+		while alive "$pid" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+		if alive "$pid"; then
 			kvs_log "$name (pid $pid) did not stop in ${STOP_TIMEOUT_S}s: killing it"
 			kill -KILL "$pid" 2>/dev/null
 		fi
@@ -68,49 +92,67 @@ status() {
 	done < <(shards)
 }
 
+need_server() {
+	[ -x "$SERVER" ] && return 0
+	kvs_log "$SERVER is not built yet: run ./start.sh first"
+	exit 1
+}
+
 case ${1:-} in
-stop) stop_all; exit 0 ;;
-status) status; exit 0 ;;
+stop) need_server; stop_all; exit 0 ;;
+status) need_server; status; exit 0 ;;
 --background | "") ;;
--h | --help)
-	sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
-	exit 0 ;;
+-h | --help) usage; exit 0 ;;
 *) echo "usage: ./start.sh [--background | stop | status]" >&2; exit 2 ;;
 esac
 background=0
 [ "${1:-}" = --background ] && background=1
 
-# shellcheck disable=SC2086
-kvs_install $KVS_BUILD_PACKAGES curl || exit 1
-kvs_build "$BUILD_DIR" -Dserver=enabled || exit 1
+if [ "${KVS_SKIP_BUILD:-}" != 1 ]; then
+	# shellcheck disable=SC2086
+	kvs_install $KVS_BUILD_PACKAGES || exit 1
+	kvs_build "$BUILD_DIR" -Dserver=enabled || exit 1
+fi
+need_server
 [ -f "$CONFIG" ] || { kvs_log "no $CONFIG"; exit 1; }
-mkdir -p "$RUN_DIR" data
+list=$(shards) || { kvs_log "$CONFIG cannot be read (see above)"; exit 1; }
+mkdir -p "$RUN_DIR" || exit 1
 
+# Start the shards that do not run yet; leave running ones alone.
 started=()
+already=0
 while read -r name addr; do
 	if pid=$(running_pid "$name"); then
-		kvs_log "$name is already running (pid $pid); ./start.sh stop first"
-		stop_all_started=1
-		break
+		kvs_log "$name is already running (pid $pid)"
+		already=$((already + 1))
+		continue
 	fi
 	"$SERVER" --config "$CONFIG" --shard "$name" >>"$RUN_DIR/$name.log" 2>&1 &
 	echo $! >"$RUN_DIR/$name.pid"
 	started+=("$name $addr $!")
-done < <(shards)
-if [ -n "${stop_all_started:-}" ]; then
-	stop_all
+done <<<"$list"
+if [ ${#started[@]} -eq 0 ]; then
+	if [ $background = 1 ]; then
+		kvs_log "kvshard is already running ($already shards); ./start.sh stop stops it"
+		exit 0
+	fi
+	kvs_log "kvshard is already running in the background; ./start.sh stop first"
 	exit 1
 fi
 
-# Wait until every shard answers /health (or has died).
+# Wait until every shard started answers /health (or has died).
 for entry in "${started[@]}"; do
 	read -r name addr pid <<<"$entry"
 	deadline=$((SECONDS + START_TIMEOUT_S))
-	until curl -fs -o /dev/null "http://$addr/health"; do
-		if ! kill -0 "$pid" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+	until answers "$addr" 2>/dev/null; do
+		if ! alive "$pid" || [ $SECONDS -ge $deadline ]; then
 			kvs_log "$name did not start; its log ($RUN_DIR/$name.log) ends with:"
 			tail -n 5 "$RUN_DIR/$name.log" >&2
-			stop_all
+			# Stop only what this run started.
+			for e in "${started[@]}"; do
+				read -r _ _ p <<<"$e"
+				kill -TERM "$p" 2>/dev/null
+			done
 			exit 1
 		fi
 		sleep 0.1
@@ -118,10 +160,10 @@ for entry in "${started[@]}"; do
 	kvs_log "$name is up on $addr (pid $pid, log $RUN_DIR/$name.log)"
 done
 
-first=$(shards | awk 'NR == 1 { print $2 }')
+first=$(awk 'NR == 1 { print $2 }' <<<"$list")
 cat <<MSG
 
-kvshard is running: ${#started[@]} shards from $CONFIG. Try, against any shard:
+kvshard is running: $(wc -l <<<"$list") shards from $CONFIG. Try, against any shard:
 
   curl -Lkv 'http://$first/store?key=mykey&value=myvalue'
   curl -Lkv 'http://$first/retrieve?key=mykey'
@@ -138,7 +180,7 @@ trap 'echo; stop_all; exit 0' INT TERM
 while :; do
 	for entry in "${started[@]}"; do
 		read -r name addr pid <<<"$entry"
-		if ! kill -0 "$pid" 2>/dev/null; then
+		if ! alive "$pid"; then
 			kvs_log "$name (pid $pid) exited; see $RUN_DIR/$name.log"
 			stop_all
 			exit 1

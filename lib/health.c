@@ -13,7 +13,11 @@ void kvs__health_init(kvs__health *h)
 
 int kvs__health_is_failure(int rc)
 {
-	return rc == KVS_ECONNECT || rc == KVS_ETIMEDOUT || rc == KVS_ESHUTDOWN;
+	/* No answer, or one that makes the peer useless to us: stopping,
+	 * refusing our credentials, or not speaking our protocol. */
+	return rc == KVS_ECONNECT || rc == KVS_ETIMEDOUT ||
+	       rc == KVS_ESHUTDOWN || rc == KVS_EAUTH || rc == KVS_EFORBIDDEN ||
+	       rc == KVS_EPROTO;
 }
 
 static uint64_t backoff_of(unsigned failures)

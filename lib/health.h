@@ -3,8 +3,9 @@
  *
  * Shared by the node (which also probes its peers: node.c) and the remote
  * client (which only learns from its own requests). A peer is up until a
- * request to it fails for lack of an answer (refused, unreachable, timed
- * out, or shutting down); then it is down until anything answers again.
+ * request to it fails for lack of a usable answer (refused, unreachable,
+ * timed out, shutting down, refusing our credentials, or not speaking our
+ * protocol); then it is down until it answers again.
  * Each consecutive failure doubles a back-off, from KVS__BACKOFF_MIN_MS to
  * KVS__BACKOFF_MAX_MS: a side that does not probe (the client) treats a
  * down peer as usable again once its back-off has passed, so that one

@@ -146,6 +146,14 @@ static void note_health(kvs__node *n, size_t i, int rc)
 		              s->name, s->address);
 }
 
+void kvs__node_heard_from(kvs__node *n, uint32_t idx)
+{
+	size_t i = kvs__node_position(n, idx);
+
+	if (i < n->n_shards && i != n->self)
+		note_health(n, i, KVS_OK);
+}
+
 struct sent {
 	kvs__node *n;
 	size_t peer;

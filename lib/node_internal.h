@@ -112,6 +112,9 @@ void kvs__node_log(kvs__node *n, int level, const char *fmt, ...);
 /* A result that failed with rc, then cb(ud). */
 void kvs__node_fail(kvs__result *out, int rc, kvs__node_cb cb, void *ud);
 
+/* A frame came from the shard whose idx is idx: it is up. */
+void kvs__node_heard_from(kvs__node *n, uint32_t idx);
+
 /* The position of the shard whose idx is idx, or n_shards. */
 size_t kvs__node_position(const kvs__node *n, uint32_t idx);
 

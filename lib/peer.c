@@ -1,7 +1,8 @@
 /*
  * peer.c - the peer protocol over HTTP: each message is one POST of a
  * request frame to the peer's /internal/ops, answered by a frame of
- * results (protocol.h); probes are GET /health. Requests carry the cluster
+ * results (protocol.h); probes are frames of no operations. Requests
+ * carry the cluster
  * secret when one is configured, and nothing the client sent: the node
  * that forwards a client's request has already checked its credentials.
  */
@@ -15,7 +16,6 @@
 struct http_peers {
 	kvs__peer_http_options o;
 	char **ops_urls;  /* base URL + KVS_PATH_PEER, owned */
-	char **probe_urls;
 	char *secret_header;
 	kvs__transport *t;
 };
@@ -123,7 +123,13 @@ static int http_send(void *impl, size_t peer, const kvs__preq *ops, size_t n,
 	return rc;
 }
 
+/*
+ * A probe is a ping: a frame of no operations to the peer endpoint, so
+ * that "up" means what the node needs (the peer answers the peer protocol
+ * and accepts our secret), and so that the peer learns we are alive.
+ */
 struct probing {
+	char frame[16];
 	kvs__probe_cb cb;
 	void *ud;
 };
@@ -133,8 +139,8 @@ static void probed(void *ud, kvs__http_response *resp)
 	struct probing *pr = ud;
 	int rc = resp->rc;
 
-	if (rc == KVS_OK && resp->status == 503)
-		rc = KVS_ESHUTDOWN;
+	if (rc == KVS_OK && resp->status != 200)
+		rc = kvs__error_of_body(resp->status, resp->body, resp->body_len);
 	kvs__http_response_clear(resp);
 	pr->cb(pr->ud, rc);
 	free(pr);
@@ -145,6 +151,7 @@ static int http_probe(void *impl, size_t peer, kvs__probe_cb cb, void *ud)
 	struct http_peers *p = impl;
 	struct probing *pr;
 	kvs__http_request req;
+	kvs__buf b;
 	int rc;
 
 	if (peer >= p->o.n_urls)
@@ -152,12 +159,24 @@ static int http_probe(void *impl, size_t peer, kvs__probe_cb cb, void *ud)
 	pr = malloc(sizeof(*pr));
 	if (pr == NULL)
 		return KVS_ENOMEM;
+	kvs__buf_init(&b, sizeof(pr->frame) - 1);
+	kvs__peer_req_head(&b, p->o.self_idx, 0);
+	if (b.rc != KVS_OK) {
+		kvs__buf_free(&b);
+		free(pr);
+		return KVS_ENOMEM;
+	}
+	memcpy(pr->frame, b.data, b.len);
 	pr->cb = cb;
 	pr->ud = ud;
 	memset(&req, 0, sizeof(req));
-	req.method = "GET";
-	req.url = p->probe_urls[peer];
+	req.method = "POST";
+	req.url = p->ops_urls[peer];
+	req.headers[req.n_headers++] = "Content-Type: " KVS_TYPE_PEER;
+	req.body = pr->frame;
+	req.body_len = b.len;
 	req.timeout_ms = p->o.probe_timeout_ms;
+	kvs__buf_free(&b);
 	rc = kvs__transport_submit(p->t, &req, probed, pr);
 	if (rc != KVS_OK)
 		free(pr);
@@ -180,7 +199,6 @@ static void http_free(void *impl)
 	/* First: the transport completes what is in flight. */
 	kvs__transport_free(p->t);
 	free_urls(p->ops_urls, p->o.n_urls);
-	free_urls(p->probe_urls, p->o.n_urls);
 	free(p->secret_header);
 	free(p);
 }
@@ -210,13 +228,11 @@ int kvs__peer_http_new(void **impl, const kvs__peer_http_options *o)
 	p->o = *o;
 	p->o.urls = NULL;
 	p->ops_urls = calloc(n, sizeof(char *));
-	p->probe_urls = calloc(n, sizeof(char *));
-	if (p->ops_urls == NULL || p->probe_urls == NULL)
+	if (p->ops_urls == NULL)
 		goto fail;
 	for (size_t i = 0; i < n; i++) {
 		p->ops_urls[i] = concat(o->urls[i], KVS_PATH_PEER);
-		p->probe_urls[i] = concat(o->urls[i], KVS_PATH_HEALTH);
-		if (p->ops_urls[i] == NULL || p->probe_urls[i] == NULL)
+		if (p->ops_urls[i] == NULL)
 			goto fail;
 	}
 	if (o->secret != NULL) {

@@ -339,12 +339,11 @@ int kvs__peer_req_decode(const void *data, size_t len, uint32_t *sender,
 		*why = r.bad ? "truncated frame" : "unknown protocol version";
 		return KVS_EPROTO;
 	}
-	if (n == 0 || n > KVS__PEER_MAX_OPS ||
-	    (size_t)n > r.left / (OP_FIXED + 8u)) {
+	if (n > KVS__PEER_MAX_OPS || (size_t)n > r.left / (OP_FIXED + 8u)) {
 		*why = "bad number of operations";
 		return KVS_EPROTO;
 	}
-	ops = calloc(n, sizeof(*ops));
+	ops = calloc(n ? n : 1, sizeof(*ops));
 	if (ops == NULL)
 		return KVS_ENOMEM;
 	for (unsigned i = 0; i < n && !r.bad; i++) {

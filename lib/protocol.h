@@ -31,6 +31,9 @@
  *     u32 n_records, then n_records records, each
  *     u32 key_len, key, u64 hlc, u32 shard, u8 flags, u32 value_len, value
  *
+ * A frame of no operations is a ping: it is answered by a frame of no
+ * results, and tells its receiver that the sender is alive.
+ *
  * Decoding checks every length against the bytes that are there, so a
  * frame can never make the reader run past its buffer; decoded keys and
  * values point into the frame (no copies).
@@ -177,7 +180,8 @@ typedef struct kvs__preq {
 	unsigned flags; /* KVS__PQ_* */
 	unsigned r, w;  /* GET/PUT/DELETE: quorums, 0 for the default */
 	uint32_t limit; /* SCAN */
-	kvs_stamp stamp; /* APPLY: the record's */
+	kvs_stamp stamp; /* APPLY: the record's; PUT/DELETE: the version of
+	                    an unconditional write (see node.h) */
 	unsigned n_expect; /* IF_STAMP: the versions that may match */
 	kvs_stamp expect[KVS__MAX_EXPECT];
 	const void *key;  /* SCAN: start_after */

@@ -188,7 +188,8 @@ void kvs__node_serve_peer(kvs__node *n, const void *frame, size_t len,
 	}
 	rc = kvs__peer_req_decode(frame, len, &sender, &s->ops, &s->n_ops,
 	                          &out->why);
-	(void)sender; /* every peer may send anything: no use for it yet */
+	if (rc == KVS_OK)
+		kvs__node_heard_from(n, sender); /* it is alive */
 	if (rc == KVS_OK) {
 		s->res = calloc(s->n_ops, sizeof(*s->res));
 		s->kreq = calloc(s->n_ops, sizeof(*s->kreq));

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,10 +50,13 @@ int tc_free_port(void)
 
 void tc_prepare(struct tc_cluster *c, int n, const char *extra_toml)
 {
+	char host[256];
 	FILE *f;
 
 	ck_assert_int_le(n, TC_MAX_NODES);
+	snprintf(host, sizeof(host), "%s", c->host[0] ? c->host : "127.0.0.1");
 	memset(c, 0, sizeof(*c));
+	snprintf(c->host, sizeof(c->host), "%s", host);
 	c->n = n;
 	snprintf(c->dir, sizeof(c->dir), "%s", tu_mkdtemp());
 	snprintf(c->config, sizeof(c->config), "%s/cluster.toml", c->dir);
@@ -67,8 +71,8 @@ void tc_prepare(struct tc_cluster *c, int n, const char *extra_toml)
 		snprintf(nd->url, sizeof(nd->url), "http://127.0.0.1:%d",
 		         nd->port);
 		fprintf(f, "[[shards]]\nname = \"%s\"\nidx = %d\n"
-		           "address = \"127.0.0.1:%d\"\n\n",
-		        nd->name, i, nd->port);
+		           "address = \"%s:%d\"\n\n",
+		        nd->name, i, c->host, nd->port);
 	}
 	ck_assert_int_eq(fclose(f), 0);
 }
@@ -212,6 +216,7 @@ void tc_stop(struct tc_cluster *c)
 	tu_rmtree(c->dir);
 	if (current == c)
 		current = NULL;
+	c->host[0] = '\0'; /* the next cluster gets the default */
 	ck_assert_msg(bad < 0,
 	              "%s did not stop cleanly on SIGTERM (wait status %d); "
 	              "logs above",
@@ -238,7 +243,13 @@ void tc_dump_logs(const struct tc_cluster *c)
 const char *tc_key_owned_by(const struct tc_cluster *c, int owner,
                             const char *prefix)
 {
-	static char key[64];
+	return tc_key_owned_by2(c, owner, prefix, "");
+}
+
+const char *tc_key_owned_by2(const struct tc_cluster *c, int owner,
+                             const char *prefix, const char *suffix)
+{
+	static char key[256];
 	kvs_ring_member m[TC_MAX_NODES];
 	kvs_ring *ring;
 
@@ -250,7 +261,7 @@ const char *tc_key_owned_by(const struct tc_cluster *c, int owner,
 	for (int i = 0;; i++) {
 		size_t o;
 
-		snprintf(key, sizeof(key), "%s%d", prefix, i);
+		snprintf(key, sizeof(key), "%s%d%s", prefix, i, suffix);
 		kvs_ring_owners(ring, key, strlen(key), &o, 1);
 		if ((int)o == owner)
 			break;
@@ -427,4 +438,65 @@ struct tc_resp tc_get(const char *url, long status)
 	ck_assert_msg(r.status == status, "GET %s: status %ld, wanted %ld: %s",
 	              url, r.status, status, r.body);
 	return r;
+}
+
+int tc_raw(int port, const char *request, struct tc_resp *out)
+{
+	struct sockaddr_in a;
+	struct timeval tv = {5, 0};
+	size_t len = strlen(request), cap = 4096, got = 0;
+	char *buf = malloc(cap), *body;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	memset(out, 0, sizeof(*out));
+	ck_assert_int_ge(fd, 0);
+	ck_assert_ptr_nonnull(buf);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t)port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+	    write(fd, request, len) != (ssize_t)len) {
+		close(fd);
+		free(buf);
+		return -1;
+	}
+	for (;;) {
+		ssize_t n;
+
+		if (got + 1 == cap) {
+			cap *= 2;
+			buf = realloc(buf, cap);
+			ck_assert_ptr_nonnull(buf);
+		}
+		n = read(fd, buf + got, cap - got - 1);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	buf[got] = '\0';
+	if (sscanf(buf, "HTTP/1.%*d %ld", &out->status) != 1) {
+		free(buf);
+		return -1;
+	}
+	body = strstr(buf, "\r\n\r\n");
+	if (body != NULL) {
+		size_t hlen = (size_t)(body - buf);
+
+		snprintf(out->headers, sizeof(out->headers), "%.*s",
+		         (int)(hlen < sizeof(out->headers) - 1
+		                       ? hlen
+		                       : sizeof(out->headers) - 1),
+		         buf);
+		body += 4;
+		out->len = got - (size_t)(body - buf);
+		memmove(buf, body, out->len + 1);
+	} else {
+		out->len = 0;
+		buf[0] = '\0';
+	}
+	out->body = buf;
+	return 0;
 }

@@ -25,6 +25,9 @@ struct tc_cluster {
 	char dir[512];
 	char config[600];
 	struct tc_node node[TC_MAX_NODES];
+	/* The host the config gives the shards (default 127.0.0.1); it must
+	 * resolve to 127.0.0.1. Set before tc_prepare / tc_start. */
+	char host[256];
 };
 
 /* A free TCP port on 127.0.0.1. */
@@ -55,6 +58,9 @@ void tc_dump_logs(const struct tc_cluster *c);
  * c, all shards of weight 1 (static storage, reused by the next call). */
 const char *tc_key_owned_by(const struct tc_cluster *c, int owner,
                             const char *prefix);
+/* The same for a key "<prefix><n><suffix>". */
+const char *tc_key_owned_by2(const struct tc_cluster *c, int owner,
+                             const char *prefix, const char *suffix);
 
 /* An HTTP answer. */
 struct tc_resp {
@@ -79,6 +85,14 @@ int tc_http_on(void **handle, const char *method, const char *url,
                const void *body, size_t len, const char *const *headers,
                struct tc_resp *out);
 void tc_http_close(void **handle);
+
+/*
+ * Send raw bytes as a request to 127.0.0.1:port (so that nothing
+ * normalises the request line on the way) and read the answer until the
+ * server closes (send "Connection: close"), 5 s at most. Returns 0 when an
+ * answer came.
+ */
+int tc_raw(int port, const char *request, struct tc_resp *out);
 
 /* Value of a response header (case-insensitive), static storage, or NULL. */
 const char *tc_header(const struct tc_resp *r, const char *name);

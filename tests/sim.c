@@ -186,6 +186,13 @@ static int sim_probe(void *impl, size_t peer, kvs__probe_cb cb, void *ud)
 	struct sim *s = from->sim;
 	struct sim_msg *m = new_msg(s, from->i, (int)peer);
 
+	kvs__buf b;
+
+	/* A ping: a frame of no operations, as the HTTP peers send. */
+	kvs__buf_init(&b, 0);
+	kvs__peer_req_head(&b, (uint32_t)from->i, 0);
+	ck_assert_int_eq(b.rc, KVS_OK);
+	m->frame = kvs__buf_take(&b, &m->len);
 	m->probe = 1;
 	m->timeout_ms = SIM_TIMEOUT_MS;
 	m->pcb = cb;
@@ -277,13 +284,6 @@ static void deliver(struct sim *s, struct sim_msg *m)
 	}
 	if (dst->blackhole || dst->node == NULL)
 		return; /* the sender's timeout will tell */
-	if (m->probe) {
-		struct sim_event *e = push(s, s->now + delay(s), EV_ANSWER);
-
-		e->m = m;
-		e->rc = KVS_OK;
-		return;
-	}
 	sv = calloc(1, sizeof(*sv));
 	ck_assert_ptr_nonnull(sv);
 	sv->s = s;

@@ -734,6 +734,47 @@ START_TEST(scan_in_order_across_shards)
 }
 END_TEST
 
+/*
+ * Keys that hold NUL bytes (valid UTF-8, so they once came back as text
+ * with \u0000 in it, measured with strlen) are listed whole, and the
+ * scan pages past them.
+ */
+START_TEST(scan_lists_keys_with_nul_bytes)
+{
+	static const char *const escaped[] = {"%00a", "%00b", "%00b%00", "n%00z"};
+	static const char text[] = "\\x00a\n\\x00b\n\\x00b\\x00\nn\\x00z\n";
+	static const unsigned char raw[][3] = {{0, 'a'}, {0, 'b'}, {0, 'b', 0},
+	                                       {'n', 0, 'z'}};
+	static const size_t lens[] = {2, 2, 3, 3};
+	struct run r;
+	cJSON *doc, *keys, *it;
+	int i = 0;
+
+	/* Pages of two keys at most: the scan must page past them. */
+	tc_start(&C, 3, "[limits]\nmax_scan_limit = 2\n");
+	for (size_t k = 0; k < 4; k++)
+		http_put((int)k % 3, escaped[k], "v", 1);
+	r = cli("--cluster", seed(1), "scan", NULL);
+	expect_out(&r, text, strlen(text));
+	run_free(&r);
+	r = cli("--cluster", seed(2), "--json", "scan", NULL);
+	doc = parse_json(&r);
+	keys = cJSON_GetObjectItemCaseSensitive(doc, "keys");
+	ck_assert_int_eq(cJSON_GetArraySize(keys), 4);
+	cJSON_ArrayForEach(it, keys) {
+		size_t len;
+		unsigned char *k = json_b64(it, "key_b64", &len);
+
+		ck_assert_uint_eq(len, lens[i]);
+		ck_assert_mem_eq(k, raw[i], len);
+		free(k);
+		i++;
+	}
+	cJSON_Delete(doc);
+	run_free(&r);
+}
+END_TEST
+
 START_TEST(json_documents)
 {
 	static const char text[] = "say \"hi\" \\ caf\xc3\xa9\n\ttab\x01 "
@@ -1206,6 +1247,7 @@ int main(void)
 	tcase_add_test(tc, binary_values_from_stdin);
 	tcase_add_test(tc, del_then_get_exits_1);
 	tcase_add_test(tc, scan_in_order_across_shards);
+	tcase_add_test(tc, scan_lists_keys_with_nul_bytes);
 	tcase_add_test(tc, json_documents);
 	tcase_add_test(tc, cluster_status_shows_up_and_down);
 	tcase_add_test(tc, usage_errors_exit_2);

@@ -405,6 +405,68 @@ START_TEST(conditions_and_binary_data)
 }
 END_TEST
 
+struct raw_keys {
+	unsigned char keys[16][8];
+	size_t lens[16];
+	int n;
+};
+
+static int collect_raw(void *ud, const kvs_record *rec)
+{
+	struct raw_keys *k = ud;
+
+	ck_assert_int_lt(k->n, 16);
+	ck_assert_uint_le(rec->key_len, 8);
+	memcpy(k->keys[k->n], rec->key, rec->key_len);
+	k->lens[k->n++] = rec->key_len;
+	return 0;
+}
+
+/*
+ * Keys are bytes: keys that start with or hold NUL bytes come back whole
+ * from a scan, and the documented paging loop (start_after = next) walks
+ * past them one page at a time instead of asking for the same page again.
+ */
+START_TEST(scans_page_through_keys_with_nul_bytes)
+{
+	static const unsigned char keys[][4] = {
+		{0, 1}, {0, 2}, {0, 2, 0}, {'a', 0, 'b'}, {'a', 1}, {'b'},
+	};
+	static const size_t lens[] = {2, 2, 3, 3, 2, 1};
+	kvs_client_scan_options o;
+	struct raw_keys got;
+	void *next = NULL;
+	size_t next_len = 0;
+	int pages = 0;
+	kvs_client *c;
+
+	tc_start(&C, 3, NULL);
+	c = connect_all();
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
+		ck_assert_int_eq(kvs_client_put(c, keys[i], lens[i], "v", 1, NULL,
+		                                NULL),
+		                 KVS_OK);
+	memset(&got, 0, sizeof(got));
+	memset(&o, 0, sizeof(o));
+	o.limit = 1;
+	do {
+		ck_assert_int_eq(kvs_client_scan(c, &o, collect_raw, &got, &next,
+		                                 &next_len),
+		                 KVS_OK);
+		kvs_free((void *)o.start_after);
+		o.start_after = next;
+		o.start_after_len = next_len;
+		ck_assert_msg(++pages < 20, "the scan does not advance");
+	} while (next != NULL);
+	ck_assert_int_eq(got.n, 6);
+	for (int i = 0; i < 6; i++) {
+		ck_assert_uint_eq(got.lens[i], lens[i]);
+		ck_assert_mem_eq(got.keys[i], keys[i], lens[i]);
+	}
+	kvs_client_close(c);
+}
+END_TEST
+
 START_TEST(opening)
 {
 	kvs_client_options o;
@@ -592,6 +654,7 @@ int main(void)
 	tcase_add_test(tc, scans_in_order_with_continuation_one_replica);
 	tcase_add_test(tc, scans_in_order_with_continuation_replicated);
 	tcase_add_test(tc, conditions_and_binary_data);
+	tcase_add_test(tc, scans_page_through_keys_with_nul_bytes);
 	tcase_add_test(tc, opening);
 	tcase_add_test(tc, shard_status);
 	tcase_add_test(tc, tokens);

@@ -179,10 +179,100 @@ static void only_in(const char *dir, const char *needle,
 	closedir(d);
 }
 
+/*
+ * The server is an adapter: of the library's internals it may use the
+ * node's operations and their results, the protocol's names, and the
+ * shared text helpers; never a route, a peer, the transport or a
+ * counter. Every kvs__ identifier in server/ must be on this list.
+ */
+static const char *const server_may_use[] = {
+	/* The node and its operations. */
+	"kvs__node", "kvs__node_options", "kvs__node_options_init",
+	"kvs__node_open", "kvs__node_close", "kvs__node_kv", "kvs__node_batch",
+	"kvs__node_scan", "kvs__node_serve_peer", "kvs__node_stats",
+	"kvs__node_stats_get", "kvs__node_shard_status", "kvs__node_epoch",
+	"kvs__node_store", "kvs__kv_req", "kvs__kv_kind", "kvs__cond",
+	"kvs__result", "kvs__result_clear", "kvs__result_take",
+	"kvs__scan_req", "kvs__scan_result", "kvs__scan_result_merge",
+	"kvs__scan_result_clear", "kvs__peer_reply", "kvs__peer_reply_encode",
+	"kvs__peer_reply_clear",
+	/* The protocol's names and the config's address syntax. */
+	"kvs__http_status", "kvs__parse_address",
+	/* Text helpers (util.h, base64.h). */
+	"kvs__buf", "kvs__buf_init", "kvs__buf_free", "kvs__buf_add",
+	"kvs__buf_adds", "kvs__buf_addf", "kvs__buf_take", "kvs__json_bytes",
+	"kvs__json_escape", "kvs__json_b64", "kvs__url_decode", "kvs__mono_ms",
+	"kvs__mono_ns", "kvs__b64_decode_alloc", "kvs__b64_encode",
+	"kvs__printable", "kvs__utf8_len", NULL,
+};
+
+static char *read_source(const char *rel)
+{
+	FILE *f = fopen(tu_source_path(rel), "r");
+	char *text = malloc(1024 * 1024);
+	size_t n;
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(text);
+	n = fread(text, 1, 1024 * 1024 - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	return text;
+}
+
+START_TEST(server_uses_only_node_operations)
+{
+	DIR *d = opendir(tu_source_path("server"));
+	struct dirent *e;
+	int files = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((e = readdir(d)) != NULL) {
+		size_t l = strlen(e->d_name);
+		char rel[600], *text, *p;
+
+		if (l < 3 || (strcmp(e->d_name + l - 2, ".c") != 0 &&
+		              strcmp(e->d_name + l - 2, ".h") != 0))
+			continue;
+		snprintf(rel, sizeof(rel), "server/%s", e->d_name);
+		text = read_source(rel);
+		files++;
+		for (p = strstr(text, "kvs__"); p != NULL;
+		     p = strstr(p + 1, "kvs__")) {
+			char name[128];
+			size_t n = 0;
+			int ok = 0;
+
+			if (p > text && (p[-1] == '_' || (p[-1] >= 'a' && p[-1] <= 'z')))
+				continue;
+			while (n + 1 < sizeof(name) &&
+			       ((p[n] >= 'a' && p[n] <= 'z') ||
+			        (p[n] >= '0' && p[n] <= '9') || p[n] == '_'))
+				name[n] = p[n], n++;
+			name[n] = '\0';
+			for (int i = 0; server_may_use[i] != NULL; i++)
+				ok |= strcmp(server_may_use[i], name) == 0;
+			ck_assert_msg(ok, "%s uses %s: the server may only call the "
+			                  "node's operations (tests/test_hygiene.c)",
+			              rel, name);
+		}
+		free(text);
+	}
+	closedir(d);
+	ck_assert_int_ge(files, 10);
+	/* And it includes none of the node's private headers. */
+	only_in("server", "#include \"transport.h\"", (const char *[]){NULL});
+	only_in("server", "#include \"peer.h\"", (const char *[]){NULL});
+	only_in("server", "#include \"node_internal.h\"", (const char *[]){NULL});
+}
+END_TEST
+
 START_TEST(dependency_walls)
 {
 	static const char *const store[] = {"lib/store.c", NULL};
 	static const char *const transport[] = {"lib/transport.c", NULL};
+	static const char *const transport_users[] = {
+		"lib/transport.c", "lib/peer.c", "lib/client.c", NULL};
 	static const char *const config[] = {"lib/config.c", "lib/toml.c",
 	                                     "lib/toml.h", NULL};
 	static const char *const json[] = {"lib/client.c", NULL};
@@ -192,6 +282,8 @@ START_TEST(dependency_walls)
 
 	only_in("lib", "#include <lmdb.h>", store);
 	only_in("lib", "#include <curl/curl.h>", transport);
+	/* The node reaches peers only through the peer operations. */
+	only_in("lib", "#include \"transport.h\"", transport_users);
 	only_in("lib", "#include \"toml.h\"", config);
 	only_in("lib", "#include <microhttpd.h>", none);
 	only_in("include/kvshard", "#include <microhttpd.h>", none);
@@ -217,6 +309,7 @@ int main(void)
 	tcase_add_test(tc, headers_compile_alone_as_pedantic_c99);
 	tcase_add_test(tc, every_export_is_declared_in_a_header);
 	tcase_add_test(tc, dependency_walls);
+	tcase_add_test(tc, server_uses_only_node_operations);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -243,6 +243,155 @@ START_TEST(compare_and_swap)
 }
 END_TEST
 
+/* PUT with one header; returns the response (free it). */
+static struct tc_resp put_if(int node, const char *key, const char *value,
+                             const char *header)
+{
+	const char *h[2] = {header, NULL};
+	struct tc_resp r;
+
+	ck_assert_int_eq(tc_http("PUT", url(node, "/v1/kv/%s", key), value,
+	                         strlen(value), header ? h : NULL, &r), 0);
+	return r;
+}
+
+/*
+ * If-Match as RFC 9110 13.1.1 has it: a tag that is no version of the key
+ * (well-formed or weak) never matches: 412, not 400; "*" writes only if
+ * the key exists; a list matches if any of its tags does.
+ */
+START_TEST(if_match_follows_the_rfc)
+{
+	char etag[128], hdr[512];
+	struct tc_resp r;
+
+	tc_start(&C, 3, NULL);
+	/* *: only an existing key. */
+	r = put_if(1, "im", "x", "If-Match: *");
+	expect_error(&r, 412, "version_mismatch");
+	tc_resp_free(&r);
+	r = tc_get(url(0, "/v1/kv/%s", "im"), 404);
+	tc_resp_free(&r);
+	r = put_if(0, "im", "v1", NULL);
+	ck_assert_int_eq(r.status, 200);
+	snprintf(etag, sizeof(etag), "%s", tc_header(&r, "ETag"));
+	tc_resp_free(&r);
+	r = put_if(2, "im", "v2", "If-Match: *");
+	ck_assert_int_eq(r.status, 200);
+	snprintf(etag, sizeof(etag), "%s", tc_header(&r, "ETag"));
+	tc_resp_free(&r);
+	/* Tags that are no version of ours: 412. */
+	r = put_if(0, "im", "no", "If-Match: \"bogus\"");
+	expect_error(&r, 412, "version_mismatch");
+	tc_resp_free(&r);
+	snprintf(hdr, sizeof(hdr), "If-Match: W/%s", etag);
+	r = put_if(0, "im", "no", hdr); /* weak: strong comparison fails */
+	expect_error(&r, 412, "version_mismatch");
+	tc_resp_free(&r);
+	/* A list: any tag may match. */
+	snprintf(hdr, sizeof(hdr), "If-Match: \"bogus\", %s , \"0000000000000001-0\"",
+	         etag);
+	r = put_if(1, "im", "v3", hdr);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	r = put_if(1, "im", "no", hdr); /* the version moved on */
+	expect_error(&r, 412, "version_mismatch");
+	tc_resp_free(&r);
+	r = tc_get(url(2, "/v1/kv/%s", "im"), 200);
+	ck_assert_str_eq(r.body, "v3");
+	tc_resp_free(&r);
+	/* Malformed: 400. */
+	r = put_if(0, "im", "no", "If-Match: bare-word");
+	expect_error(&r, 400, "bad_precondition");
+	tc_resp_free(&r);
+	r = put_if(0, "im", "no", "If-Match: \"a\" \"b\"");
+	expect_error(&r, 400, "bad_precondition");
+	tc_resp_free(&r);
+	/* Deletes take it too. */
+	ck_assert_int_eq(tc_http("DELETE", url(0, "/v1/kv/%s", "nope"), NULL, 0,
+	                         (const char *const[]){"If-Match: *", NULL},
+	                         &r), 0);
+	expect_error(&r, 412, "version_mismatch");
+	tc_resp_free(&r);
+}
+END_TEST
+
+/*
+ * Query arguments a endpoint does not take are refused, never silently
+ * ignored: a client asking for ?ttl= must learn there is no such thing.
+ */
+START_TEST(unknown_query_arguments_are_refused)
+{
+	static const char *const bad[] = {
+		"/v1/kv/k?ttl=2", "/retrieve?key=k&ttl=2", "/store?key=k&value=v&x",
+		"/v1/kv?prefix=a&sort=desc", "/v1/cluster?verbose=1",
+		"/retrieve?key=k&key=j", "/v1/kv/k?r=1&r=2",
+	};
+	struct tc_resp r;
+
+	tc_start(&C, 2, NULL);
+	r = tc_get(url(0, "/store?key=k&value=v%s", ""), 200);
+	tc_resp_free(&r);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		r = tc_get(url(0, "%s", bad[i]), 400);
+		ck_assert_msg(strstr(r.body, "unknown_argument") != NULL ||
+		                      strstr(r.body, "bad_argument") != NULL,
+		              "%s: %s", bad[i], r.body);
+		tc_resp_free(&r);
+	}
+	/* The key was not written by the refused /store. */
+	r = tc_get(url(1, "/retrieve?key=%s", "k"), 200);
+	ck_assert_str_eq(r.body, "v");
+	tc_resp_free(&r);
+	/* Known ones still work, r and w included. */
+	r = tc_get(url(1, "/retrieve?key=%s&r=1", "k"), 200);
+	tc_resp_free(&r);
+	r = tc_get(url(1, "/v1/kv?prefix=k&limit=5&values=1&r=2%s", ""), 200);
+	tc_resp_free(&r);
+}
+END_TEST
+
+/*
+ * A batch key written as text with \u0000 in it would be cut at the NUL
+ * (key "a\u0000evil" writing key "a"): it is refused, pointing to
+ * key_b64, which carries any byte.
+ */
+START_TEST(batch_strings_with_nul_are_refused)
+{
+	static const char cut[] =
+	        "{\"ops\":[{\"op\":\"put\",\"key\":\"a\\u0000evil\","
+	        "\"value\":\"x\"}]}";
+	static const char ok[] =
+	        "{\"ops\":[{\"op\":\"put\",\"key_b64\":\"YQBldmls\","
+	        "\"value\":\"y\"},{\"op\":\"put\",\"key\":\"text \\\\u0000\","
+	        "\"value\":\"z\"}]}";
+	struct tc_resp r;
+
+	tc_start(&C, 2, NULL);
+	ck_assert_int_eq(tc_http("POST", url(0, "/v1/batch%s", ""), cut,
+	                         strlen(cut), NULL, &r), 0);
+	expect_error(&r, 400, "bad_batch");
+	ck_assert_ptr_nonnull(strstr(r.body, "key_b64"));
+	tc_resp_free(&r);
+	r = tc_get(url(1, "/v1/kv/%s", "a"), 404);
+	tc_resp_free(&r);
+	/* The same key as base64 is written whole; an escaped backslash
+	 * followed by u0000 is just text. */
+	ck_assert_int_eq(tc_http("POST", url(0, "/v1/batch%s", ""), ok,
+	                         strlen(ok), NULL, &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	r = tc_get(url(1, "/v1/kv/%s", "a%00evil"), 200);
+	ck_assert_str_eq(r.body, "y");
+	tc_resp_free(&r);
+	r = tc_get(url(1, "/v1/kv/%s", "a"), 404);
+	tc_resp_free(&r);
+	r = tc_get(url(1, "/v1/kv/%s", "text%20%5Cu0000"), 200);
+	ck_assert_str_eq(r.body, "z");
+	tc_resp_free(&r);
+}
+END_TEST
+
 START_TEST(errors_are_json)
 {
 	struct tc_resp r;
@@ -799,6 +948,9 @@ int main(void)
 	tcase_add_test(tc, binary_values_and_large_values);
 	tcase_add_test(tc, compare_and_swap);
 	tcase_add_test(tc, errors_are_json);
+	tcase_add_test(tc, if_match_follows_the_rfc);
+	tcase_add_test(tc, unknown_query_arguments_are_refused);
+	tcase_add_test(tc, batch_strings_with_nul_are_refused);
 	tcase_add_test(tc, dead_owner_gives_503_quickly);
 	tcase_add_test(tc, black_hole_peer_does_not_stall_others);
 	tcase_add_test(tc, replicas_survive_a_node);
