@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "hlc.h"
+#include "util.h"
 #include "kvshard/common.h"
 
 uint64_t kvs__wall_ms(void *ud)
@@ -83,17 +84,6 @@ size_t kvs_stamp_format(const kvs_stamp *s, char *buf)
 	return n < 0 ? 0 : (size_t)n;
 }
 
-static int hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 int kvs_stamp_parse(kvs_stamp *s, const char *text, size_t len)
 {
 	uint64_t hlc = 0, shard = 0;
@@ -109,10 +99,10 @@ int kvs_stamp_parse(kvs_stamp *s, const char *text, size_t len)
 		text++;
 		len -= 2;
 	}
-	for (digits = 0; i < len && hexval(text[i]) >= 0; i++, digits++) {
+	for (digits = 0; i < len && kvs__hex_value(text[i]) >= 0; i++, digits++) {
 		if (digits == 16)
 			return KVS_EINVAL;
-		hlc = (hlc << 4) | (uint64_t)hexval(text[i]);
+		hlc = (hlc << 4) | (uint64_t)kvs__hex_value(text[i]);
 	}
 	if (digits == 0 || i >= len || text[i] != '-')
 		return KVS_EINVAL;

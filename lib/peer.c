@@ -76,12 +76,28 @@ static void sent(void *ud, kvs__http_response *resp)
 	free(s);
 }
 
+/* POST a frame (borrowed until cb) to shard peer's /internal/ops. */
+static int post_frame(struct http_peers *p, size_t peer, const char *frame,
+                      size_t len, unsigned timeout_ms, kvs__http_cb cb,
+                      void *ud)
+{
+	kvs__http_request req;
+
+	memset(&req, 0, sizeof(req));
+	req.method = "POST";
+	req.url = p->ops_urls[peer];
+	req.headers[req.n_headers++] = "Content-Type: " KVS_TYPE_PEER;
+	req.body = frame;
+	req.body_len = len;
+	req.timeout_ms = timeout_ms;
+	return kvs__transport_submit(p->t, &req, cb, ud);
+}
+
 static int http_send(void *impl, size_t peer, const kvs__preq *ops, size_t n,
                      unsigned timeout_ms, kvs__peer_cb cb, void *ud)
 {
 	struct http_peers *p = impl;
 	struct sending *s;
-	kvs__http_request req;
 	kvs__buf b;
 	size_t len;
 	int rc;
@@ -107,14 +123,7 @@ static int http_send(void *impl, size_t peer, const kvs__preq *ops, size_t n,
 	s->n = n;
 	s->cb = cb;
 	s->ud = ud;
-	memset(&req, 0, sizeof(req));
-	req.method = "POST";
-	req.url = p->ops_urls[peer];
-	req.headers[req.n_headers++] = "Content-Type: " KVS_TYPE_PEER;
-	req.body = s->frame;
-	req.body_len = len;
-	req.timeout_ms = timeout_ms;
-	rc = kvs__transport_submit(p->t, &req, sent, s);
+	rc = post_frame(p, peer, s->frame, len, timeout_ms, sent, s);
 	if (rc != KVS_OK) {
 		free(s->frame);
 		free(s->answer);
@@ -150,7 +159,6 @@ static int http_probe(void *impl, size_t peer, kvs__probe_cb cb, void *ud)
 {
 	struct http_peers *p = impl;
 	struct probing *pr;
-	kvs__http_request req;
 	kvs__buf b;
 	int rc;
 
@@ -169,15 +177,9 @@ static int http_probe(void *impl, size_t peer, kvs__probe_cb cb, void *ud)
 	memcpy(pr->frame, b.data, b.len);
 	pr->cb = cb;
 	pr->ud = ud;
-	memset(&req, 0, sizeof(req));
-	req.method = "POST";
-	req.url = p->ops_urls[peer];
-	req.headers[req.n_headers++] = "Content-Type: " KVS_TYPE_PEER;
-	req.body = pr->frame;
-	req.body_len = b.len;
-	req.timeout_ms = p->o.probe_timeout_ms;
+	rc = post_frame(p, peer, pr->frame, b.len, p->o.probe_timeout_ms,
+	                probed, pr);
 	kvs__buf_free(&b);
-	rc = kvs__transport_submit(p->t, &req, probed, pr);
 	if (rc != KVS_OK)
 		free(pr);
 	return rc;

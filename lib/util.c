@@ -197,6 +197,21 @@ int kvs__printable(const void *data, size_t len)
 	return 1;
 }
 
+int kvs__utf8_text(const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	size_t i = 0;
+
+	while (i < len) {
+		size_t n = kvs__utf8_len(p + i, len - i);
+
+		if (n == 0 || p[i] == 0)
+			return 0;
+		i += n;
+	}
+	return 1;
+}
+
 void kvs__json_escape(kvs__buf *b, const void *data, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -306,7 +321,7 @@ char *kvs__url_escape(const void *data, size_t len)
 	return out;
 }
 
-static int hex_value(int ch)
+int kvs__hex_value(int ch)
 {
 	if (ch >= '0' && ch <= '9')
 		return ch - '0';
@@ -328,8 +343,8 @@ int kvs__url_decode(const char *in, size_t len, char *out, size_t *out_len,
 
 			if (i + 2 >= len)
 				return -1;
-			hi = hex_value((unsigned char)in[i + 1]);
-			lo = hex_value((unsigned char)in[i + 2]);
+			hi = kvs__hex_value((unsigned char)in[i + 1]);
+			lo = kvs__hex_value((unsigned char)in[i + 2]);
 			if (hi < 0 || lo < 0)
 				return -1;
 			out[o++] = (char)(hi * 16 + lo);

@@ -66,6 +66,10 @@ size_t kvs__utf8_len(const unsigned char *p, size_t left);
  * C1)? Such bytes go into JSON as text; anything else also as base64. */
 int kvs__printable(const void *data, size_t len);
 
+/* Are these bytes UTF-8 without NUL: text a JSON string carries exactly
+ * (escaped), for any JSON reader? */
+int kvs__utf8_text(const void *data, size_t len);
+
 /*
  * Append bytes as the inside of a JSON string: UTF-8 is kept, '"' and '\'
  * are escaped, control characters and bytes that are not UTF-8 become
@@ -98,6 +102,9 @@ int kvs__b64_decode_alloc(const char *text, size_t len, unsigned char **out,
  * NULL when out of memory.
  */
 char *kvs__url_escape(const void *data, size_t len);
+
+/* The value of a hexadecimal digit, or -1. */
+int kvs__hex_value(int ch);
 
 /*
  * Percent-decode len bytes of in into out (room for len bytes); with

@@ -37,6 +37,9 @@
 
 #include <kvshard.h>
 
+/* The library's private text helpers, compiled into this program. */
+#include "util.h"
+
 #define PROGRAM "kvshard"
 
 /* Exit statuses, as documented by exit_help. */
@@ -187,61 +190,6 @@ static int exit_code(int rc)
 /* Text and JSON output                                                 */
 
 /*
- * Length of the UTF-8 sequence starting at p (1 to 4 bytes), or 0 when
- * the bytes there are not one: overlong forms, surrogates and code points
- * above U+10FFFF are refused, as RFC 3629 says.
- */
-static size_t utf8_seq(const unsigned char *p, size_t left)
-{
-	static const unsigned min_of_len[] = {0, 0, 0x80, 0x800, 0x10000};
-	unsigned c = p[0];
-	uint32_t cp;
-	size_t n;
-
-	if (c < 0x80)
-		return 1;
-	if ((c & 0xe0) == 0xc0) {
-		n = 2;
-		cp = c & 0x1f;
-	} else if ((c & 0xf0) == 0xe0) {
-		n = 3;
-		cp = c & 0x0f;
-	} else if ((c & 0xf8) == 0xf0) {
-		n = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	if (n > left)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3f);
-	}
-	if (cp < min_of_len[n] || cp > 0x10ffff ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
-/* Are these bytes UTF-8 text without NUL bytes? */
-static int is_text(const void *data, size_t len)
-{
-	const unsigned char *p = data;
-	size_t i = 0;
-
-	while (i < len) {
-		size_t n = utf8_seq(p + i, len - i);
-
-		if (n == 0 || p[i] == '\0')
-			return 0;
-		i += n;
-	}
-	return 1;
-}
-
-/*
  * Write bytes for a human reader, one line's worth: printable text as it
  * is, a backslash as "\\", and tab, newline, carriage return, the other
  * control bytes and bytes that are not UTF-8 as escapes (\t, \n, \r,
@@ -253,7 +201,7 @@ static void put_escaped(FILE *f, const void *data, size_t len)
 	size_t i = 0;
 
 	while (i < len) {
-		size_t n = utf8_seq(p + i, len - i);
+		size_t n = kvs__utf8_len(p + i, len - i);
 		unsigned c = p[i];
 
 		if (n > 1) {
@@ -293,76 +241,29 @@ static const char *quoted(const char *key)
 	return buf;
 }
 
-/*
- * Write a JSON string of text. Bytes that are not UTF-8 are written as
- * \u00HH, which keeps the document valid (callers that must not lose them
- * check is_text first and use base64).
- */
-static void json_string(FILE *f, const void *data, size_t len)
+/* Write b to f and free it; out of memory, nothing sensible is left to
+ * write: say so and stop. */
+static void emit(FILE *f, kvs__buf *b)
 {
-	const unsigned char *p = data;
-	size_t i = 0;
-
-	fputc('"', f);
-	while (i < len) {
-		size_t n = utf8_seq(p + i, len - i);
-		unsigned c = p[i];
-
-		if (n > 1) {
-			fwrite(p + i, 1, n, f);
-			i += n;
-			continue;
-		}
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", (int)c);
-		else if (c == '\n')
-			fputs("\\n", f);
-		else if (c == '\t')
-			fputs("\\t", f);
-		else if (c == '\r')
-			fputs("\\r", f);
-		else if (c < 0x20 || c >= 0x7f)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc((int)c, f);
-		i++;
+	if (b->rc != KVS_OK) {
+		fail("out of memory");
+		exit(EXIT_ERROR);
 	}
-	fputc('"', f);
+	fwrite(b->data, 1, b->len, f);
+	kvs__buf_free(b);
 }
 
-/* Write bytes as a JSON string of their base64 encoding (RFC 4648). */
-static void json_base64(FILE *f, const void *data, size_t len)
+/* Write a JSON string of text (bytes that are not UTF-8 become \u00HH:
+ * callers that must not lose them use json_bytes_field). */
+static void json_string(FILE *f, const void *data, size_t len)
 {
-	static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	                               "abcdefghijklmnopqrstuvwxyz0123456789+/";
-	const unsigned char *p = data;
-	size_t i = 0;
+	kvs__buf b;
 
-	fputc('"', f);
-	for (; i + 3 <= len; i += 3) {
-		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 |
-		             p[i + 2];
-
-		fputc(alphabet[v >> 18 & 63], f);
-		fputc(alphabet[v >> 12 & 63], f);
-		fputc(alphabet[v >> 6 & 63], f);
-		fputc(alphabet[v & 63], f);
-	}
-	if (len - i == 1) {
-		uint32_t v = (uint32_t)p[i] << 16;
-
-		fputc(alphabet[v >> 18 & 63], f);
-		fputc(alphabet[v >> 12 & 63], f);
-		fputs("==", f);
-	} else if (len - i == 2) {
-		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-
-		fputc(alphabet[v >> 18 & 63], f);
-		fputc(alphabet[v >> 12 & 63], f);
-		fputc(alphabet[v >> 6 & 63], f);
-		fputc('=', f);
-	}
-	fputc('"', f);
+	kvs__buf_init(&b, 0);
+	kvs__buf_add(&b, "\"", 1);
+	kvs__json_escape(&b, data, len);
+	kvs__buf_add(&b, "\"", 1);
+	emit(f, &b);
 }
 
 /* Write "name":"text", or "name_b64":"base64" when the bytes are not
@@ -370,13 +271,17 @@ static void json_base64(FILE *f, const void *data, size_t len)
 static void json_bytes_field(FILE *f, const char *name, const void *data,
                              size_t len)
 {
-	if (is_text(data, len)) {
-		fprintf(f, "\"%s\":", name);
-		json_string(f, data, len);
+	kvs__buf b;
+
+	kvs__buf_init(&b, 0);
+	if (kvs__utf8_text(data, len)) {
+		kvs__buf_addf(&b, "\"%s\":\"", name);
+		kvs__json_escape(&b, data, len);
+		kvs__buf_add(&b, "\"", 1);
 	} else {
-		fprintf(f, "\"%s_b64\":", name);
-		json_base64(f, data, len);
+		kvs__json_b64(&b, name, data, len);
 	}
+	emit(f, &b);
 }
 
 /* Write ,"version":"<stamp>". */

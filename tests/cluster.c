@@ -500,3 +500,18 @@ int tc_raw(int port, const char *request, struct tc_resp *out)
 	out->body = buf;
 	return 0;
 }
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+char *tc_url(const struct tc_cluster *c, int node, const char *fmt,
+             const char *arg)
+{
+	static char buf[4][2048];
+	static int next;
+	char *u = buf[next++ % 4];
+	int n = snprintf(u, sizeof(buf[0]), "%s", c->node[node].url);
+
+	snprintf(u + n, sizeof(buf[0]) - (size_t)n, fmt, arg);
+	return u;
+}
+#pragma GCC diagnostic pop

@@ -30,6 +30,11 @@ struct tc_cluster {
 	char host[256];
 };
 
+/* The URL of shard node of c followed by fmt, whose one %s is arg (one of
+ * four static buffers, reused in turn). */
+char *tc_url(const struct tc_cluster *c, int node, const char *fmt,
+             const char *arg);
+
 /* A free TCP port on 127.0.0.1. */
 int tc_free_port(void);
 

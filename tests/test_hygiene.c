@@ -203,7 +203,7 @@ static const char *const server_may_use[] = {
 	"kvs__buf_adds", "kvs__buf_addf", "kvs__buf_take", "kvs__json_bytes",
 	"kvs__json_escape", "kvs__json_b64", "kvs__url_decode", "kvs__mono_ms",
 	"kvs__mono_ns", "kvs__b64_decode_alloc", "kvs__b64_encode",
-	"kvs__printable", "kvs__utf8_len", NULL,
+	"kvs__printable", "kvs__utf8_len", "kvs__utf8_text", NULL,
 };
 
 static char *read_source(const char *rel)

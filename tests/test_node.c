@@ -211,6 +211,34 @@ static void heal(struct sim *s)
 	memset(&s->faults, 0, sizeof(s->faults));
 }
 
+/*
+ * count client operations at random times within the next span ms, on
+ * random nodes, over keys "<prefix>0".."<prefix>(keys-1)": half writes,
+ * a third reads, the rest deletes. Values are unique to the run.
+ */
+static void random_ops(struct sim *s, int count, uint64_t span,
+                       const char *prefix, int keys)
+{
+	for (int i = 0; i < count; i++) {
+		uint64_t at = s->now + sim_rand(s, span);
+		int node = (int)sim_rand(s, (uint64_t)s->n);
+		uint64_t kind = sim_rand(s, 100);
+		char key[16], value[48];
+
+		snprintf(key, sizeof(key), "%s%d", prefix,
+		         (int)sim_rand(s, (uint64_t)keys));
+		snprintf(value, sizeof(value), "%s-%llu-%llu-%d", prefix,
+		         (unsigned long long)s->seed,
+		         (unsigned long long)s->now, i);
+		if (kind < 50)
+			sim_put(s, at, node, key, value);
+		else if (kind < 85)
+			sim_get(s, at, node, key, 0);
+		else
+			sim_del(s, at, node, key);
+	}
+}
+
 /* Owners of key, as the nodes route it. */
 static void owners(struct sim *s, const char *key, kvs__route *r)
 {
@@ -235,22 +263,7 @@ static void quorum_rw(uint64_t seed)
 	s.faults.dup = 20;
 	s.faults.late = 30;
 	fault_some_node(&s, 0, 4000);
-	for (int i = 0; i < 40; i++) {
-		uint64_t at = sim_rand(&s, 4000);
-		int node = (int)sim_rand(&s, 3);
-		char key[8], value[32];
-		uint64_t kind = sim_rand(&s, 100);
-
-		snprintf(key, sizeof(key), "k%d", (int)sim_rand(&s, 4));
-		snprintf(value, sizeof(value), "v%llu-%d",
-		         (unsigned long long)seed, i);
-		if (kind < 50)
-			sim_put(&s, at, node, key, value);
-		else if (kind < 85)
-			sim_get(&s, at, node, key, 0);
-		else
-			sim_del(&s, at, node, key);
-	}
+	random_ops(&s, 40, 4000, "k", 4);
 	sim_run(&s, 6000);
 	heal(&s);
 	sim_settle(&s);
@@ -384,23 +397,7 @@ static void proxy_failover(uint64_t seed)
 	s.faults.dup = 30;
 	s.faults.late = 30;
 	fault_some_node(&s, s.now, s.now + 4000);
-	for (int i = 0; i < 30; i++) {
-		char key[8], value[32];
-		uint64_t kind = sim_rand(&s, 100);
-
-		snprintf(key, sizeof(key), "p%d", (int)sim_rand(&s, 6));
-		snprintf(value, sizeof(value), "b%llu-%d",
-		         (unsigned long long)seed, i);
-		if (kind < 45)
-			sim_put(&s, s.now + sim_rand(&s, 4000),
-			        (int)sim_rand(&s, 5), key, value);
-		else if (kind < 85)
-			sim_get(&s, s.now + sim_rand(&s, 4000),
-			        (int)sim_rand(&s, 5), key, 0);
-		else
-			sim_del(&s, s.now + sim_rand(&s, 4000),
-			        (int)sim_rand(&s, 5), key);
-	}
+	random_ops(&s, 30, 4000, "p", 6);
 	sim_run(&s, s.now + 6000);
 	heal(&s);
 	sim_settle(&s);

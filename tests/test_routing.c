@@ -29,19 +29,7 @@ static void teardown(void)
 	tc_stop(&C);
 }
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-static char *url(int node, const char *fmt, const char *arg)
-{
-	static char buf[4][2048];
-	static int next;
-	char *u = buf[next++ % 4];
-	int n = snprintf(u, sizeof(buf[0]), "%s", C.node[node].url);
-
-	snprintf(u + n, sizeof(buf[0]) - (size_t)n, fmt, arg);
-	return u;
-}
-#pragma GCC diagnostic pop
+#define url(node, fmt, arg) tc_url(&C, node, fmt, arg)
 
 /* The primary owner of key in C (all weights 1). */
 static int owner_of(const char *key)

@@ -33,19 +33,7 @@ static const char *key_owned_by(int owner, const char *prefix)
 }
 
 /* The URL of shard node followed by fmt, whose one %s is arg. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-static char *url(int node, const char *fmt, const char *arg)
-{
-	static char buf[4][2048];
-	static int next;
-	char *u = buf[next++ % 4];
-	int n = snprintf(u, sizeof(buf[0]), "%s", C.node[node].url);
-
-	snprintf(u + n, sizeof(buf[0]) - (size_t)n, fmt, arg);
-	return u;
-}
-#pragma GCC diagnostic pop
+#define url(node, fmt, arg) tc_url(&C, node, fmt, arg)
 
 /* Check a JSON error answer: status and stable code. */
 static void expect_error(const struct tc_resp *r, long status,
