@@ -48,6 +48,9 @@ int kvs__buf_adds(kvs__buf *b, const char *text);
 __attribute__((format(printf, 2, 3)))
 #endif
 int kvs__buf_addf(kvs__buf *b, const char *fmt, ...);
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 0)))
+#endif
 int kvs__buf_vaddf(kvs__buf *b, const char *fmt, va_list ap);
 /*
  * Take the contents (malloc'ed, freed with free()) and leave b empty.
