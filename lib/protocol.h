@@ -163,7 +163,7 @@ enum kvs__pcode {
 /* Operation flags. */
 #define KVS__PQ_TOMBSTONE 0x01u /* APPLY: the record is a tombstone */
 #define KVS__PQ_VALUES 0x02u    /* SCAN: with values */
-#define KVS__PQ_HEAD 0x04u      /* GET: the version, not the value */
+/* 0x04: unused */
 #define KVS__PQ_START 0x08u     /* SCAN: key is start_after */
 #define KVS__PQ_IF_ABSENT 0x10u /* PUT: KVS_WRITE_IF_ABSENT */
 #define KVS__PQ_IF_STAMP 0x20u  /* PUT/DELETE: KVS_WRITE_IF_STAMP */
