@@ -49,7 +49,6 @@ struct qread {
 	unsigned char *key;
 	size_t key_len;
 	unsigned need;
-	unsigned replicas;
 	size_t cand[KVS_RING_MAX_OWNERS];
 	size_t n_cand;
 	size_t next_cand;
@@ -356,7 +355,6 @@ void kvs__quorum_read(kvs__node *n, const kvs__kv_req *req,
 	q->key_len = req->key_len;
 	q->n = n;
 	q->need = need;
-	q->replicas = (unsigned)route->n;
 	q->out = out;
 	q->cb = cb;
 	q->ud = ud;

@@ -57,7 +57,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvshard/common.h"
 #include "toml.h"
+#include "util.h"
 
 /* Results of the internal functions; kvs__toml_parse() returns the same. */
 #define TOML_OK      0
@@ -188,12 +190,6 @@ struct pos {
 	unsigned line, col;
 };
 
-/* A growable byte buffer, always NUL-terminated once allocated. */
-struct buf {
-	char *data;
-	size_t len, cap;
-};
-
 /* One part of a dotted key: its text is keys.data[off, off + len). */
 struct key_part {
 	size_t off, len;
@@ -209,7 +205,7 @@ struct parser {
 	kvs__toml_error *err; /* where errors go, or NULL */
 	struct node *root;    /* the document's table */
 	struct node *cur;     /* the table the next key/value pairs go to */
-	struct buf keys;      /* text of the key parts being parsed */
+	kvs__buf keys;        /* text of the key parts being parsed */
 	struct key_part parts[TOML_MAX_DEPTH];
 	size_t nparts;
 };
@@ -279,41 +275,9 @@ static int word_is(const char *t, size_t n, const char *w)
 	return n == strlen(w) && memcmp(t, w, n) == 0;
 }
 
-/*
- * Decodes the UTF-8 sequence at s (n bytes available) into *cp and returns
- * its length, or 0 when it is malformed: a bad lead or continuation byte, a
- * truncated sequence, an overlong form, a surrogate or a value beyond
- * U+10FFFF.
- */
-static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
-{
-	const struct utf8_form *f = NULL;
-	uint32_t v;
-
-	if (s[0] < ASCII_LIMIT) {
-		*cp = s[0];
-		return 1;
-	}
-	for (size_t i = 0; i < sizeof(utf8_forms) / sizeof(utf8_forms[0]);
-	     i++) {
-		if (s[0] >= utf8_forms[i].lead_min &&
-		    s[0] <= utf8_forms[i].lead_max)
-			f = &utf8_forms[i];
-	}
-	if (f == NULL || n < f->len)
-		return 0;
-	v = s[0] & f->lead_bits;
-	for (size_t i = 1; i < f->len; i++) {
-		if ((s[i] & UTF8_CONT_MASK) != UTF8_CONT_TAG)
-			return 0;
-		v = (v << UTF8_CONT_BITS) | (s[i] & UTF8_PAYLOAD);
-	}
-	if (v < f->cp_min || v > UNICODE_MAX ||
-	    (v >= SURROGATE_FIRST && v <= SURROGATE_LAST))
-		return 0;
-	*cp = v;
-	return f->len;
-}
+/* Decoding UTF-8 (rejecting overlong forms, surrogates and values beyond
+ * U+10FFFF) is util.h's; encoding escapes is here. */
+#define utf8_decode kvs__utf8_decode
 
 /* Encodes the scalar value cp as UTF-8 into out; returns the length. */
 static size_t utf8_encode(uint32_t cp, char out[UTF8_MAX_LEN])
@@ -340,41 +304,19 @@ static size_t utf8_encode(uint32_t cp, char out[UTF8_MAX_LEN])
 	return len;
 }
 
-/* Makes room for extra more bytes and a NUL; TOML_ENOMEM if impossible. */
-static int buf_reserve(struct buf *b, size_t extra)
+/* The buffers are util.h's (NUL-terminated once allocated); these give
+ * their errors as the parser's. */
+static int buf_reserve(kvs__buf *b, size_t extra)
 {
-	size_t need, cap;
-	char *data;
-
-	if (extra > SIZE_MAX - 1 - b->len)
-		return TOML_ENOMEM;
-	need = b->len + extra + 1;
-	if (need <= b->cap)
-		return TOML_OK;
-	cap = b->cap > 0 ? b->cap : INITIAL_CAP;
-	while (cap < need)
-		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-	data = realloc(b->data, cap);
-	if (data == NULL)
-		return TOML_ENOMEM;
-	if (b->data == NULL)
-		data[0] = '\0';
-	b->data = data;
-	b->cap = cap;
-	return TOML_OK;
+	return kvs__buf_reserve(b, extra) == KVS_OK ? TOML_OK : TOML_ENOMEM;
 }
 
-static int buf_add(struct buf *b, const char *s, size_t n)
+static int buf_add(kvs__buf *b, const char *s, size_t n)
 {
-	if (buf_reserve(b, n) != TOML_OK)
-		return TOML_ENOMEM;
-	memcpy(b->data + b->len, s, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-	return TOML_OK;
+	return kvs__buf_add(b, s, n) == KVS_OK ? TOML_OK : TOML_ENOMEM;
 }
 
-static int buf_put(struct buf *b, char c)
+static int buf_put(kvs__buf *b, char c)
 {
 	return buf_add(b, &c, 1);
 }
@@ -968,7 +910,7 @@ static int skip_blank(struct parser *p)
  * two is content; three to five close the string, any quotes beyond three
  * being content. Sets *done when the string is closed.
  */
-static int close_quotes(struct parser *p, struct buf *b, char q, int *done)
+static int close_quotes(struct parser *p, kvs__buf *b, char q, int *done)
 {
 	size_t run = 0;
 
@@ -1019,7 +961,7 @@ static int line_ending_backslash(struct parser *p, struct pos at)
 }
 
 /* A \u or \U escape at p->pos (on the letter); appends the character. */
-static int unicode_escape(struct parser *p, struct buf *b, struct pos at)
+static int unicode_escape(struct parser *p, kvs__buf *b, struct pos at)
 {
 	char letter = p->s[p->pos];
 	int ndig = letter == 'u' ? ESCAPE_U_DIGITS : ESCAPE_BIG_U_DIGITS;
@@ -1047,7 +989,7 @@ static int unicode_escape(struct parser *p, struct buf *b, struct pos at)
 }
 
 /* An escape sequence in a basic string, at its backslash. */
-static int parse_escape(struct parser *p, struct buf *b, int multi)
+static int parse_escape(struct parser *p, kvs__buf *b, int multi)
 {
 	static const char from[] = "btnfr\"\\";
 	static const char to[] = "\b\t\n\f\r\"\\";
@@ -1080,7 +1022,7 @@ static int parse_escape(struct parser *p, struct buf *b, int multi)
  * A basic string ("..." or, when multi, """...""") at its opening quote;
  * appends its value to b.
  */
-static int parse_basic(struct parser *p, struct buf *b, int multi)
+static int parse_basic(struct parser *p, kvs__buf *b, int multi)
 {
 	struct pos open = here(p);
 	int done, rc;
@@ -1133,7 +1075,7 @@ static int parse_basic(struct parser *p, struct buf *b, int multi)
 }
 
 /* A literal string ('...' or, when multi, '''...'''); appends to b. */
-static int parse_literal(struct parser *p, struct buf *b, int multi)
+static int parse_literal(struct parser *p, kvs__buf *b, int multi)
 {
 	struct pos open = here(p);
 	int done, rc;
@@ -1183,12 +1125,13 @@ static int parse_literal(struct parser *p, struct buf *b, int multi)
 static int parse_string_value(struct parser *p, kvs__toml_value **out)
 {
 	struct pos at = here(p);
-	struct buf b = {NULL, 0, 0};
+	kvs__buf b;
 	int quote = peek(p);
 	int multi = at_triple(p, quote);
 	kvs__toml_value *v;
 	int rc;
 
+	kvs__buf_init(&b, 0);
 	rc = quote == '"' ? parse_basic(p, &b, multi)
 	                  : parse_literal(p, &b, multi);
 	if (rc != TOML_OK) {

@@ -55,8 +55,10 @@ int kvs__buf_reserve(kvs__buf *b, size_t n)
 		return b->rc;
 	}
 	need = b->len + n + 1;
-	if (need <= b->cap)
+	if (need <= b->cap) {
+		b->data[b->len] = '\0';
 		return KVS_OK;
+	}
 	cap = b->cap ? b->cap : BUF_FIRST;
 	while (cap < need)
 		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
@@ -67,6 +69,7 @@ int kvs__buf_reserve(kvs__buf *b, size_t n)
 	}
 	b->data = d;
 	b->cap = cap;
+	b->data[b->len] = '\0';
 	return KVS_OK;
 }
 
@@ -147,13 +150,22 @@ char *kvs__buf_take(kvs__buf *b, size_t *len)
 
 size_t kvs__utf8_len(const unsigned char *p, size_t left)
 {
+	uint32_t cp;
+
+	return kvs__utf8_decode(p, left, &cp);
+}
+
+size_t kvs__utf8_decode(const unsigned char *p, size_t left, uint32_t *out)
+{
 	static const uint32_t min_of_len[] = {0, 0, 0x80, 0x800, 0x10000};
 	unsigned c = p[0];
 	uint32_t cp;
 	size_t n;
 
-	if (c < 0x80)
+	if (c < 0x80) {
+		*out = c;
 		return 1;
+	}
 	if ((c & 0xe0) == 0xc0) {
 		n = 2;
 		cp = c & 0x1f;
@@ -176,6 +188,7 @@ size_t kvs__utf8_len(const unsigned char *p, size_t left)
 	if (cp < min_of_len[n] || cp > 0x10ffff ||
 	    (cp >= 0xd800 && cp <= 0xdfff))
 		return 0;
+	*out = cp;
 	return n;
 }
 

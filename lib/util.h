@@ -65,6 +65,9 @@ char *kvs__buf_take(kvs__buf *b, size_t *len);
  */
 size_t kvs__utf8_len(const unsigned char *p, size_t left);
 
+/* kvs__utf8_len, also giving the code point in *cp. */
+size_t kvs__utf8_decode(const unsigned char *p, size_t left, uint32_t *cp);
+
 /* Are these bytes UTF-8 without NUL or other control characters (C0, DEL,
  * C1)? Such bytes go into JSON as text; anything else also as base64. */
 int kvs__printable(const void *data, size_t len);

@@ -5,8 +5,10 @@
  * node) and builds the same ring as the servers, so that each request goes
  * straight to an owner of its key: reads to an owner that is up, writes to
  * the first owner that is up (the coordinator). When an owner fails, the
- * next one is tried. The topology is fetched again when a server answers
- * with a newer epoch (X-Kvshard-Epoch) or when routing fails.
+ * next one is tried. The topology is fetched again when routing fails,
+ * and when a server answers with a newer epoch (X-Kvshard-Epoch: always 1
+ * while the topology is the config file's, so this part waits for
+ * topology changes at run time).
  *
  * Threads: one kvs_client may be used from any number of threads at once;
  * each request takes a pooled connection, so N threads keep about N
