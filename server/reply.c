@@ -105,36 +105,17 @@ void reply_fail(struct req *r, int rc, const char *what)
 	reply_error(r, rc, "%s: %s", what, kvs_strerror(rc));
 }
 
-struct release {
-	void (*release)(void *);
-	void *hold;
-};
-
-static void release_value(void *cls)
-{
-	struct release *rl = cls;
-
-	if (rl->release != NULL)
-		rl->release(rl->hold);
-	free(rl);
-}
-
 void reply_value(struct req *r, const void *value, size_t len,
                  void (*release)(void *), void *hold, const char *ctype)
 {
-	struct release *rl = malloc(sizeof(*rl));
-	struct MHD_Response *resp = NULL;
+	/* The value is sent from where it is; libmicrohttpd calls
+	 * release(hold) once it is sent (a release of NULL is never
+	 * called). */
+	struct MHD_Response *resp =
+	        MHD_create_response_from_buffer_with_free_callback_cls(
+	                len, (void *)(value != NULL ? value : ""), release,
+	                hold);
 
-	if (rl != NULL) {
-		rl->release = release;
-		rl->hold = hold;
-		/* The value is sent from where it is, freed once sent. */
-		resp = MHD_create_response_from_buffer_with_free_callback_cls(
-		        len, (void *)(value != NULL ? value : ""), release_value,
-		        rl);
-		if (resp == NULL)
-			free(rl);
-	}
 	if (resp == NULL && release != NULL)
 		release(hold);
 	answer(r, 200, resp, ctype);
