@@ -1,7 +1,9 @@
 /*
- * node_internal.h - what the node's files share (node.c, quorum.c,
- * proxy.c, cscan.c, serve.c); nothing outside lib/node*.c and the tests
- * includes it.
+ * node_internal.h - what the node's files share (node.c, ops.c, quorum.c,
+ * proxy.c, cscan.c, serve.c); nothing else but the tests includes it.
+ *
+ * Calls go one way: serve.c -> ops.c -> quorum.c, proxy.c -> node.c, and
+ * cscan.c -> node.c; node.c calls none of the others.
  */
 #ifndef KVS_NODE_INTERNAL_H
 #define KVS_NODE_INTERNAL_H
@@ -110,7 +112,12 @@ __attribute__((format(printf, 3, 4)))
 void kvs__node_log(kvs__node *n, int level, const char *fmt, ...);
 
 /* A result that failed with rc, then cb(ud). */
-void kvs__node_fail(kvs__result *out, int rc, kvs__node_cb cb, void *ud);
+static inline void kvs__node_fail(kvs__result *out, int rc, kvs__node_cb cb,
+                                  void *ud)
+{
+	out->rc = rc;
+	cb(ud);
+}
 
 /* A frame came from the shard whose idx is idx: it is up. */
 void kvs__node_heard_from(kvs__node *n, uint32_t idx);

@@ -48,6 +48,9 @@ static inline void kvs__op_release(kvs__op *op)
 
 /* A release with the signature of a free function, for callbacks that
  * take (void *): release((kvs__op *)arg). */
-void kvs__op_release_cb(void *op);
+static inline void kvs__op_release_cb(void *op)
+{
+	kvs__op_release(op);
+}
 
 #endif /* KVS_OP_H */

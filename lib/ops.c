@@ -1,0 +1,236 @@
+/*
+ * ops.c - a client's operation on one key, and batches of them: where the
+ * request goes, decided here and only here.
+ *
+ * The ring gives the key's N owners in preference order. A read is served
+ * by this node when it is an owner: from its own store when R = 1, else
+ * through a quorum read (quorum.c). A write is coordinated by the first
+ * owner that is up (the coordinator), so that conditional writes are
+ * decided in one store; an owner that is not the coordinator passes the
+ * write to it. A node that may not serve a request itself forwards it to
+ * an owner (proxy.c) or, with routing = "redirect", tells the client where
+ * to go. Requests that came from another node (kvs__kv_req.from_peer) are
+ * served or coordinated here when this node owns the key, and refused
+ * (KVS_EWRONGSHARD) otherwise: they never travel further, so requests
+ * cannot circle even when two nodes disagree about health or topology.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "node_internal.h"
+
+/* ------------------------------------------------------------------ */
+/* Results                                                              */
+
+void kvs__result_clear(kvs__result *r)
+{
+	if (r->release != NULL)
+		r->release(r->hold);
+	memset(r, 0, sizeof(*r));
+}
+
+void kvs__result_take(kvs__result *r, void (**release)(void *), void **hold)
+{
+	*release = r->release;
+	*hold = r->hold;
+	r->release = NULL;
+	r->hold = NULL;
+}
+
+
+/* Check what the node can check alone; KVS_OK or why not. */
+static int check_request(const kvs__node *n, const kvs__kv_req *req)
+{
+	if (req->key == NULL || req->key_len == 0 ||
+	    req->key_len > n->cc->max_key_bytes)
+		return KVS_EKEYSIZE;
+	if (req->kind == KVS__KV_PUT &&
+	    (req->value_len > n->cc->max_value_bytes ||
+	     (req->value == NULL && req->value_len > 0)))
+		return req->value_len > n->cc->max_value_bytes ? KVS_EVALSIZE
+		                                                : KVS_EINVAL;
+	if (req->r > n->cc->replication || req->w > n->cc->replication)
+		return KVS_EBADARG;
+	if (req->cond.n_expect > KVS__MAX_EXPECT)
+		return KVS_EBADCOND;
+	return KVS_OK;
+}
+
+struct local_read {
+	kvs__result *out;
+	int rc;
+};
+
+/* Copy the record out of the store's memory (it is valid only in here). */
+static int copy_record(void *ud, const kvs_record *rec)
+{
+	struct local_read *lr = ud;
+	kvs__result *out = lr->out;
+
+	out->stamp = rec->stamp;
+	if (rec->flags & KVS_RECORD_TOMBSTONE) {
+		lr->rc = KVS_NOTFOUND;
+		return 0;
+	}
+	if (rec->value_len > 0) {
+		void *copy = malloc(rec->value_len);
+
+		if (copy == NULL) {
+			lr->rc = KVS_ENOMEM;
+			return 0;
+		}
+		memcpy(copy, rec->value, rec->value_len);
+		out->value = copy;
+		out->hold = copy;
+		out->release = free;
+	}
+	out->value_len = rec->value_len;
+	lr->rc = KVS_OK;
+	return 0;
+}
+
+/* R = 1 on an owner: this node's own store answers. */
+static void local_get(kvs__node *n, const kvs__kv_req *req, kvs__result *out)
+{
+	struct local_read lr = {out, KVS_OK};
+	int rc = kvs_store_read(n->store, req->key, req->key_len,
+	                        KVS_READ_TOMBSTONES, copy_record, &lr);
+
+	out->rc = rc == KVS_OK ? lr.rc : rc;
+	out->acks = 1;
+}
+
+/* The first usable owner not to be avoided (this node), else the first
+ * other owner. */
+static size_t owner_to_ask(kvs__node *n, const kvs__route *r)
+{
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < r->n; i++)
+			if (r->owners[i] != n->self &&
+			    (pass == 1 || kvs__node_usable(n, r->owners[i])))
+				return r->owners[i];
+	return r->owners[0];
+}
+
+static unsigned quorum_of(unsigned asked, unsigned dflt, size_t replicas)
+{
+	unsigned q = asked != 0 ? asked : dflt;
+
+	if (q > replicas)
+		q = (unsigned)replicas;
+	return q > 0 ? q : 1;
+}
+
+/* kvs__node_kv; a batch cannot send its client elsewhere (may_redirect
+ * 0): its operations are forwarded whatever the routing. */
+static void dispatch(kvs__node *n, const kvs__kv_req *req, kvs__result *out,
+                     kvs__node_cb cb, void *ud, int may_redirect)
+{
+	int rc = check_request(n, req);
+	int redirect = may_redirect && n->cc->routing == KVS_ROUTING_REDIRECT;
+	kvs__kv_req stamped;
+	kvs__route route;
+	unsigned need;
+	size_t coord;
+
+	memset(out, 0, sizeof(*out));
+	out->served_by = n->self;
+	if (rc != KVS_OK) {
+		kvs__node_fail(out, rc, cb, ud);
+		return;
+	}
+	kvs__node_route(n, req->key, req->key_len, &route);
+	out->replicas = (unsigned)route.n;
+	if (req->kind == KVS__KV_GET) {
+		need = quorum_of(req->r, n->cc->read_quorum, route.n);
+		out->need = need;
+		if (route.self >= 0 && need == 1) {
+			local_get(n, req, out);
+			cb(ud);
+		} else if (route.self >= 0) {
+			kvs__quorum_read(n, req, &route, need, out, cb, ud);
+		} else if (req->from_peer) {
+			kvs__node_fail(out, KVS_EWRONGSHARD, cb, ud);
+		} else if (redirect) {
+			out->redirect = 1;
+			out->target = owner_to_ask(n, &route);
+			cb(ud);
+		} else {
+			kvs__proxy(n, req, &route, need, out, cb, ud);
+		}
+		return;
+	}
+	need = quorum_of(req->w, n->cc->write_quorum, route.n);
+	out->need = need;
+	if (req->cond.flags == 0 && req->stamp.hlc == 0) {
+		/* The write's version is fixed here, on arrival (see
+		 * kvs__kv_req.stamp); conditional writes are stamped by the
+		 * store that decides them. */
+		stamped = *req;
+		stamped.stamp.hlc = kvs__store_clock_now(n->store);
+		stamped.stamp.shard = n->self_idx;
+		req = &stamped;
+	}
+	coord = kvs__node_coordinator(n, &route);
+	/* Owners coordinate when first in line, when a peer sent the write
+	 * here, or when clients are redirected (owners never redirect
+	 * among themselves: no loops). */
+	if (route.self >= 0 && (coord == n->self || req->from_peer || redirect)) {
+		kvs__quorum_write(n, req, &route, need, out, cb, ud);
+	} else if (req->from_peer) {
+		kvs__node_fail(out, KVS_EWRONGSHARD, cb, ud);
+	} else if (redirect) {
+		out->redirect = 1;
+		out->target = coord;
+		cb(ud);
+	} else {
+		kvs__proxy(n, req, &route, need, out, cb, ud);
+	}
+}
+
+void kvs__node_kv(kvs__node *n, const kvs__kv_req *req, kvs__result *out,
+                  kvs__node_cb cb, void *ud)
+{
+	dispatch(n, req, out, cb, ud, 1);
+}
+
+/* A batch: one operation held by each of its requests. */
+struct batch {
+	kvs__op op;
+	kvs__node_cb cb;
+	void *ud;
+};
+
+static void batch_done(kvs__op *op)
+{
+	struct batch *b = (struct batch *)op;
+	kvs__node_cb cb = b->cb;
+	void *ud = b->ud;
+
+	free(b);
+	cb(ud);
+}
+
+void kvs__node_batch(kvs__node *n, const kvs__kv_req *reqs, size_t count,
+                     kvs__result *outs, kvs__node_cb cb, void *ud)
+{
+	struct batch *b = malloc(sizeof(*b));
+
+	if (b == NULL) {
+		for (size_t i = 0; i < count; i++) {
+			memset(&outs[i], 0, sizeof(outs[i]));
+			outs[i].rc = KVS_ENOMEM;
+		}
+		cb(ud);
+		return;
+	}
+	kvs__op_init(&b->op, batch_done);
+	b->cb = cb;
+	b->ud = ud;
+	for (size_t i = 0; i < count; i++) {
+		kvs__op_hold(&b->op);
+		dispatch(n, &reqs[i], &outs[i], kvs__op_release_cb, &b->op, 0);
+	}
+	kvs__op_release(&b->op);
+}
+
