@@ -67,7 +67,14 @@ void tc_prepare(struct tc_cluster *c, int n, const char *extra_toml)
 		struct tc_node *nd = &c->node[i];
 
 		snprintf(nd->name, sizeof(nd->name), "shard-%d", i + 1);
-		nd->port = tc_free_port();
+		/* A port just released may be handed out again: never give
+		 * two shards of one cluster the same one. */
+		for (int again = 1; again;) {
+			nd->port = tc_free_port();
+			again = 0;
+			for (int j = 0; j < i; j++)
+				again |= c->node[j].port == nd->port;
+		}
 		snprintf(nd->url, sizeof(nd->url), "http://127.0.0.1:%d",
 		         nd->port);
 		fprintf(f, "[[shards]]\nname = \"%s\"\nidx = %d\n"

@@ -423,6 +423,12 @@ START_TEST(compare_and_swap_has_one_winner_per_version)
 	int wins = 0;
 
 	tc_start(&C, 3, NULL);
+	/* Steady state: every node sees every other up (a node started
+	 * before the others saw them refuse until its probes or theirs
+	 * say otherwise; api.md documents that window). */
+	for (int i = 0; i < 3; i++)
+		for (int j = 0; j < 3; j++)
+			ck_assert_int_ge(wait_status(i, j, "up"), 0);
 	put(0, "counter", "0");
 	for (int i = 0; i < RACERS; i++) {
 		rc[i].node = i;

@@ -101,7 +101,9 @@ static void setup_config(void)
 	snprintf(run_dir, sizeof(run_dir), "%s/run", dir);
 	snprintf(config, sizeof(config), "%s/cluster.toml", dir);
 	port[0] = tc_free_port();
-	port[1] = tc_free_port();
+	do
+		port[1] = tc_free_port();
+	while (port[1] == port[0]);
 	f = fopen(config, "w");
 	ck_assert_ptr_nonnull(f);
 	/* Single quotes, comments after values, a table between shards:

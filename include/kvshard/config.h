@@ -25,7 +25,7 @@ extern "C" {
 typedef struct kvs_config kvs_config;
 
 /* Defaults, documented once (docs/config.md repeats them). */
-#define KVS_DEFAULT_REPLICATION 3u /* capped at the number of shards */
+#define KVS_DEFAULT_REPLICATION 3u /* capped at the shards with weight > 0 */
 #define KVS_DEFAULT_REQUEST_TIMEOUT_MS 2000u
 #define KVS_DEFAULT_CONNECT_TIMEOUT_MS 500u
 #define KVS_DEFAULT_MAX_KEY_BYTES 511u
@@ -60,7 +60,7 @@ typedef struct kvs_shard_config {
 typedef struct kvs_cluster_config {
 	const char *path; /* the file (or the name given to kvs_config_parse) */
 	/* [cluster] */
-	unsigned replication;  /* N, already capped at the number of shards */
+	unsigned replication;  /* N, capped at the shards with weight > 0 */
 	unsigned write_quorum; /* W, 1..N; default majority of N */
 	unsigned read_quorum;  /* R, 1..N; default majority of N */
 	unsigned vnodes;
