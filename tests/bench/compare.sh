@@ -6,6 +6,8 @@
 #   nginx returning a fixed 100-byte body     (the HTTP ceiling)
 #   kvshard-server, 1 node
 #   kvshard, 3 nodes with N=1 and with N=3     (requests go to an owner)
+#   kvshard, 3 nodes with N=3, requests spread over every node, then with
+#     one node stopped by SIGSTOP (p99 and max)
 #   kvshard, a proxy hop: a node that owns nothing forwards to the owner
 #   Redis behind webdis                         (HTTP to Redis)
 #   etcd, v3 JSON gateway                       (a durable, replicated peer)
@@ -109,8 +111,8 @@ stop_pid() {
 BENCH=
 COMMON=()
 
-# run_bench LABEL ARGS...: RUNS runs; prints "throughput p99_ms errors"
-# (medians).
+# run_bench LABEL ARGS...: RUNS runs; prints "throughput p99_ms errors
+# max_ms" (medians; the largest error count and latency of all runs).
 run_bench() {
 	local label=$1 i out
 	shift
@@ -123,17 +125,18 @@ run_bench() {
 	python3 - "$RESULTS" "$label" "$RUNS" <<'PY'
 import json, statistics, sys
 d, label, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-tp, p99, err = [], [], []
+tp, p99, err, mx = [], [], [], []
 for i in range(1, runs + 1):
     j = json.load(open("%s/%s.%d.json" % (d, label, i)))
     tp.append(j["throughput"])
     p99.append(j["latency_ms"]["all"]["p99"])
     err.append(j["errors"]["total"])
-print("%.0f %.3f %d" % (statistics.median(tp), statistics.median(p99), max(err)))
+    mx.append(j["latency_ms"]["all"]["max"])
+print("%.0f %.3f %d %.3f" % (statistics.median(tp), statistics.median(p99), max(err), max(mx)))
 PY
 }
 
-declare -A GET_TP GET_P99 PUT_TP PUT_P99 NOTE
+declare -A GET_TP GET_P99 GET_MAX PUT_TP PUT_P99 PUT_MAX NOTE
 
 # A file-name-safe form of a label.
 slug() { echo "$1" | tr -cs 'A-Za-z0-9' '-' | sed 's/-$//'; }
@@ -147,16 +150,18 @@ measure() { # name get-args... -- put-args... (put-args may be empty)
 	done
 	kvs_log "$name: GET"
 	r=$(run_bench "$(slug "$name")-get" "${get[@]}" --workload C) || exit 1
-	read -r tp p99 e <<<"$r"
+	read -r tp p99 e mx <<<"$r"
 	GET_TP[$name]=$tp
 	GET_P99[$name]=$p99
+	GET_MAX[$name]=$mx
 	[ "$e" = 0 ] || NOTE[$name]="${NOTE[$name]:-}GET errors: $e. "
 	if [ ${#put[@]} -gt 0 ]; then
 		kvs_log "$name: PUT"
 		r=$(run_bench "$(slug "$name")-put" "${put[@]}" --read-ratio 0) || exit 1
-		read -r tp p99 e <<<"$r"
+		read -r tp p99 e mx <<<"$r"
 		PUT_TP[$name]=$tp
 		PUT_P99[$name]=$p99
+		PUT_MAX[$name]=$mx
 		[ "$e" = 0 ] || NOTE[$name]="${NOTE[$name]:-}PUT errors: $e. "
 	fi
 }
@@ -292,6 +297,18 @@ EOF
 	preload --ring "$cfg" $(kv_get) --put "http://{host}/v1/kv/{key}"
 	measure "kvshard, 3 nodes N=3 W=2 R=2" --ring "$cfg" $(kv_get) -- \
 		--ring "$cfg" --put "http://{host}/v1/kv/{key}"
+	# What a curl user gets: requests spread over every node, whatever
+	# the key (most reach a node that must ask another).
+	local hosts3="127.0.0.1:$((BASE_PORT + 1)),127.0.0.1:$((BASE_PORT + 2)),127.0.0.1:$((BASE_PORT + 3))"
+	local hosts2="127.0.0.1:$((BASE_PORT + 1)),127.0.0.1:$((BASE_PORT + 2))"
+	measure "kvshard, 3 nodes N=3 W=2 R=2, spread over the nodes" --hosts "$hosts3" $(kv_get) -- \
+		--hosts "$hosts3" --put "http://{host}/v1/kv/{key}"
+	# One node hung (SIGSTOP): requests through the other two.
+	kill -STOP "${KV_PIDS[2]}"
+	measure "kvshard, 3 nodes N=3, one stopped (SIGSTOP)" --hosts "$hosts2" $(kv_get) -- \
+		--hosts "$hosts2" --put "http://{host}/v1/kv/{key}"
+	kill -CONT "${KV_PIDS[2]}"
+	NOTE["kvshard, 3 nodes N=3, one stopped (SIGSTOP)"]="max GET ${GET_MAX["kvshard, 3 nodes N=3, one stopped (SIGSTOP)"]} ms, max PUT ${PUT_MAX["kvshard, 3 nodes N=3, one stopped (SIGSTOP)"]} ms. "
 	stop_kvshard
 
 	# A proxy hop: s1 owns nothing (weight 0) and forwards everything to
@@ -355,7 +372,8 @@ ratio() { # a b -> a/b as "1.23x"
 report() {
 	local ref="kvshard, 1 node" name
 	local order=("nginx (fixed body)" "kvshard, 1 node" "kvshard, 3 nodes N=1, to the owner"
-		"kvshard, 3 nodes N=3 W=2 R=2" "kvshard, owner asked directly"
+		"kvshard, 3 nodes N=3 W=2 R=2" "kvshard, 3 nodes N=3 W=2 R=2, spread over the nodes"
+		"kvshard, 3 nodes N=3, one stopped (SIGSTOP)" "kvshard, owner asked directly"
 		"kvshard, through a non-owner (proxy hop)" "Redis + webdis" "etcd (v3 JSON gateway)")
 	echo
 	echo "compare.sh, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
