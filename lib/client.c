@@ -376,6 +376,8 @@ static int key_request(kvs_client *c, const char *method, const void *key,
 		kvs__transport_request(c->t, &req, resp);
 		free(url);
 		rc = resp->rc;
+		if (rc != KVS_OK && cond != NULL && resp->sent)
+			break; /* maybe decided there: not again elsewhere */
 		if (rc == KVS_OK && resp->status == 503 &&
 		    status_rc(resp) == KVS_ESHUTDOWN)
 			rc = KVS_ESHUTDOWN; /* stopping: as good as down */

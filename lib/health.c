@@ -39,8 +39,9 @@ int kvs__health_note(kvs__health *h, int rc, uint64_t now_ms)
 		atomic_store(&h->retry_at_ms, now_ms + backoff_of(f));
 		return atomic_exchange(&h->up, 0) ? -1 : 0;
 	}
-	if (rc == KVS_ECLOSED)
-		return 0; /* our side is closing: says nothing of the peer */
+	if (rc == KVS_ECLOSED || rc == KVS_ENOMEM || rc == KVS_ESYS)
+		return 0; /* our side is closing or failing: says nothing of
+		           * the peer */
 	/* Anything else is an answer. Plain loads first: the common case
 	 * (already up) then writes no shared cache line. */
 	if (atomic_load_explicit(&h->failures, memory_order_relaxed) != 0)

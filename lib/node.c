@@ -70,8 +70,11 @@ int kvs__node_usable(kvs__node *n, size_t i)
 	return i == n->self || kvs__health_up(&n->peers[i].health);
 }
 
-size_t kvs__node_coordinator(kvs__node *n, const kvs__route *r)
+size_t kvs__node_coordinator(kvs__node *n, const kvs__route *r,
+                             const kvs__kv_req *req)
 {
+	if (req->cond.flags != 0)
+		return r->owners[0];
 	for (size_t i = 0; i < r->n; i++)
 		if (kvs__node_usable(n, r->owners[i]))
 			return r->owners[i];
@@ -355,14 +358,17 @@ int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
 	int rc;
 
 	*out = NULL;
-	if (me == NULL) {
+	n = me != NULL ? calloc(1, sizeof(*n)) : NULL;
+	if (n == NULL) {
+		/* The node takes the peer implementation in every case. */
+		if (opts != NULL && opts->peer_ops != NULL)
+			opts->peer_ops->free(opts->peer_impl);
+		if (me != NULL)
+			return KVS_ENOMEM;
 		snprintf(errbuf, errlen, "%s: no shard named \"%s\"", cc->path,
 		         shard);
 		return KVS_EINVAL;
 	}
-	n = calloc(1, sizeof(*n));
-	if (n == NULL)
-		return KVS_ENOMEM;
 	if (opts != NULL)
 		n->o = *opts;
 	if (n->o.now_ms == NULL)

@@ -42,7 +42,8 @@ enum { KVS__LOG_DEBUG, KVS__LOG_INFO, KVS__LOG_WARN, KVS__LOG_ERROR };
 
 typedef struct kvs__node_options {
 	/* How to reach peers. NULL: HTTP (peer.c). A node takes peer_impl
-	 * and frees it with peer_ops->free on close. */
+	 * and frees it with peer_ops->free on close, or when it fails to
+	 * open. */
 	const kvs__peer_ops *peer_ops;
 	void *peer_impl;
 	/* Monotonic milliseconds for health and probing; NULL: the real
@@ -116,7 +117,9 @@ typedef struct kvs__result {
 	/* KVS_OK; KVS_NOTFOUND (GET: absent or deleted); or KVS_EKEYSIZE,
 	 * KVS_EVALSIZE, KVS_EBADARG (a quorum above N), KVS_ECONFLICT,
 	 * KVS_EEXISTS (conditions), KVS_EUNAVAIL (fewer than R/W replicas,
-	 * or no owner answered), KVS_EWRONGSHARD, a store error. */
+	 * or no owner answered), KVS_ETIMEDOUT (a forwarded conditional
+	 * write got no answer: its outcome is unknown), KVS_ESHUTDOWN
+	 * (this node is stopping), KVS_EWRONGSHARD, a store error. */
 	int rc;
 	/* The version read or written; for KVS_NOTFOUND the deletion's
 	 * version when one was seen, else {0, 0}. */
@@ -131,7 +134,7 @@ typedef struct kvs__result {
 	/* routing = "redirect": send the client to shard `target`. */
 	int redirect;
 	/* KVS_EUNAVAIL because no owner answered at all (not a quorum
-	 * missed): target is the last one tried. */
+	 * missed), or KVS_ETIMEDOUT: target is the last one tried. */
 	int unreachable;
 	size_t target;
 	/* Private: what keeps value alive. */

@@ -84,9 +84,11 @@ uint64_t kvs__node_now(kvs__node *n);
  * still asked when no other will do.) */
 int kvs__node_usable(kvs__node *n, size_t i);
 
-/* The owner that coordinates writes: the first usable owner, else the
- * first owner. */
-size_t kvs__node_coordinator(kvs__node *n, const kvs__route *r);
+/* The owner that coordinates a write: for a conditional one, the key's
+ * primary (its first owner), always, since it alone decides conditions;
+ * otherwise the first usable owner, else the first owner. */
+size_t kvs__node_coordinator(kvs__node *n, const kvs__route *r,
+                             const kvs__kv_req *req);
 
 /*
  * Send a message to shard peer through the peer operations, noting the

@@ -4,10 +4,11 @@
  *
  * The ring gives the key's N owners in preference order. A read is served
  * by this node when it is an owner: from its own store when R = 1, else
- * through a quorum read (quorum.c). A write is coordinated by the first
- * owner that is up (the coordinator), so that conditional writes are
- * decided in one store; an owner that is not the coordinator passes the
- * write to it. A node that may not serve a request itself forwards it to
+ * through a quorum read (quorum.c). An unconditional write is coordinated
+ * by the first owner that is up; a conditional one by the key's primary
+ * (its first owner) only, up or not, so that conditions are decided in one
+ * store whatever each node believes about the others' health. An owner
+ * that is not the coordinator passes the write to it. A node that may not serve a request itself forwards it to
  * an owner (proxy.c) or, with routing = "redirect", tells the client where
  * to go. Requests that came from another node (kvs__kv_req.from_peer) are
  * served or coordinated here when this node owns the key, and refused
@@ -171,11 +172,16 @@ static void dispatch(kvs__node *n, const kvs__kv_req *req, kvs__result *out,
 		stamped.stamp.shard = n->self_idx;
 		req = &stamped;
 	}
-	coord = kvs__node_coordinator(n, &route);
-	/* Owners coordinate when first in line, when a peer sent the write
-	 * here, or when clients are redirected (owners never redirect
-	 * among themselves: no loops). */
-	if (route.self >= 0 && (coord == n->self || req->from_peer || redirect)) {
+	coord = kvs__node_coordinator(n, &route, req);
+	/* Owners coordinate when first in line, or when a peer sent an
+	 * unconditional write here; with redirects, any owner coordinates
+	 * an unconditional write. A conditional write is decided by the
+	 * primary only: another owner sends it there (or the client, with
+	 * redirects), and refuses it from a peer. Redirects point to the
+	 * coordinator, which never redirects: no loops. */
+	if (route.self >= 0 &&
+	    (coord == n->self ||
+	     (req->cond.flags == 0 && (req->from_peer || redirect)))) {
 		kvs__quorum_write(n, req, &route, need, out, cb, ud);
 	} else if (req->from_peer) {
 		kvs__node_fail(out, KVS_EWRONGSHARD, cb, ud);

@@ -63,12 +63,18 @@ static void sent(void *ud, kvs__http_response *resp)
 
 	if (resp->rc != KVS_OK) {
 		a->rc = resp->rc;
+		a->refused = !resp->sent;
 	} else if (resp->status == 200) {
 		kvs__panswer_fill(a, resp->body, resp->body_len, s->n);
 		resp->body = NULL;
 	} else {
 		a->rc = kvs__error_of_body(resp->status, resp->body,
 		                           resp->body_len);
+		/* The peer checks the frame, its sender and its own state
+		 * before serving any operation, and answers those with 4xx
+		 * or 503; a 500 may come after it served them. */
+		a->refused = (resp->status >= 400 && resp->status < 500) ||
+		             resp->status == 503;
 	}
 	kvs__http_response_clear(resp);
 	free(s->frame);

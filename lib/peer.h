@@ -36,6 +36,11 @@ typedef struct kvs__panswer {
 	 * KVS_EAUTH, KVS_EFORBIDDEN, KVS_ENOMEM, KVS_ECLOSED (we are
 	 * stopping); res is NULL. */
 	int rc;
+	/* With rc != KVS_OK: 1 when the peer certainly did not act on any
+	 * operation (it could not be reached, or rejected the frame as a
+	 * whole before serving it); 0 when it may have, e.g. the answer
+	 * timed out or the connection broke after the frame was sent. */
+	int refused;
 	size_t n;
 	kvs__pres *res;
 	char *body; /* the frame res points into */

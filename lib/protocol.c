@@ -58,9 +58,10 @@ unsigned kvs__http_status(int rc)
 	case KVS_EPROTO:
 	case KVS_EHTTP:
 		return 502;
+	case KVS_ETIMEDOUT:
+		return 504;
 	case KVS_EUNAVAIL:
 	case KVS_ECONNECT:
-	case KVS_ETIMEDOUT:
 	case KVS_EBUSY:
 	case KVS_ECLOSED:
 	case KVS_ESHUTDOWN:
@@ -105,6 +106,8 @@ int kvs__result_of_status(long status, const char *error_code)
 		return KVS_EWRONGSHARD;
 	case 503:
 		return KVS_EUNAVAIL;
+	case 504:
+		return KVS_ETIMEDOUT;
 	case 507:
 		return KVS_EFULL;
 	default:

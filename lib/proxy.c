@@ -11,11 +11,23 @@
  * so no path can be reinterpreted on the way, and this node has checked
  * the client's credentials already.
  *
- * Reads go to an owner believed up; writes to the coordinator (the first
- * owner believed up). When an owner does not answer (refused, timed out,
- * shutting down) the next one is tried; a write whose coordinator is gone
- * is taken over by this node when it is now the first owner up. When no
- * owner answers, the result is KVS_EUNAVAIL naming the last one tried.
+ * Reads go to an owner believed up; unconditional writes to the
+ * coordinator (the first owner believed up). When an owner does not
+ * answer (refused, timed out, shutting down) the next one is tried; a
+ * write whose coordinator is gone is taken over by this node when it is
+ * now the first owner up. When no owner answers, the result is
+ * KVS_EUNAVAIL naming the last one tried. Reads and unconditional writes
+ * can be sent again safely: a write keeps the version it got on arrival,
+ * so a second copy changes nothing.
+ *
+ * A conditional write goes to the key's primary only (quorum.c: it alone
+ * decides conditions), and is never sent to another owner: if the primary
+ * decided it and only its answer was lost, another owner would decide it
+ * a second time, against the version the first decision wrote, and tell
+ * the client it failed when it succeeded. When the primary certainly did
+ * not act on it (kvs__panswer.refused) the result is KVS_EUNAVAIL;
+ * otherwise KVS_ETIMEDOUT: the outcome is unknown, as etcd and
+ * Cassandra's lightweight transactions answer.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -42,10 +54,18 @@ static int was_tried(const struct fwd *f, size_t shard)
 	return 0;
 }
 
+static int conditional(const struct fwd *f)
+{
+	return f->req.kind != KVS__KV_GET && f->req.cond.flags != 0;
+}
+
 /* The next owner to try, or n_shards. Reads: owners believed up first;
- * writes: the same, in preference order, so the coordinator comes first. */
+ * unconditional writes: the same, in preference order, so the coordinator
+ * comes first; conditional writes: the primary, once. */
 static size_t next_target(const struct fwd *f)
 {
+	if (conditional(f))
+		return f->n_tried == 0 ? f->route.owners[0] : f->n->n_shards;
 	for (int pass = 0; pass < 2; pass++)
 		for (size_t i = 0; i < f->route.n; i++) {
 			size_t o = f->route.owners[i];
@@ -133,6 +153,22 @@ static void free_answer(void *a)
 	kvs__panswer_free(a);
 }
 
+/* A conditional write that may have been decided where it went. */
+static void outcome_unknown(struct fwd *f)
+{
+	const kvs_shard_config *s;
+
+	f->out->rc = KVS_ETIMEDOUT;
+	f->out->unreachable = 1;
+	f->out->target = f->tried[f->n_tried - 1];
+	s = kvs_config_shard(f->n->cfg, f->out->target);
+	kvs__node_log(f->n, KVS__LOG_WARN,
+	              "a conditional write sent to %s at %s got no answer: "
+	              "its outcome is unknown",
+	              s->name, s->address);
+	finish(f);
+}
+
 static void forwarded(void *ud, kvs__panswer *a)
 {
 	struct fwd *f = ud;
@@ -140,10 +176,23 @@ static void forwarded(void *ud, kvs__panswer *a)
 	const kvs__pres *r;
 
 	if (a->rc != KVS_OK || a->n != 1) {
+		int rc = a->rc, refused = a->refused;
+
 		kvs__panswer_free(a);
+		if (rc == KVS_ECLOSED) {
+			/* This node is stopping. */
+			out->rc = KVS_ESHUTDOWN;
+			finish(f);
+			return;
+		}
+		if (conditional(f) && rc != KVS_OK && !refused) {
+			outcome_unknown(f);
+			return;
+		}
 		/* A write whose coordinator is gone: an owner takes over. */
 		if (f->req.kind != KVS__KV_GET && f->route.self >= 0 &&
-		    kvs__node_coordinator(f->n, &f->route) == f->n->self) {
+		    kvs__node_coordinator(f->n, &f->route, &f->req) ==
+		            f->n->self) {
 			kvs__node_cb cb = f->cb;
 			void *cb_ud = f->ud;
 			kvs__kv_req req = f->req;

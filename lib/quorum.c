@@ -6,17 +6,26 @@
  * owners for theirs (owners believed up first; one that fails is replaced
  * by the next), and answers as soon as R have answered, with the newest
  * version among them: a deletion's tombstone counts, so a delete hides the
- * older value it deleted. Answers that arrive after that still count for
- * repair: once every replica asked has answered (or failed), the newest
- * version seen is sent to each of them that answered with an older one or
- * none (read repair; both ways, should a late answer be the newest).
+ * older value it deleted. No more than R are asked at a time (one that
+ * fails is replaced), so the caller's answer comes with the last one;
+ * the newest version seen is then sent to each replica that answered with
+ * an older one or none, this node included (read repair).
  *
  * Writes. An unconditional write comes with its version (taken from the
  * clock of the node that received it from the client, past every version
  * that node's store holds) and is applied on all N owners at once, this
- * node included, each applying it only if it is newer than what it has. A conditional write (compare-and-swap, create-only, only if
- * it exists) is first decided atomically by this node's store; its result
- * is then applied on the others. The caller is answered when W owners have
+ * node included, each applying it only if it is newer than what it has.
+ *
+ * A conditional write (compare-and-swap, create-only, only if it exists)
+ * is decided by the key's primary alone (ops.c sends it there), against
+ * the newest version of the key: the primary first reads the key from
+ * N - W + 1 owners, itself included, which meet every write acknowledged
+ * by W, and brings its own store up to the newest version found; then its
+ * store decides the condition atomically, and the result is applied on
+ * the others like an unconditional write. Two conditional writes on one
+ * key are thus decided in one order, by one store, against every
+ * acknowledged write. If the owners cannot be read, nothing is decided
+ * and the answer is KVS_EUNAVAIL. The caller is answered when W owners have
  * it durably; the rest finish in the background. Once W can no longer be
  * reached the answer is KVS_EUNAVAIL (or this node's own store error),
  * and the owners that did answer keep the write, as in Dynamo: a failed
@@ -57,15 +66,14 @@ struct qread {
 	unsigned asking; /* messages in flight */
 	int answered;
 	int repaired;
-	/* The newest record: best until the caller is answered; a newer
-	 * one arriving later becomes late, for repair only (the caller's
-	 * value must not change under it). */
-	int have_best, have_late;
-	kvs_record best, late;
+	int err; /* why a replica could not be asked, when it is our fault */
+	/* The newest record seen. */
+	int have_best;
+	kvs_record best;
 	struct seen seen[KVS_RING_MAX_OWNERS];
 	size_t n_seen;
-	/* What best's and late's values live in: answers and a copy of
-	 * this node's record, freed with the read. */
+	/* What best's value lives in: answers and a copy of this node's
+	 * record, freed with the read. */
 	void *keep[KVS_RING_MAX_OWNERS + 1];
 	size_t n_keep;
 	kvs__result *out;
@@ -94,8 +102,6 @@ static void qread_done(kvs__op *op)
 static void consider(struct qread *q, size_t peer, const kvs_record *rec,
                      kvs__panswer *keep, int *kept)
 {
-	kvs_record *slot;
-
 	q->seen[q->n_seen].peer = peer;
 	q->seen[q->n_seen].have = rec != NULL;
 	if (rec != NULL)
@@ -103,23 +109,12 @@ static void consider(struct qread *q, size_t peer, const kvs_record *rec,
 	q->n_seen++;
 	if (rec == NULL)
 		return;
-	if (!q->answered) {
-		if (q->have_best && kvs_stamp_cmp(&rec->stamp, &q->best.stamp) <= 0)
-			return;
-		slot = &q->best;
-		q->have_best = 1;
-	} else {
-		const kvs_record *cur = q->have_late ? &q->late : &q->best;
-
-		if ((q->have_late || q->have_best) &&
-		    kvs_stamp_cmp(&rec->stamp, &cur->stamp) <= 0)
-			return;
-		slot = &q->late;
-		q->have_late = 1;
-	}
-	*slot = *rec;
-	slot->key = q->key;
-	slot->key_len = q->key_len;
+	if (q->have_best && kvs_stamp_cmp(&rec->stamp, &q->best.stamp) <= 0)
+		return;
+	q->have_best = 1;
+	q->best = *rec;
+	q->best.key = q->key;
+	q->best.key_len = q->key_len;
 	if (keep != NULL && !*kept) {
 		q->keep[q->n_keep++] = keep;
 		*kept = 1;
@@ -136,8 +131,10 @@ static int launch(struct qread *q)
 		kvs__preq op;
 		int rc;
 
-		if (ask == NULL)
+		if (ask == NULL) {
+			q->err = KVS_ENOMEM;
 			return KVS_ENOMEM;
+		}
 		ask->q = q;
 		ask->peer = q->cand[q->next_cand++];
 		memset(&op, 0, sizeof(op));
@@ -180,11 +177,11 @@ static void answer(struct qread *q)
 {
 	kvs__result *out = q->out;
 
-	/* best no longer changes once answered is set (see consider). */
+	/* Nothing is in flight any more: best no longer changes. */
 	out->acks = q->got_when_answered;
 	if (q->got_when_answered < q->need) {
 		atomic_fetch_add(&q->n->counters.quorum_failures, 1);
-		out->rc = KVS_EUNAVAIL;
+		out->rc = q->err != KVS_OK ? q->err : KVS_EUNAVAIL;
 	} else if (!q->have_best) {
 		out->rc = KVS_NOTFOUND;
 	} else {
@@ -227,10 +224,10 @@ static void repaired_local(void *ud, int rc, const kvs_stamp *stamp,
  * one or none (no lock needed: nothing is in flight any more). */
 static void repair(struct qread *q)
 {
-	const kvs_record *final = q->have_late ? &q->late : &q->best;
+	const kvs_record *final = &q->best;
 	kvs__node *n = q->n;
 
-	if (!q->have_best && !q->have_late)
+	if (!q->have_best)
 		return; /* nobody has anything */
 	for (size_t i = 0; i < q->n_seen; i++) {
 		const struct seen *s = &q->seen[i];
@@ -408,6 +405,7 @@ struct qwrite {
 	unsigned fails;
 	int answered;
 	int local_rc;
+	kvs__result seen; /* a conditional write: the newest version read */
 	kvs__result *out;
 	kvs__node_cb cb;
 	void *ud;
@@ -417,6 +415,7 @@ static void qwrite_done(kvs__op *op)
 {
 	struct qwrite *q = (struct qwrite *)op;
 
+	kvs__result_clear(&q->seen);
 	free(q->copy);
 	pthread_mutex_destroy(&q->mu);
 	free(q);
@@ -509,6 +508,20 @@ static void replicate(struct qwrite *q)
 	}
 }
 
+/* A conditional write that ends before anything is replicated: its
+ * condition failed, or the store did, or the owners could not be read.
+ * Releases the conditional flow's hold. */
+static void cond_end(struct qwrite *q, int rc, const kvs_stamp *stamp)
+{
+	static const kvs_stamp none = {0, 0};
+
+	q->answered = 1;
+	q->out->rc = rc;
+	q->out->stamp = stamp != NULL ? *stamp : none;
+	q->cb(q->ud);
+	kvs__op_release(&q->op);
+}
+
 /* A conditional write decided by this node's store: replicate it. */
 static void cond_done(void *ud, int rc, const kvs_stamp *stamp, int applied)
 {
@@ -518,19 +531,112 @@ static void cond_done(void *ud, int rc, const kvs_stamp *stamp, int applied)
 	if (rc == KVS_NOTFOUND && q->is_delete)
 		rc = KVS_OK; /* a delete of nothing still writes a tombstone */
 	if (rc != KVS_OK) {
-		/* The condition failed, or the store did: nothing to
-		 * replicate. */
-		q->answered = 1;
-		q->out->rc = rc;
-		q->out->stamp = *stamp;
-		q->cb(q->ud);
-		kvs__op_release(&q->op);
+		cond_end(q, rc, stamp);
 		return;
 	}
 	q->rec.stamp = *stamp;
 	replicate(q);
 	count(q, ACKED, KVS_OK);
 	kvs__op_release(&q->op);
+}
+
+/* This node's store decides the condition. */
+static void decide(struct qwrite *q)
+{
+	int rc = kvs__node_local_write(q->n, q->is_delete, q->rec.key,
+	                               q->rec.key_len, q->rec.value,
+	                               q->rec.value_len, &q->cond, cond_done,
+	                               q);
+
+	if (rc != KVS_OK)
+		cond_end(q, rc, NULL);
+}
+
+static void caught_up(void *ud, int rc, const kvs_stamp *stamp, int applied)
+{
+	struct qwrite *q = ud;
+
+	(void)stamp;
+	(void)applied;
+	if (rc != KVS_OK)
+		cond_end(q, rc, NULL);
+	else
+		decide(q);
+}
+
+static int read_stamp(void *ud, const kvs_record *rec)
+{
+	*(kvs_stamp *)ud = rec->stamp;
+	return 0;
+}
+
+/* The owners have been read: catch up with the newest version, then
+ * decide. */
+static void reconciled(void *ud)
+{
+	struct qwrite *q = ud;
+	const kvs__result *seen = &q->seen;
+	kvs_stamp mine = {0, 0};
+	kvs_record rec;
+	int rc;
+
+	if (seen->rc != KVS_OK && seen->rc != KVS_NOTFOUND) {
+		/* Too few owners to decide against: nothing decided. */
+		q->out->acks = seen->acks;
+		q->out->need = seen->need;
+		cond_end(q, seen->rc, NULL);
+		return;
+	}
+	rc = kvs_store_read(q->n->store, q->rec.key, q->rec.key_len,
+	                    KVS_READ_TOMBSTONES, read_stamp, &mine);
+	if (rc != KVS_OK && rc != KVS_NOTFOUND) {
+		cond_end(q, rc, NULL);
+		return;
+	}
+	if (seen->stamp.hlc == 0 || kvs_stamp_cmp(&mine, &seen->stamp) >= 0) {
+		decide(q);
+		return;
+	}
+	memset(&rec, 0, sizeof(rec));
+	rec.key = q->rec.key;
+	rec.key_len = q->rec.key_len;
+	rec.stamp = seen->stamp;
+	if (seen->rc == KVS_NOTFOUND) {
+		rec.flags = KVS_RECORD_TOMBSTONE;
+	} else {
+		rec.value = seen->value;
+		rec.value_len = seen->value_len;
+	}
+	rc = kvs__node_local_apply(q->n, &rec, caught_up, q);
+	if (rc != KVS_OK)
+		cond_end(q, rc, NULL);
+}
+
+/* How many owners a conditional write reads before it is decided: enough
+ * to meet every write acknowledged by the cluster's W. */
+static unsigned decision_quorum(const kvs__node *n, size_t replicas)
+{
+	unsigned w = n->cc->write_quorum;
+
+	if (w == 0 || w > replicas)
+		w = (unsigned)replicas;
+	return (unsigned)replicas - w + 1;
+}
+
+static void conditional_write(struct qwrite *q)
+{
+	unsigned need = decision_quorum(q->n, q->route.n);
+	kvs__kv_req get;
+
+	if (need <= 1 || q->route.n <= 1) {
+		decide(q);
+		return;
+	}
+	memset(&get, 0, sizeof(get));
+	get.kind = KVS__KV_GET;
+	get.key = q->rec.key;
+	get.key_len = q->rec.key_len;
+	kvs__quorum_read(q->n, &get, &q->route, need, &q->seen, reconciled, q);
 }
 
 void kvs__quorum_write(kvs__node *n, const kvs__kv_req *req,
@@ -579,16 +685,7 @@ void kvs__quorum_write(kvs__node *n, const kvs__kv_req *req,
 
 	kvs__op_hold(&q->op);
 	if (conditional) {
-		rc = kvs__node_local_write(n, q->is_delete, q->rec.key,
-		                           q->rec.key_len, q->rec.value,
-		                           q->rec.value_len, &q->cond, cond_done,
-		                           q);
-		if (rc != KVS_OK) {
-			kvs__op_release(&q->op);
-			kvs__op_release(&q->op);
-			kvs__node_fail(out, rc, cb, ud);
-			return;
-		}
+		conditional_write(q); /* takes the hold */
 		kvs__op_release(&q->op);
 		return;
 	}

@@ -119,8 +119,14 @@ static void op_apply(struct kvs__serving *s, size_t i)
 		rec.value = q->value;
 		rec.value_len = q->value_len;
 	}
-	if (rec.key_len > s->n->cc->max_key_bytes) {
+	/* The same limits as a client's write: a peer cannot store what a
+	 * client could not. */
+	if (rec.key_len == 0 || rec.key_len > s->n->cc->max_key_bytes) {
 		s->res[i].rc = KVS_EKEYSIZE;
+		return;
+	}
+	if (rec.value_len > s->n->cc->max_value_bytes) {
+		s->res[i].rc = KVS_EVALSIZE;
 		return;
 	}
 	kvs__op_hold(&s->op);

@@ -275,7 +275,13 @@ static int map_curl_error(CURL *e, CURLcode cc, int too_big)
 /* Fill x->resp after a transfer ended with cc. */
 static void finish_xfer(struct xfer *x, CURLcode cc)
 {
+	long sent_bytes = 0;
+
 	x->resp.rc = map_curl_error(x->easy, cc, x->too_big);
+	/* Bytes of the request handed to a connection: once there are any,
+	 * the peer may have acted on it whatever became of the answer. */
+	curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &sent_bytes);
+	x->resp.sent = cc == CURLE_OK || sent_bytes > 0;
 	if (x->resp.rc == KVS_OK)
 		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->resp.status);
 	xfer_release(x);
@@ -441,6 +447,7 @@ static void *engine_main(void *arg)
 
 		curl_multi_remove_handle(t->multi, x->easy);
 		active_remove(t, x);
+		x->resp.sent = 1; /* it was under way: it may have arrived */
 		complete_xfer(t, x, KVS_ECLOSED);
 	}
 	for (size_t i = 0; i < t->n_spare; i++)

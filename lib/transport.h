@@ -48,6 +48,10 @@ typedef struct kvs__http_response {
 	 * KVS_ETIMEDOUT, KVS_EPROTO (malformed or too large), KVS_ENOMEM,
 	 * KVS_ECLOSED (transport shutting down). */
 	int rc;
+	/* 0 when the request certainly did not reach the peer (it was
+	 * never sent: no connection); 1 when it may have, even if rc says
+	 * the answer was lost. */
+	int sent;
 	long status;
 	char *body; /* owned; NUL-terminated (not counted in body_len) */
 	size_t body_len;

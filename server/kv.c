@@ -111,11 +111,16 @@ static int if_match(struct req *r, const char *h, kvs__cond *c)
 /* If-Match and If-None-Match into c; 0 when bad (400 answered). */
 static int conditions(struct req *r, kvs__cond *c)
 {
-	char *im = req_header_all(r, "If-Match");
 	const char *inm = req_header(r, "If-None-Match");
+	char *im;
 	int ok = 1;
 
 	memset(c, 0, sizeof(*c));
+	if (req_header_all(r, "If-Match", &im) != KVS_OK) {
+		/* Never drop a condition: that would make the write blind. */
+		reply_fail(r, KVS_ENOMEM, "reading If-Match");
+		return 0;
+	}
 	if (im != NULL)
 		ok = if_match(r, im, c);
 	free(im);
@@ -173,9 +178,26 @@ static void answer_failure(struct req *r, const struct kv *c)
 		            "about the topology",
 		            kvs_config_shard(r->srv->cfg, res->served_by)->name);
 		break;
+	case KVS_ETIMEDOUT:
+		if (!res->unreachable) {
+			reply_fail(r, res->rc, write ? "writing" : "reading");
+			break;
+		}
+		t = kvs_config_shard(r->srv->cfg, res->target);
+		reply_error(r, res->rc,
+		            "the key's primary %s at %s did not answer: the "
+		            "conditional write may or may not have been "
+		            "applied (read the key to find out)",
+		            t->name, t->address);
+		break;
 	case KVS_EUNAVAIL:
 		t = kvs_config_shard(r->srv->cfg, res->target);
-		if (res->unreachable)
+		if (res->unreachable && c->req.cond.flags != 0 && write)
+			reply_error(r, res->rc,
+			            "the key's primary %s at %s cannot be reached, "
+			            "and only it decides conditional writes",
+			            t->name, t->address);
+		else if (res->unreachable)
 			reply_error(r, res->rc,
 			            "no owner of this key answered (last tried: %s "
 			            "at %s)",

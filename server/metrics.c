@@ -11,7 +11,7 @@
 /* Status codes counted one by one; anything else counts as "other". */
 static const unsigned status_codes[] = {
 	200, 204, 307, 400, 401, 403, 404, 405, 411,
-	412, 413, 414, 421, 500, 501, 502, 503, 507, 0 /* other */
+	412, 413, 414, 421, 500, 501, 502, 503, 504, 507, 0 /* other */
 };
 #define N_STATUS (sizeof(status_codes) / sizeof(status_codes[0]))
 

@@ -176,19 +176,25 @@ static enum MHD_Result join_header(void *cls, enum MHD_ValueKind kind,
 	return MHD_YES;
 }
 
-char *req_header_all(struct req *r, const char *name)
+int req_header_all(struct req *r, const char *name, char **out)
 {
 	struct joined j;
 
+	*out = NULL;
 	j.name = name;
 	j.found = 0;
 	kvs__buf_init(&j.b, 0);
 	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, join_header, &j);
-	if (!j.found) {
+	if (j.b.rc != KVS_OK || !j.found) {
+		int rc = j.b.rc;
+
 		kvs__buf_free(&j.b);
-		return NULL;
+		return rc;
 	}
-	return kvs__buf_take(&j.b, NULL);
+	*out = kvs__buf_take(&j.b, NULL);
+	if (*out == NULL)
+		*out = strdup(""); /* present, but empty */
+	return *out != NULL ? KVS_OK : KVS_ENOMEM;
 }
 
 static enum MHD_Result add_arg(void *cls, enum MHD_ValueKind kind,

@@ -155,8 +155,9 @@ int req_check_args(struct req *r, const char *const *allowed);
 int req_quorum(struct req *r, const char *name, unsigned *out);
 /* The first value of a header, or NULL. */
 const char *req_header(struct req *r, const char *name);
-/* Every value of a header, joined by ", " (malloc'ed), or NULL. */
-char *req_header_all(struct req *r, const char *name);
+/* Every value of a header, joined by ", ", into *out (malloc'ed; NULL
+ * when absent). KVS_OK, or KVS_ENOMEM. */
+int req_header_all(struct req *r, const char *name, char **out);
 /* The raw query string ("" if none), malloc'ed, or NULL. */
 char *req_raw_query(struct req *r);
 /* Before starting a node operation whose completion is req_node_done. */

@@ -226,6 +226,10 @@ static void complete(struct sim *s, struct sim_msg *m, int rc, char *body,
 	else {
 		free(body);
 		a->rc = rc;
+		/* Refused by a down node, or by one that rejected the frame
+		 * before serving it; a timeout or our own closing may come
+		 * after the peer acted. */
+		a->refused = rc != KVS_ETIMEDOUT && rc != KVS_ECLOSED;
 	}
 	m->cb(m->ud, a);
 }
@@ -256,7 +260,9 @@ static void served(void *ud)
 		ck_assert_ptr_nonnull(body);
 	}
 	kvs__peer_reply_clear(&sv->reply);
-	if (sim_chance(s, s->faults.loss)) {
+	if (sim_chance(s, s->faults.loss) ||
+	    (s->faults.answer_loss != 0 && !sv->m->probe &&
+	     sim_chance(s, s->faults.answer_loss))) {
 		trace(s, "lost answer %d->%d", sv->m->to, sv->m->from);
 		free(body);
 	} else {

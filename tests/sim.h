@@ -34,6 +34,9 @@ struct sim_faults {
 	unsigned loss;  /* a request, or its answer, vanishes */
 	unsigned dup;   /* a request is delivered twice */
 	unsigned late;  /* delivered after up to 2 timeouts */
+	/* The answer to served operations (not to a probe) vanishes: the
+	 * peer acted, its sender never learns it. */
+	unsigned answer_loss;
 };
 
 struct sim_node {

@@ -18,6 +18,7 @@
  *     acknowledged before the read began (R + W > N), and only values
  *     some client wrote;
  *   - an acknowledged write is on at least W replicas;
+ *   - a compare-and-swap is decided once, even when its answer is lost;
  * and, where the scenario's faults allow it, that operations succeed,
  * that read repair leaves every replica asked with the newest version,
  * and that a scan at R shows exactly the keys and values of the last
@@ -454,6 +455,177 @@ static void paused_owner(uint64_t seed)
 	sim_close(&s);
 }
 
+/*
+ * Compare-and-swap exactly once: three clients increment a counter, each
+ * by reading it and writing value + 1 If-Match the version read, through
+ * random nodes of 5 (N = 3), while answers to served operations are lost
+ * (the peer acted; its sender never hears). A conditional write may be
+ * decided once only: a forward whose answer is lost must not be decided
+ * again by another owner, which would compare against the first
+ * decision's version and report a failure for a write that succeeded, or
+ * apply it twice. So with k increments acknowledged and u whose outcome
+ * is unknown (timeout, or fewer than W acknowledgements), the counter ends
+ * between k and k + u, and no two acknowledged increments wrote the same
+ * value.
+ */
+static void cas_once(uint64_t seed)
+{
+	enum { CLIENTS = 3, ROUNDS = 10 };
+	struct sim s;
+	struct sim_op *get[CLIENTS], *put[CLIENTS], *last;
+	unsigned ok = 0, unknown = 0, final;
+	unsigned char wrote[CLIENTS * ROUNDS + 2] = {0};
+
+	set_where("cas_once", seed);
+	sim_open(&s, seed, 5, "replication = 3\n");
+	sim_put(&s, 1, 0, "counter", "0");
+	sim_settle(&s);
+	s.faults.answer_loss = 150;
+	for (int round = 0; round < ROUNDS; round++) {
+		for (int c = 0; c < CLIENTS; c++)
+			get[c] = sim_get(&s, s.now + 1, (int)sim_rand(&s, 5),
+			                 "counter", 0);
+		sim_settle(&s);
+		for (int c = 0; c < CLIENTS; c++) {
+			char value[16];
+			unsigned v;
+
+			put[c] = NULL;
+			if (get[c]->res.rc != KVS_OK)
+				continue; /* lost answers: this client waits */
+			CHECK(get[c]->res.value_len < sizeof(value),
+			      "a read of the counter returned %zu bytes", where,
+			      get[c]->res.value_len);
+			memcpy(value, get[c]->res.value, get[c]->res.value_len);
+			value[get[c]->res.value_len] = '\0';
+			v = (unsigned)strtoul(value, NULL, 10);
+			snprintf(value, sizeof(value), "%u", v + 1);
+			put[c] = sim_put(&s, s.now + 1 + sim_rand(&s, 3),
+			                 (int)sim_rand(&s, 5), "counter", value);
+			put[c]->req.cond.flags = KVS_WRITE_IF_STAMP;
+			put[c]->req.cond.n_expect = 1;
+			put[c]->req.cond.expect[0] = get[c]->res.stamp;
+		}
+		sim_settle(&s);
+		for (int c = 0; c < CLIENTS; c++) {
+			int rc;
+
+			if (put[c] == NULL)
+				continue;
+			rc = put[c]->res.rc;
+			if (rc == KVS_OK) {
+				unsigned v = (unsigned)atoi(put[c]->value);
+
+				CHECK(v < sizeof(wrote) && !wrote[v],
+				      "two acknowledged increments wrote %u",
+				      where, v);
+				wrote[v] = 1;
+				ok++;
+			} else if (rc == KVS_ETIMEDOUT || rc == KVS_EUNAVAIL) {
+				unknown++;
+			} else {
+				CHECK(rc == KVS_ECONFLICT,
+				      "a compare-and-swap through node %d "
+				      "failed with %s",
+				      where, put[c]->node, kvs_strerror(rc));
+			}
+		}
+	}
+	s.faults.answer_loss = 0;
+	sim_settle(&s);
+	last = sim_get(&s, s.now + 1, 0, "counter", 3);
+	sim_settle(&s);
+	CHECK(last->res.rc == KVS_OK, "the final read failed: %s", where,
+	      kvs_strerror(last->res.rc));
+	{
+		char value[16] = "";
+
+		if (last->res.value_len < sizeof(value))
+			memcpy(value, last->res.value, last->res.value_len);
+		final = (unsigned)strtoul(value, NULL, 10);
+	}
+	CHECK(final >= ok && final <= ok + unknown,
+	      "the counter is %u after %u acknowledged increments and %u "
+	      "of unknown outcome",
+	      where, final, ok, unknown);
+	check_all_done(&s);
+	sim_close(&s);
+}
+
+/*
+ * A primary that missed a write decides against it all the same: the key
+ * is written, then written again while its primary is down (the other
+ * owners acknowledge it), and the primary comes back without it. A
+ * compare-and-swap against the first version must now fail wherever it
+ * is sent, since the primary reads the other owners before deciding;
+ * deciding against its own stale copy would overwrite an acknowledged
+ * write. Messages are duplicated and late, not lost.
+ */
+/* Write key through a random node other than `avoid` until the write
+ * is acknowledged (a few tries). */
+static struct sim_op *put_acked(struct sim *s, int avoid, const char *key,
+                                const char *value)
+{
+	struct sim_op *o = NULL;
+
+	for (int tries = 0; tries < 5; tries++) {
+		int node = (int)sim_rand(s, (uint64_t)s->n);
+
+		if (node == avoid)
+			node = (node + 1) % s->n;
+		o = sim_put(s, s->now + 1, node, key, value);
+		sim_settle(s);
+		if (o->res.rc == KVS_OK)
+			break;
+	}
+	CHECK(o->res.rc == KVS_OK, "writing %s failed: %s", where, key,
+	      kvs_strerror(o->res.rc));
+	return o;
+}
+
+static void cas_stale_primary(uint64_t seed)
+{
+	struct sim s;
+	struct sim_op *first, *second, *cas, *last;
+	kvs__route r;
+	int primary;
+
+	set_where("cas_stale_primary", seed);
+	sim_open(&s, seed, 5, "replication = 3\n");
+	s.faults.dup = 50;
+	s.faults.late = 20;
+	owners(&s, "k", &r);
+	primary = (int)r.owners[0];
+	/* Late messages can make a write miss its quorum: each is written
+	 * until it is acknowledged. */
+	first = put_acked(&s, -1, "k", "first");
+	s.nodes[primary].down = 1;
+	second = put_acked(&s, primary, "k", "second");
+	CHECK(kvs_stamp_cmp(&second->res.stamp, &first->res.stamp) > 0,
+	      "the second write is older than the first", where);
+	s.nodes[primary].down = 0;
+	cas = sim_put(&s, s.now + 1, (int)sim_rand(&s, 5), "k", "third");
+	cas->req.cond.flags = KVS_WRITE_IF_STAMP;
+	cas->req.cond.n_expect = 1;
+	cas->req.cond.expect[0] = first->res.stamp;
+	sim_settle(&s);
+	CHECK(cas->res.rc != KVS_OK,
+	      "a compare-and-swap against a version overwritten by an "
+	      "acknowledged write succeeded through node %d",
+	      where, cas->node);
+	for (int tries = 0; tries < 5; tries++) {
+		last = sim_get(&s, s.now + 1, primary, "k", 3);
+		sim_settle(&s);
+		if (last->res.rc != KVS_EUNAVAIL)
+			break;
+	}
+	CHECK(last->res.rc == KVS_OK && last->res.value_len == 6 &&
+	              memcmp(last->res.value, "second", 6) == 0,
+	      "the key does not hold the acknowledged write", where);
+	check_all_done(&s);
+	sim_close(&s);
+}
+
 /* What the last acknowledged writes left: key -> value, or deleted. */
 struct model {
 	char value[40][32];
@@ -636,6 +808,18 @@ START_TEST(sim_paused_owner)
 }
 END_TEST
 
+START_TEST(sim_cas_once)
+{
+	run_scenario("cas_once", cas_once);
+}
+END_TEST
+
+START_TEST(sim_cas_stale_primary)
+{
+	run_scenario("cas_stale_primary", cas_stale_primary);
+}
+END_TEST
+
 START_TEST(sim_scan_merge)
 {
 	run_scenario("scan_merge", scan_merge);
@@ -667,6 +851,8 @@ int main(void)
 	tcase_add_test(tc, sim_read_repair);
 	tcase_add_test(tc, sim_proxy_failover);
 	tcase_add_test(tc, sim_paused_owner);
+	tcase_add_test(tc, sim_cas_once);
+	tcase_add_test(tc, sim_cas_stale_primary);
 	tcase_add_test(tc, sim_scan_merge);
 	tcase_add_test(tc, a_seed_replays_exactly);
 	suite_add_tcase(s, tc);

@@ -451,6 +451,137 @@ START_TEST(compare_and_swap_has_one_winner_per_version)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* Conditional writes: the primary decides                              */
+
+/* PUT value to key through node with header h (may be NULL). */
+static struct tc_resp put_with(int node, const char *key, const char *value,
+                               const char *h)
+{
+	const char *hdrs[2] = {h, NULL};
+	struct tc_resp r;
+
+	ck_assert_int_eq(tc_http("PUT", url(node, "/v1/kv/%s", key), value,
+	                         strlen(value), h != NULL ? hdrs : NULL, &r),
+	                 0);
+	return r;
+}
+
+/* The ETag of key read at R = all through node, as an If-Match header. */
+static void if_match(int node, const char *key, char *out, size_t len)
+{
+	struct tc_resp r = tc_get(url(node, "/v1/kv/%s?r=all", key), 200);
+
+	snprintf(out, len, "If-Match: %s", tc_header(&r, "ETag"));
+	tc_resp_free(&r);
+}
+
+/*
+ * Only the key's primary decides a conditional write, and against the
+ * newest version: with the primary stopped, unconditional writes go on
+ * but a compare-and-swap is refused (503, naming the primary) instead of
+ * being decided by a node that cannot know what the primary decided; when
+ * the primary returns without the writes it missed, a compare-and-swap
+ * against the version they replaced fails (412) rather than overwrite
+ * them; and with the primary hung, the answer is 504: the outcome is
+ * unknown, since it may have acted.
+ */
+START_TEST(conditional_writes_are_decided_by_the_primary)
+{
+	char stale[200], cur[200];
+	struct tc_resp r;
+	int p, o;
+
+	tc_start(&C, 3, "[cluster]\nrequest_timeout_ms = 400\n");
+	for (int i = 0; i < 3; i++)
+		for (int j = 0; j < 3; j++)
+			ck_assert_int_ge(wait_status(i, j, "up"), 0);
+	p = owner_of("cas");
+	o = (p + 1) % 3;
+	put(o, "cas", "v1");
+	if_match(o, "cas", stale, sizeof(stale));
+
+	tc_stop_node(&C, p, SIGTERM);
+	for (int i = 0; i < 3; i++)
+		if (i != p)
+			ck_assert_int_ge(wait_status(i, p, "down"), 0);
+	put(o, "cas", "v2"); /* acknowledged by the other two */
+	for (int via = 0; via < 3; via++) {
+		if (via == p)
+			continue;
+		r = put_with(via, "cas", "v3", stale);
+		ck_assert_msg(r.status == 503 && strstr(r.body, "unavailable") &&
+		                      strstr(r.body, C.node[p].name),
+		              "a compare-and-swap through %s with its primary "
+		              "stopped: %ld %s",
+		              C.node[via].name, r.status, r.body);
+		tc_resp_free(&r);
+	}
+
+	tc_start_node(&C, p); /* it holds v1 only */
+	ck_assert_int_ge(wait_status(o, p, "up"), 0);
+	for (int via = 0; via < 3; via++) {
+		r = put_with(via, "cas", "v3", stale);
+		ck_assert_msg(r.status == 412,
+		              "a compare-and-swap against a replaced version "
+		              "through %s: %ld %s",
+		              C.node[via].name, r.status, r.body);
+		tc_resp_free(&r);
+	}
+	if_match(o, "cas", cur, sizeof(cur));
+	r = put_with(o, "cas", "v3", cur);
+	ck_assert_msg(r.status == 200, "a compare-and-swap: %ld %s", r.status,
+	              r.body);
+	tc_resp_free(&r);
+	r = tc_get(url(p, "/v1/kv/%s?r=all", "cas"), 200);
+	ck_assert_str_eq(r.body, "v3");
+	tc_resp_free(&r);
+
+	/* Hung: no answer, no refusal. */
+	if_match(o, "cas", cur, sizeof(cur));
+	ck_assert_int_eq(kill(C.node[p].pid, SIGSTOP), 0);
+	r = put_with(o, "cas", "v4", cur);
+	kill(C.node[p].pid, SIGCONT);
+	ck_assert_msg(r.status == 504 && strstr(r.body, "timeout") &&
+	                      strstr(r.body, "may or may not"),
+	              "a compare-and-swap with its primary hung: %ld %s",
+	              r.status, r.body);
+	tc_resp_free(&r);
+}
+END_TEST
+
+/*
+ * With routing = "redirect", an owner coordinates an unconditional write
+ * itself but sends a conditional one to the primary, the only node that
+ * decides it; the primary never redirects.
+ */
+START_TEST(redirects_send_conditional_writes_to_the_primary)
+{
+	char cond[200], loc[128];
+	struct tc_resp r;
+	int p, o;
+
+	tc_start(&C, 3, "[cluster]\nrouting = \"redirect\"\n");
+	for (int i = 0; i < 3; i++)
+		for (int j = 0; j < 3; j++)
+			ck_assert_int_ge(wait_status(i, j, "up"), 0);
+	p = owner_of("red");
+	o = (p + 1) % 3;
+	put(o, "red", "v1");
+	if_match(o, "red", cond, sizeof(cond));
+	r = put_with(o, "red", "v2", cond);
+	snprintf(loc, sizeof(loc), "%s/v1/kv/red", C.node[p].url);
+	ck_assert_msg(r.status == 307 && tc_header(&r, "Location") != NULL &&
+	                      strcmp(tc_header(&r, "Location"), loc) == 0,
+	              "a conditional write on a secondary: %ld, Location %s",
+	              r.status, tc_header(&r, "Location"));
+	tc_resp_free(&r);
+	r = put_with(p, "red", "v2", cond);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("routing");
@@ -467,6 +598,8 @@ int main(void)
 	tcase_add_test(tc, dead_peers_show_down_without_traffic);
 	tcase_add_test(tc, scans_read_like_gets_after_a_node_missed_writes);
 	tcase_add_test(tc, compare_and_swap_has_one_winner_per_version);
+	tcase_add_test(tc, conditional_writes_are_decided_by_the_primary);
+	tcase_add_test(tc, redirects_send_conditional_writes_to_the_primary);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

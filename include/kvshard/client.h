@@ -98,7 +98,10 @@ KVS_API int kvs_client_exists(kvs_client *c, const void *key, size_t key_len,
  *              against opts->expect) or KVS_WRITE_IF_ABSENT (create only).
  * @param stamp receives the new version; may be NULL.
  * @return KVS_OK; KVS_ECONFLICT or KVS_EEXISTS when the condition fails;
- *         or an error.
+ *         or an error. A conditional write that reached a node but got no
+ *         answer is not sent to another one (it could be decided twice):
+ *         KVS_ETIMEDOUT or KVS_ECONNECT then means its outcome is unknown;
+ *         read the key to find out.
  */
 KVS_API int kvs_client_put(kvs_client *c, const void *key, size_t key_len,
                            const void *value, size_t value_len,
