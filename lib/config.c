@@ -63,6 +63,7 @@ struct ctx {
 	unsigned cluster_line, cluster_col;
 	int have_replication, have_w, have_r;
 	unsigned w_line, w_col, r_line, r_col;
+	unsigned spec_line, spec_col; /* speculative_retry_min_ms */
 };
 
 #if defined(__GNUC__)
@@ -514,6 +515,14 @@ static int load_cluster(struct ctx *x, const kvs__toml_value *t)
 		} else if (is_key(kv, "connect_timeout_ms")) {
 			rc = get_unsigned(x, kv, 1, MAX_CONNECT_TIMEOUT_MS,
 			                  &c->connect_timeout_ms);
+		} else if (is_key(kv, "speculative_retry_min_ms")) {
+			rc = get_unsigned(x, kv, 1, MAX_TIMEOUT_MS,
+			                  &c->speculative_retry_min_ms);
+			x->spec_line = kv->value->line;
+			x->spec_col = kv->value->col;
+		} else if (is_key(kv, "speculative_retry_max_ms")) {
+			rc = get_unsigned(x, kv, 0, MAX_TIMEOUT_MS,
+			                  &c->speculative_retry_max_ms);
 		} else {
 			rc = unknown_key(x, kv, "[cluster]");
 		}
@@ -658,6 +667,13 @@ static int finish(struct ctx *x)
 		            "factor %u (capped at the number of shards that "
 		            "hold data)",
 		            c->write_quorum, c->replication);
+	if (c->speculative_retry_max_ms != 0 &&
+	    c->speculative_retry_min_ms > c->speculative_retry_max_ms)
+		return fail(x, x->spec_line, x->spec_col,
+		            "'speculative_retry_min_ms' %u is larger than "
+		            "'speculative_retry_max_ms' %u",
+		            c->speculative_retry_min_ms,
+		            c->speculative_retry_max_ms);
 	if (!x->have_r)
 		c->read_quorum = c->replication / 2 + 1;
 	else if (c->read_quorum > c->replication)
@@ -676,6 +692,8 @@ static void set_defaults(kvs_cluster_config *c)
 	c->data_dir = KVS_DEFAULT_DATA_DIR;
 	c->request_timeout_ms = KVS_DEFAULT_REQUEST_TIMEOUT_MS;
 	c->connect_timeout_ms = KVS_DEFAULT_CONNECT_TIMEOUT_MS;
+	c->speculative_retry_min_ms = KVS_DEFAULT_SPECULATIVE_RETRY_MIN_MS;
+	c->speculative_retry_max_ms = KVS_DEFAULT_SPECULATIVE_RETRY_MAX_MS;
 	c->sync = KVS_SYNC_FULL;
 	c->max_key_bytes = KVS_DEFAULT_MAX_KEY_BYTES;
 	c->max_value_bytes = KVS_DEFAULT_MAX_VALUE_BYTES;

@@ -118,9 +118,73 @@ void kvs__node_heard_from(kvs__node *n, uint32_t idx)
 		note_health(n, i, KVS_OK);
 }
 
+/* ------------------------------------------------------------------ */
+/* Answer times, for speculative retry                                  */
+
+static void lat_note(struct kvs__latency *l, uint64_t ms)
+{
+	unsigned b = 0;
+
+	while (b + 1 < KVS__LAT_BUCKETS && ms >= (1ull << b))
+		b++;
+	atomic_fetch_add_explicit(&l->buckets[b], 1, memory_order_relaxed);
+}
+
+/* The delay from the histogram: the upper bound of the bucket holding the
+ * 99th percentile, within the configured bounds; then halve the counts. */
+static void lat_update(kvs__node *n, struct kvs__latency *l)
+{
+	uint32_t c[KVS__LAT_BUCKETS];
+	uint64_t total = 0, seen = 0, p99 = 0;
+	unsigned lo = n->cc->speculative_retry_min_ms;
+	unsigned hi = n->cc->speculative_retry_max_ms;
+
+	for (unsigned b = 0; b < KVS__LAT_BUCKETS; b++)
+		total += c[b] = atomic_load(&l->buckets[b]);
+	if (total < KVS__LAT_MIN_SAMPLES)
+		return;
+	for (unsigned b = 0; b < KVS__LAT_BUCKETS; b++) {
+		seen += c[b];
+		if (seen * 100 >= total * 99) {
+			p99 = b + 1 < KVS__LAT_BUCKETS ? 1ull << b : hi;
+			break;
+		}
+	}
+	atomic_store(&l->delay_ms,
+	             (unsigned)(p99 < lo ? lo : p99 > hi ? hi : p99));
+	for (unsigned b = 0; b < KVS__LAT_BUCKETS; b++)
+		atomic_fetch_sub(&l->buckets[b], c[b] - c[b] / 2);
+}
+
+unsigned kvs__node_speculative_ms(kvs__node *n, int kind)
+{
+	if (n->cc->speculative_retry_max_ms == 0)
+		return 0;
+	return atomic_load_explicit(&n->lat[kind].delay_ms,
+	                            memory_order_relaxed);
+}
+
+int kvs__node_timer(kvs__node *n, unsigned ms, kvs__peer_timer_cb cb,
+                    void *ud)
+{
+	int rc;
+
+	pthread_rwlock_rdlock(&n->send_lock);
+	rc = n->closing              ? KVS_ECLOSED
+	     : n->ops->timer == NULL ? KVS_ENOTSUP
+	                             : n->ops->timer(n->impl, ms, cb, ud);
+	pthread_rwlock_unlock(&n->send_lock);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Messages                                                             */
+
 struct sent {
 	kvs__node *n;
 	size_t peer;
+	int kind; /* KVS__LAT_* */
+	uint64_t start_ms;
 	kvs__peer_cb cb;
 	void *ud;
 };
@@ -131,9 +195,12 @@ static void sent_done(void *ud, kvs__panswer *a)
 	kvs__peer_cb cb = s->cb;
 	void *cb_ud = s->ud;
 
-	if (a->rc != KVS_OK && a->rc != KVS_ECLOSED)
+	if (a->rc == KVS_OK)
+		lat_note(&s->n->lat[s->kind], kvs__node_now(s->n) - s->start_ms);
+	else if (a->rc != KVS_ECLOSED)
 		atomic_fetch_add(&s->n->counters.peer_errors, 1);
 	note_health(s->n, s->peer, a->rc);
+	atomic_fetch_sub(&s->n->peers[s->peer].in_flight, 1);
 	free(s);
 	cb(cb_ud, a);
 }
@@ -142,25 +209,38 @@ int kvs__node_send(kvs__node *n, size_t peer, const kvs__preq *ops,
                    size_t count, unsigned timeout_ms, kvs__peer_cb cb,
                    void *ud)
 {
+	struct kvs__peer_state *p;
 	struct sent *s;
 	int rc;
 
 	if (peer >= n->n_shards || peer == n->self)
 		return KVS_EINVAL;
+	p = &n->peers[peer];
+	if (!kvs__health_up(&p->health) &&
+	    atomic_load(&p->in_flight) >= KVS__DOWN_IN_FLIGHT_MAX)
+		return KVS_ECONNECT;
 	s = malloc(sizeof(*s));
 	if (s == NULL)
 		return KVS_ENOMEM;
 	s->n = n;
 	s->peer = peer;
+	s->kind = ops[0].code == KVS__P_GET || ops[0].code == KVS__P_PUT ||
+	                          ops[0].code == KVS__P_DELETE
+	                  ? KVS__LAT_FORWARD
+	                  : KVS__LAT_REPLICA;
+	s->start_ms = kvs__node_now(n);
 	s->cb = cb;
 	s->ud = ud;
+	atomic_fetch_add(&p->in_flight, 1);
 	pthread_rwlock_rdlock(&n->send_lock);
 	rc = n->closing ? KVS_ECLOSED
 	                : n->ops->send(n->impl, peer, ops, count, timeout_ms,
 	                               sent_done, s);
 	pthread_rwlock_unlock(&n->send_lock);
-	if (rc != KVS_OK)
+	if (rc != KVS_OK) {
+		atomic_fetch_sub(&p->in_flight, 1);
 		free(s);
+	}
 	return rc;
 }
 
@@ -192,6 +272,8 @@ void kvs__node_tick(kvs__node *n)
 {
 	uint64_t now = kvs__node_now(n);
 
+	for (int k = 0; k < KVS__LAT_KINDS; k++)
+		lat_update(n, &n->lat[k]);
 	for (size_t i = 0; i < n->n_shards; i++) {
 		struct kvs__peer_state *p = &n->peers[i];
 		int rc;
@@ -284,6 +366,7 @@ void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st)
 	st->peer_errors = atomic_load(&n->counters.peer_errors);
 	st->quorum_failures = atomic_load(&n->counters.quorum_failures);
 	st->probes = atomic_load(&n->counters.probes);
+	st->speculative = atomic_load(&n->counters.speculative);
 }
 
 uint64_t kvs__node_epoch(const kvs__node *n)
@@ -384,6 +467,9 @@ int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
 	/* Taken now, so that close frees it whatever happens below. */
 	n->ops = n->o.peer_ops;
 	n->impl = n->o.peer_impl;
+	/* Until answers have been timed: the longest delay. */
+	for (int k = 0; k < KVS__LAT_KINDS; k++)
+		atomic_init(&n->lat[k].delay_ms, cc->speculative_retry_max_ms);
 	n->peers = calloc(n->n_shards, sizeof(*n->peers));
 	members = calloc(n->n_shards, sizeof(*members));
 	rc = KVS_ENOMEM;

@@ -228,6 +228,7 @@ typedef struct kvs__node_stats {
 	uint64_t peer_errors;    /* messages to peers that got no answer */
 	uint64_t quorum_failures;
 	uint64_t probes;         /* health probes sent */
+	uint64_t speculative;    /* speculative retries sent */
 } kvs__node_stats;
 
 void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st);

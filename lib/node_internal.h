@@ -30,7 +30,17 @@ struct kvs__peer_state {
 	kvs__health health;
 	_Atomic int probing;
 	_Atomic uint64_t next_probe_ms;
+	_Atomic unsigned in_flight; /* messages awaiting its answer */
 };
+
+/*
+ * A peer believed down gets at most this many messages at a time; more
+ * fail at once (KVS_ECONNECT), as if it had refused them. A hung peer
+ * would otherwise gather one message per request, each waiting out the
+ * request timeout, and slow the transport for every other peer; a few
+ * still go, so that a peer wrongly believed down is still written to.
+ */
+#define KVS__DOWN_IN_FLIGHT_MAX 4u
 
 struct kvs__node_counters {
 	_Atomic uint64_t forwarded;
@@ -40,6 +50,24 @@ struct kvs__node_counters {
 	_Atomic uint64_t peer_errors;
 	_Atomic uint64_t quorum_failures;
 	_Atomic uint64_t probes;
+	_Atomic uint64_t speculative; /* second requests sent on a delay */
+};
+
+/*
+ * How long peers take to answer, for speculative retry: a histogram of
+ * answer times in power-of-two milliseconds (bucket i: below 2^i ms, the
+ * last: the rest), halved each time the delay is recomputed from it, so
+ * that it follows the recent past.
+ */
+#define KVS__LAT_BUCKETS 13
+/* Answers needed before the delay is recomputed. */
+#define KVS__LAT_MIN_SAMPLES 200u
+
+enum { KVS__LAT_REPLICA, KVS__LAT_FORWARD, KVS__LAT_KINDS };
+
+struct kvs__latency {
+	_Atomic uint32_t buckets[KVS__LAT_BUCKETS];
+	_Atomic unsigned delay_ms;
 };
 
 struct kvs__node {
@@ -56,6 +84,9 @@ struct kvs__node {
 	const kvs__peer_ops *ops;
 	void *impl;
 	struct kvs__node_counters counters;
+	/* Replica operations, and forwarded client requests (which wait
+	 * for the owner's own replicas). */
+	struct kvs__latency lat[KVS__LAT_KINDS];
 
 	/* Senders hold it shared; close takes it to stop all sending. */
 	pthread_rwlock_t send_lock;
@@ -99,6 +130,18 @@ size_t kvs__node_coordinator(kvs__node *n, const kvs__route *r,
 int kvs__node_send(kvs__node *n, size_t peer, const kvs__preq *ops,
                    size_t count, unsigned timeout_ms, kvs__peer_cb cb,
                    void *ud);
+
+/*
+ * Speculative retry: how long to wait for a replica (KVS__LAT_REPLICA)
+ * or for an owner a request was forwarded to (KVS__LAT_FORWARD) before
+ * sending to the next one as well; 0 when it is off.
+ */
+unsigned kvs__node_speculative_ms(kvs__node *n, int kind);
+
+/* Call cb(ud) once in ms milliseconds, or earlier when the node closes;
+ * an error when it is closing (cb is then never called). */
+int kvs__node_timer(kvs__node *n, unsigned ms, kvs__peer_timer_cb cb,
+                    void *ud);
 
 /* Writes to this node's own store, asynchronous or (inline_local_writes)
  * on the calling thread. cb as kvs_write_cb. */

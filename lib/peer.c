@@ -262,8 +262,17 @@ fail:
 	return rc;
 }
 
+static int http_timer(void *impl, unsigned ms, kvs__peer_timer_cb cb,
+                      void *ud)
+{
+	struct http_peers *p = impl;
+
+	return kvs__transport_timer(p->t, ms, cb, ud);
+}
+
 const kvs__peer_ops kvs__peer_http_ops = {
-	http_send,
-	http_probe,
-	http_free,
+	.send = http_send,
+	.probe = http_probe,
+	.timer = http_timer,
+	.free = http_free,
 };

@@ -18,7 +18,10 @@
  *   - the operations and the bytes they point to are borrowed for the
  *     call only (they are encoded or copied before it returns);
  *   - every message is bounded in time: no answer within the request
- *     timeout completes it with KVS_ETIMEDOUT.
+ *     timeout completes it with KVS_ETIMEDOUT;
+ *   - timer() calls its callback exactly once, later (never inside
+ *     timer()), from any thread: after ms, or earlier when the
+ *     implementation is freed. Timers cannot be cancelled.
  */
 #ifndef KVS_PEER_H
 #define KVS_PEER_H
@@ -57,6 +60,7 @@ void kvs__panswer_free(kvs__panswer *a);
 void kvs__panswer_fill(kvs__panswer *a, char *body, size_t len, size_t n);
 
 typedef void (*kvs__peer_cb)(void *ud, kvs__panswer *ans);
+typedef void (*kvs__peer_timer_cb)(void *ud);
 /* rc: KVS_OK (it answered), or why not (as kvs__panswer.rc). */
 typedef void (*kvs__probe_cb)(void *ud, int rc);
 
@@ -68,6 +72,8 @@ typedef struct kvs__peer_ops {
 	            unsigned timeout_ms, kvs__peer_cb cb, void *ud);
 	/* Ask shard peer whether it is alive. */
 	int (*probe)(void *impl, size_t peer, kvs__probe_cb cb, void *ud);
+	/* Call cb(ud) in ms milliseconds (speculative retries). */
+	int (*timer)(void *impl, unsigned ms, kvs__peer_timer_cb cb, void *ud);
 	/* Complete what is in flight (KVS_ECLOSED) and free. */
 	void (*free)(void *impl);
 } kvs__peer_ops;

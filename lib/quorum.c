@@ -6,10 +6,14 @@
  * owners for theirs (owners believed up first; one that fails is replaced
  * by the next), and answers as soon as R have answered, with the newest
  * version among them: a deletion's tombstone counts, so a delete hides the
- * older value it deleted. No more than R are asked at a time (one that
- * fails is replaced), so the caller's answer comes with the last one;
- * the newest version seen is then sent to each replica that answered with
- * an older one or none, this node included (read repair).
+ * older value it deleted. A replica that fails is replaced by the next
+ * owner, and so, speculatively, is one that has not answered after the
+ * node's speculative delay (about the 99th percentile of recent replica
+ * answers): the first R answers make the caller's. Answers that arrive
+ * after that still count for repair: once every replica asked has
+ * answered (or failed), the newest version seen is sent to each of them
+ * that answered with an older one or none, this node included (read
+ * repair; both ways, should a late answer be the newest).
  *
  * Writes. An unconditional write comes with its version (taken from the
  * clock of the node that received it from the client, past every version
@@ -51,6 +55,14 @@ struct seen {
 	kvs_stamp stamp;
 };
 
+struct qread;
+
+struct qask {
+	struct qread *q;
+	size_t peer;
+	int done; /* its answer (or failure) came */
+};
+
 struct qread {
 	kvs__op op;
 	kvs__node *n;
@@ -67,23 +79,24 @@ struct qread {
 	int answered;
 	int repaired;
 	int err; /* why a replica could not be asked, when it is our fault */
-	/* The newest record seen. */
-	int have_best;
-	kvs_record best;
+	unsigned delay_ms; /* speculative retry; 0: none */
+	struct qask asks[KVS_RING_MAX_OWNERS];
+	size_t n_asks;
+	/* The newest record: best until the caller is answered; a newer
+	 * one arriving later (a slow replica's, after a speculative one
+	 * answered) becomes late, for repair only: the caller's value must
+	 * not change under it. */
+	int have_best, have_late;
+	kvs_record best, late;
 	struct seen seen[KVS_RING_MAX_OWNERS];
 	size_t n_seen;
-	/* What best's value lives in: answers and a copy of this node's
-	 * record, freed with the read. */
+	/* What best's and late's values live in: answers and a copy of
+	 * this node's record, freed with the read. */
 	void *keep[KVS_RING_MAX_OWNERS + 1];
 	size_t n_keep;
 	kvs__result *out;
 	kvs__node_cb cb;
 	void *ud;
-};
-
-struct qask {
-	struct qread *q;
-	size_t peer;
 };
 
 static void qread_done(kvs__op *op)
@@ -102,6 +115,8 @@ static void qread_done(kvs__op *op)
 static void consider(struct qread *q, size_t peer, const kvs_record *rec,
                      kvs__panswer *keep, int *kept)
 {
+	kvs_record *slot;
+
 	q->seen[q->n_seen].peer = peer;
 	q->seen[q->n_seen].have = rec != NULL;
 	if (rec != NULL)
@@ -109,12 +124,24 @@ static void consider(struct qread *q, size_t peer, const kvs_record *rec,
 	q->n_seen++;
 	if (rec == NULL)
 		return;
-	if (q->have_best && kvs_stamp_cmp(&rec->stamp, &q->best.stamp) <= 0)
-		return;
-	q->have_best = 1;
-	q->best = *rec;
-	q->best.key = q->key;
-	q->best.key_len = q->key_len;
+	if (!q->answered) {
+		if (q->have_best &&
+		    kvs_stamp_cmp(&rec->stamp, &q->best.stamp) <= 0)
+			return;
+		slot = &q->best;
+		q->have_best = 1;
+	} else {
+		const kvs_record *cur = q->have_late ? &q->late : &q->best;
+
+		if ((q->have_late || q->have_best) &&
+		    kvs_stamp_cmp(&rec->stamp, &cur->stamp) <= 0)
+			return;
+		slot = &q->late;
+		q->have_late = 1;
+	}
+	*slot = *rec;
+	slot->key = q->key;
+	slot->key_len = q->key_len;
 	if (keep != NULL && !*kept) {
 		q->keep[q->n_keep++] = keep;
 		*kept = 1;
@@ -122,20 +149,18 @@ static void consider(struct qread *q, size_t peer, const kvs_record *rec,
 }
 
 static void qread_answer(void *ud, kvs__panswer *a);
+static void slow(void *ud);
 
 /* Ask the next candidate (q->mu held); KVS_OK if a message is out. */
 static int launch(struct qread *q)
 {
 	while (q->next_cand < q->n_cand) {
-		struct qask *ask = malloc(sizeof(*ask));
+		struct qask *ask = &q->asks[q->n_asks++];
 		kvs__preq op;
 		int rc;
 
-		if (ask == NULL) {
-			q->err = KVS_ENOMEM;
-			return KVS_ENOMEM;
-		}
 		ask->q = q;
+		ask->done = 0;
 		ask->peer = q->cand[q->next_cand++];
 		memset(&op, 0, sizeof(op));
 		op.code = KVS__P_READ;
@@ -146,11 +171,22 @@ static int launch(struct qread *q)
 		atomic_fetch_add(&q->n->counters.replica_reads, 1);
 		rc = kvs__node_send(q->n, ask->peer, &op, 1, 0, qread_answer,
 		                    ask);
-		if (rc == KVS_OK)
-			return KVS_OK;
-		q->asking--;
-		kvs__op_release(&q->op); /* cannot be the last: starter holds */
-		free(ask);
+		if (rc != KVS_OK) {
+			if (rc == KVS_ENOMEM)
+				q->err = rc;
+			ask->done = 1;
+			q->asking--;
+			/* Not the last: the starter or a caller holds it. */
+			kvs__op_release(&q->op);
+			continue;
+		}
+		if (q->delay_ms != 0 && q->next_cand < q->n_cand) {
+			kvs__op_hold(&q->op);
+			if (kvs__node_timer(q->n, q->delay_ms, slow, ask) !=
+			    KVS_OK)
+				kvs__op_release(&q->op);
+		}
+		return KVS_OK;
 	}
 	return KVS_EUNAVAIL;
 }
@@ -177,7 +213,7 @@ static void answer(struct qread *q)
 {
 	kvs__result *out = q->out;
 
-	/* Nothing is in flight any more: best no longer changes. */
+	/* best no longer changes once answered is set (see consider). */
 	out->acks = q->got_when_answered;
 	if (q->got_when_answered < q->need) {
 		atomic_fetch_add(&q->n->counters.quorum_failures, 1);
@@ -224,10 +260,10 @@ static void repaired_local(void *ud, int rc, const kvs_stamp *stamp,
  * one or none (no lock needed: nothing is in flight any more). */
 static void repair(struct qread *q)
 {
-	const kvs_record *final = &q->best;
+	const kvs_record *final = q->have_late ? &q->late : &q->best;
 	kvs__node *n = q->n;
 
-	if (!q->have_best)
+	if (!q->have_best && !q->have_late)
 		return; /* nobody has anything */
 	for (size_t i = 0; i < q->n_seen; i++) {
 		const struct seen *s = &q->seen[i];
@@ -268,6 +304,24 @@ static void act(struct qread *q, int do_answer, int do_repair)
 		repair(q);
 }
 
+/* The replica of ask has not answered yet: ask the next owner too. */
+static void slow(void *ud)
+{
+	struct qask *ask = ud;
+	struct qread *q = ask->q;
+	int do_answer, do_repair;
+
+	pthread_mutex_lock(&q->mu);
+	if (!ask->done && !q->answered && q->next_cand < q->n_cand) {
+		atomic_fetch_add(&q->n->counters.speculative, 1);
+		(void)launch(q);
+	}
+	step(q, &do_answer, &do_repair);
+	pthread_mutex_unlock(&q->mu);
+	act(q, do_answer, do_repair);
+	kvs__op_release(&q->op);
+}
+
 static void qread_answer(void *ud, kvs__panswer *a)
 {
 	struct qask *ask = ud;
@@ -275,6 +329,7 @@ static void qread_answer(void *ud, kvs__panswer *a)
 	int kept = 0, do_answer, do_repair;
 
 	pthread_mutex_lock(&q->mu);
+	ask->done = 1;
 	q->asking--;
 	if (a->rc == KVS_OK && a->n == 1 &&
 	    (a->res[0].rc == KVS_OK || a->res[0].rc == KVS_NOTFOUND)) {
@@ -295,7 +350,6 @@ static void qread_answer(void *ud, kvs__panswer *a)
 	pthread_mutex_unlock(&q->mu);
 	if (!kept)
 		kvs__panswer_free(a);
-	free(ask);
 	act(q, do_answer, do_repair);
 	kvs__op_release(&q->op);
 }
@@ -355,6 +409,7 @@ void kvs__quorum_read(kvs__node *n, const kvs__kv_req *req,
 	q->out = out;
 	q->cb = cb;
 	q->ud = ud;
+	q->delay_ms = kvs__node_speculative_ms(n, KVS__LAT_REPLICA);
 	/* The other owners, those believed up first. */
 	for (int pass = 0; pass < 2; pass++)
 		for (size_t i = 0; i < route->n; i++) {

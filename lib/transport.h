@@ -92,6 +92,19 @@ void kvs__transport_request(kvs__transport *t, const kvs__http_request *req,
 int kvs__transport_submit(kvs__transport *t, const kvs__http_request *req,
                           kvs__http_cb cb, void *ud);
 
+typedef void (*kvs__timer_cb)(void *ud);
+
+/**
+ * Call cb(ud) once, on the transport's thread, ms milliseconds from now,
+ * or earlier when the transport is freed (so that cb can release what it
+ * holds). Timers cannot be cancelled: cb finds out whether it still
+ * matters. Must not block.
+ *
+ * @return KVS_OK, KVS_ENOMEM, KVS_ECLOSED (cb will not be called).
+ */
+int kvs__transport_timer(kvs__transport *t, unsigned ms, kvs__timer_cb cb,
+                         void *ud);
+
 /** Send n requests at once and wait for all; resps[i] answers reqs[i]. */
 void kvs__transport_parallel(kvs__transport *t,
                              const kvs__http_request *reqs, size_t n,

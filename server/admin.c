@@ -184,6 +184,10 @@ void handle_metrics(struct req *r)
 	          "# HELP kvshard_probes_total Health probes sent to peers.\n"
 	          "# TYPE kvshard_probes_total counter\n"
 	          "kvshard_probes_total %llu\n"
+	          "# HELP kvshard_speculative_retries_total Requests also sent "
+	          "to the next owner because the first was slow.\n"
+	          "# TYPE kvshard_speculative_retries_total counter\n"
+	          "kvshard_speculative_retries_total %llu\n"
 	          "# HELP kvshard_connections Open client connections.\n"
 	          "# TYPE kvshard_connections gauge\nkvshard_connections %llu\n"
 	          "# HELP kvshard_uptime_seconds Seconds since start.\n"
@@ -196,6 +200,7 @@ void handle_metrics(struct req *r)
 	          (unsigned long long)c.peer_errors,
 	          (unsigned long long)c.quorum_failures,
 	          (unsigned long long)c.probes,
+	          (unsigned long long)c.speculative,
 	          (unsigned long long)atomic_load(&s->connections),
 	          (unsigned long long)uptime_s(s));
 	kvs__buf_adds(&b, "# HELP kvshard_peer_up 1 if this node believes the "

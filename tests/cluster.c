@@ -151,6 +151,7 @@ int tc_stop_node(struct tc_cluster *c, int i, int sig)
 	if (nd->pid <= 0)
 		return 0;
 	kill(nd->pid, sig);
+	kill(nd->pid, SIGCONT); /* a stopped one must run to act on sig */
 	while (waitpid(nd->pid, &status, WNOHANG) != nd->pid) {
 		if (tu_now_ms() > deadline) {
 			kill(nd->pid, SIGKILL);

@@ -28,7 +28,17 @@ enum ev_kind {
 	EV_ANSWER,    /* an answer (or a refusal) reaches the sender */
 	EV_TIMEOUT,   /* the sender gives up waiting */
 	EV_TICK,      /* a node's prober looks around */
+	EV_TIMER,     /* a node's timer is due */
 	EV_CALL       /* the harness does something */
+};
+
+/* A timer a node set (kvs__peer_ops.timer). */
+struct sim_timer {
+	int node;
+	kvs__peer_timer_cb cb;
+	void *ud;
+	int fired;
+	struct sim_timer *next;
 };
 
 /* A message: one request and its one answer. */
@@ -56,6 +66,7 @@ struct sim_event {
 	char *body;  /* EV_ANSWER: the answer frame */
 	size_t len;
 	int node;    /* EV_TICK */
+	struct sim_timer *timer; /* EV_TIMER */
 	void (*fn)(struct sim *, void *);
 	void *arg;
 };
@@ -234,7 +245,34 @@ static void complete(struct sim *s, struct sim_msg *m, int rc, char *body,
 	m->cb(m->ud, a);
 }
 
-/* Ends what a closing node has in flight, as the HTTP transport does. */
+static void fire(struct sim *s, struct sim_timer *t)
+{
+	if (t->fired)
+		return;
+	t->fired = 1;
+	trace(s, "timer of node %d", t->node);
+	t->cb(t->ud);
+}
+
+static int sim_timer(void *impl, unsigned ms, kvs__peer_timer_cb cb,
+                     void *ud)
+{
+	struct sim_node *me = impl;
+	struct sim *s = me->sim;
+	struct sim_timer *t = calloc(1, sizeof(*t));
+
+	ck_assert_ptr_nonnull(t);
+	t->node = me->i;
+	t->cb = cb;
+	t->ud = ud;
+	t->next = s->timers;
+	s->timers = t;
+	push(s, s->now + ms, EV_TIMER)->timer = t;
+	return KVS_OK;
+}
+
+/* Ends what a closing node has in flight, and its timers, as the HTTP
+ * transport does. */
 static void sim_free(void *impl)
 {
 	struct sim_node *me = impl;
@@ -242,9 +280,17 @@ static void sim_free(void *impl)
 	for (struct sim_msg *m = me->sim->msgs; m != NULL; m = m->next)
 		if (m->from == me->i && !m->done)
 			complete(me->sim, m, KVS_ECLOSED, NULL, 0);
+	for (struct sim_timer *t = me->sim->timers; t != NULL; t = t->next)
+		if (t->node == me->i)
+			fire(me->sim, t);
 }
 
-static const kvs__peer_ops sim_ops = {sim_send, sim_probe, sim_free};
+static const kvs__peer_ops sim_ops = {
+	.send = sim_send,
+	.probe = sim_probe,
+	.timer = sim_timer,
+	.free = sim_free,
+};
 
 static void served(void *ud)
 {
@@ -313,6 +359,8 @@ static int node_of(const struct sim_event *e)
 		return e->m->from;
 	case EV_TICK:
 		return e->node;
+	case EV_TIMER:
+		return e->timer->node;
 	default:
 		return -1;
 	}
@@ -377,6 +425,9 @@ static void run_one(struct sim *s, struct sim_event *e)
 			kvs__node_tick(s->nodes[e->node].node);
 			push(s, s->now + TICK_MS, EV_TICK)->node = e->node;
 		}
+		break;
+	case EV_TIMER:
+		fire(s, e->timer);
 		break;
 	case EV_CALL:
 		e->fn(s, e->arg);
@@ -732,6 +783,12 @@ void sim_close(struct sim *s)
 		s->ops = o->next;
 		kvs__result_clear(&o->res);
 		free(o);
+	}
+	while (s->timers != NULL) {
+		struct sim_timer *t = s->timers;
+
+		s->timers = t->next;
+		free(t);
 	}
 	kvs_config_free(s->cfg);
 	tu_rmtree(s->dir);

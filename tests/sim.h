@@ -99,6 +99,7 @@ struct sim {
 	uint64_t seq;
 	struct sim_msg *msgs;
 	struct sim_op *ops;
+	struct sim_timer *timers;
 	uint64_t events;
 	int trace;
 };

@@ -626,6 +626,69 @@ static void cas_stale_primary(uint64_t seed)
 	sim_close(&s);
 }
 
+/*
+ * Speculative retry: 5 nodes, N = 3, one of them paused (SIGSTOP) before
+ * any node has noticed. Reads and writes through the others must not wait
+ * for it the request timeout: a replica read or a forward that has had no
+ * answer after the speculative delay (at most 50 ms by default) also goes
+ * to the next owner. A forward may wait once for the delay, and the owner
+ * it reaches once more for its own replica: every operation succeeds
+ * within two delays and the network's own latency. Then the node resumes
+ * and runs what it missed, which must change nothing acknowledged.
+ */
+static void speculative_retry(uint64_t seed)
+{
+	const unsigned bound = 2 * KVS_DEFAULT_SPECULATIVE_RETRY_MAX_MS + 30;
+	struct sim s;
+	struct sim_op *ops[40];
+	int victim;
+
+	set_where("speculative_retry", seed);
+	sim_open(&s, seed, 5, "replication = 3\n");
+	for (int k = 0; k < 8; k++) {
+		char key[8];
+
+		snprintf(key, sizeof(key), "s%d", k);
+		sim_put(&s, 1, (int)sim_rand(&s, 5), key, "first");
+	}
+	sim_settle(&s);
+	victim = (int)sim_rand(&s, 5);
+	sim_pause(&s, victim, 1);
+	for (int i = 0; i < 40; i++) {
+		char key[8], value[32];
+		int node = (int)sim_rand(&s, 4);
+		uint64_t at = s.now + 1 + (uint64_t)i * 20;
+
+		node += node >= victim; /* any node but the paused one */
+		snprintf(key, sizeof(key), "s%d", (int)sim_rand(&s, 8));
+		snprintf(value, sizeof(value), "v%llu-%d",
+		         (unsigned long long)seed, i);
+		ops[i] = sim_rand(&s, 2) ? sim_put(&s, at, node, key, value)
+		                         : sim_get(&s, at, node, key, 0);
+	}
+	sim_run(&s, s.now + 900);
+	for (int i = 0; i < 40; i++) {
+		CHECK(ops[i]->done && ops[i]->res.rc == KVS_OK,
+		      "with node %d paused, a %s of %s through node %d: %s",
+		      where, victim, ops[i]->req.kind == KVS__KV_GET ? "read"
+		                                                     : "write",
+		      ops[i]->key, ops[i]->node,
+		      ops[i]->done ? kvs_strerror(ops[i]->res.rc)
+		                   : "not done");
+		CHECK(ops[i]->ended - ops[i]->started <= bound,
+		      "with node %d paused, an operation on %s through node %d "
+		      "took %llu ms",
+		      where, victim, ops[i]->key, ops[i]->node,
+		      (unsigned long long)(ops[i]->ended - ops[i]->started));
+	}
+	sim_pause(&s, victim, 0);
+	sim_settle(&s);
+	check_all_done(&s);
+	check_reads(&s);
+	check_durable(&s, 2);
+	sim_close(&s);
+}
+
 /* What the last acknowledged writes left: key -> value, or deleted. */
 struct model {
 	char value[40][32];
@@ -820,6 +883,12 @@ START_TEST(sim_cas_stale_primary)
 }
 END_TEST
 
+START_TEST(sim_speculative_retry)
+{
+	run_scenario("speculative_retry", speculative_retry);
+}
+END_TEST
+
 START_TEST(sim_scan_merge)
 {
 	run_scenario("scan_merge", scan_merge);
@@ -853,6 +922,7 @@ int main(void)
 	tcase_add_test(tc, sim_paused_owner);
 	tcase_add_test(tc, sim_cas_once);
 	tcase_add_test(tc, sim_cas_stale_primary);
+	tcase_add_test(tc, sim_speculative_retry);
 	tcase_add_test(tc, sim_scan_merge);
 	tcase_add_test(tc, a_seed_replays_exactly);
 	suite_add_tcase(s, tc);

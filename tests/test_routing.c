@@ -582,6 +582,60 @@ START_TEST(redirects_send_conditional_writes_to_the_primary)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* A hung node                                                          */
+
+/*
+ * A node stopped by SIGSTOP accepts connections and never answers: the
+ * others must not wait for it the request timeout (2 s). Right after the
+ * stop, before any probe can have noticed, every read and write through
+ * the two others succeeds, and each well under the timeout (speculative
+ * retry sends a slow replica read or forward to the next owner; a write
+ * needs only W = 2 of 3).
+ */
+START_TEST(a_hung_node_costs_no_timeouts)
+{
+	void *h = NULL;
+	uint64_t worst = 0;
+
+	tc_start(&C, 3, NULL);
+	for (int i = 0; i < 3; i++)
+		for (int j = 0; j < 3; j++)
+			ck_assert_int_ge(wait_status(i, j, "up"), 0);
+	for (int k = 0; k < 10; k++) {
+		char key[16];
+
+		snprintf(key, sizeof(key), "hung%d", k);
+		put(k % 3, key, "before");
+	}
+	ck_assert_int_eq(kill(C.node[2].pid, SIGSTOP), 0);
+	for (int i = 0; i < 40; i++) {
+		char key[16];
+		struct tc_resp r;
+		uint64_t t0 = tu_now_ms(), took;
+		int rc;
+
+		snprintf(key, sizeof(key), "hung%d", i % 10);
+		rc = i % 2 ? tc_http_on(&h, "GET", url(i % 4 < 2, "/v1/kv/%s", key),
+		                        NULL, 0, NULL, &r)
+		           : tc_http_on(&h, "PUT", url(i % 4 < 2, "/v1/kv/%s", key),
+		                        "after", 5, NULL, &r);
+		took = tu_now_ms() - t0;
+		worst = took > worst ? took : worst;
+		ck_assert_msg(rc == 0 && r.status == 200,
+		              "with shard-3 hung, %s %s: %ld %s", i % 2 ? "GET" : "PUT",
+		              key, r.status, r.body);
+		tc_resp_free(&r);
+	}
+	tc_http_close(&h);
+	kill(C.node[2].pid, SIGCONT);
+	ck_assert_msg(worst < 1000,
+	              "with shard-3 hung, a request took %llu ms (the request "
+	              "timeout is 2000)",
+	              (unsigned long long)worst);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("routing");
@@ -600,6 +654,7 @@ int main(void)
 	tcase_add_test(tc, compare_and_swap_has_one_winner_per_version);
 	tcase_add_test(tc, conditional_writes_are_decided_by_the_primary);
 	tcase_add_test(tc, redirects_send_conditional_writes_to_the_primary);
+	tcase_add_test(tc, a_hung_node_costs_no_timeouts);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -28,6 +28,8 @@ typedef struct kvs_config kvs_config;
 #define KVS_DEFAULT_REPLICATION 3u /* capped at the shards with weight > 0 */
 #define KVS_DEFAULT_REQUEST_TIMEOUT_MS 2000u
 #define KVS_DEFAULT_CONNECT_TIMEOUT_MS 500u
+#define KVS_DEFAULT_SPECULATIVE_RETRY_MIN_MS 10u
+#define KVS_DEFAULT_SPECULATIVE_RETRY_MAX_MS 50u
 #define KVS_DEFAULT_MAX_KEY_BYTES 511u
 #define KVS_DEFAULT_MAX_VALUE_BYTES (16u * 1024u * 1024u)
 #define KVS_DEFAULT_MAX_CONNECTIONS 1024u
@@ -87,6 +89,12 @@ typedef struct kvs_cluster_config {
 	const char *const *read_tokens;
 	size_t n_read_tokens;
 	const char *cluster_secret;
+	/* [cluster], after the others so that their offsets stay: a
+	 * replica or owner slower than recent answers (their 99th
+	 * percentile, within [min, max] ms) gets company: the request also
+	 * goes to the next one. max 0: never. */
+	unsigned speculative_retry_min_ms;
+	unsigned speculative_retry_max_ms;
 } kvs_cluster_config;
 
 /**
