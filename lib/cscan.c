@@ -213,7 +213,7 @@ static int fill(struct kvs__cscan *cs, size_t i)
 	op.value = cs->prefix;
 	op.value_len = cs->prefix_len;
 	kvs__op_hold(&cs->op);
-	if (kvs__node_send(cs->n, p->shard, &op, 1, 0, page_arrived, ask) !=
+	if (kvs__node_send(cs->n, p->shard, &op, page_arrived, ask) !=
 	    KVS_OK) {
 		kvs__op_release(&cs->op);
 		free(ask);

@@ -178,40 +178,278 @@ int kvs__node_timer(kvs__node *n, unsigned ms, kvs__peer_timer_cb cb,
 }
 
 /* ------------------------------------------------------------------ */
-/* Messages                                                             */
+/* Messages: one lane per kind of operation and peer                    */
 
-struct sent {
-	kvs__node *n;
-	size_t peer;
-	int kind; /* KVS__LAT_* */
-	uint64_t start_ms;
-	kvs__peer_cb cb;
-	void *ud;
-};
-
-static void sent_done(void *ud, kvs__panswer *a)
+static int lane_of(unsigned code)
 {
-	struct sent *s = ud;
-	kvs__peer_cb cb = s->cb;
-	void *cb_ud = s->ud;
-
-	if (a->rc == KVS_OK)
-		lat_note(&s->n->lat[s->kind], kvs__node_now(s->n) - s->start_ms);
-	else if (a->rc != KVS_ECLOSED)
-		atomic_fetch_add(&s->n->counters.peer_errors, 1);
-	note_health(s->n, s->peer, a->rc);
-	atomic_fetch_sub(&s->n->peers[s->peer].in_flight, 1);
-	free(s);
-	cb(cb_ud, a);
+	switch (code) {
+	case KVS__P_READ:
+		return KVS__LANE_READ;
+	case KVS__P_APPLY:
+		return KVS__LANE_APPLY;
+	case KVS__P_SCAN:
+		return KVS__LANE_SCAN;
+	case KVS__P_GET:
+		return KVS__LANE_FWD_READ;
+	default:
+		return KVS__LANE_FWD_WRITE;
+	}
 }
 
-int kvs__node_send(kvs__node *n, size_t peer, const kvs__preq *ops,
-                   size_t count, unsigned timeout_ms, kvs__peer_cb cb,
-                   void *ud)
+static int lat_kind(int lane)
+{
+	return lane == KVS__LANE_FWD_READ || lane == KVS__LANE_FWD_WRITE
+	               ? KVS__LAT_FORWARD
+	               : KVS__LAT_REPLICA;
+}
+
+/* A frame on its way, and whose operations it carries. */
+struct flight {
+	kvs__node *n;
+	size_t peer;
+	int lane;
+	uint64_t start_ms;
+	char *frame;
+	size_t len;
+	struct kvs__lane_op *ops;
+	size_t n_ops;
+};
+
+static void lane_init(struct kvs__lane *l)
+{
+	memset(l, 0, sizeof(*l));
+	pthread_mutex_init(&l->mu, NULL);
+}
+
+static void lane_destroy(struct kvs__lane *l)
+{
+	free(l->frame);
+	free(l->ops);
+	pthread_mutex_destroy(&l->mu);
+}
+
+/* Append op, encoded, to lane l's next frame (l->mu held). */
+static int lane_add(kvs__node *n, struct kvs__lane *l, const kvs__preq *op,
+                    kvs__panswer *answer, kvs__peer_cb cb, void *ud)
+{
+	kvs__buf b;
+	size_t need;
+	int rc;
+
+	kvs__buf_init(&b, 0);
+	if (l->len == 0)
+		kvs__peer_req_head(&b, n->self_idx, 0);
+	kvs__peer_req_op(&b, op);
+	rc = b.rc;
+	need = l->len + b.len;
+	if (rc == KVS_OK && need > l->cap) {
+		size_t cap = l->cap ? l->cap : 256;
+		char *g;
+
+		while (cap < need)
+			cap *= 2;
+		g = realloc(l->frame, cap);
+		if (g == NULL) {
+			rc = KVS_ENOMEM;
+		} else {
+			l->frame = g;
+			l->cap = cap;
+		}
+	}
+	if (rc == KVS_OK && l->n_ops == l->cap_ops) {
+		size_t cap = l->cap_ops ? 2 * l->cap_ops : 8;
+		struct kvs__lane_op *g = realloc(l->ops, cap * sizeof(*g));
+
+		if (g == NULL) {
+			rc = KVS_ENOMEM;
+		} else {
+			l->ops = g;
+			l->cap_ops = cap;
+		}
+	}
+	if (rc == KVS_OK) {
+		memcpy(l->frame + l->len, b.data, b.len);
+		l->len += b.len;
+		l->ops[l->n_ops].cb = cb;
+		l->ops[l->n_ops].ud = ud;
+		l->ops[l->n_ops].answer = answer;
+		l->n_ops++;
+	}
+	kvs__buf_free(&b);
+	return rc;
+}
+
+/* Take lane l's next frame into f (l->mu held). */
+static void lane_take(struct kvs__lane *l, struct flight *f)
+{
+	f->frame = l->frame;
+	f->len = l->len;
+	f->ops = l->ops;
+	f->n_ops = l->n_ops;
+	l->frame = NULL;
+	l->len = l->cap = 0;
+	l->ops = NULL;
+	l->n_ops = l->cap_ops = 0;
+}
+
+static void flight_free(struct flight *f)
+{
+	free(f->frame);
+	free(f->ops);
+	free(f);
+}
+
+static void frame_done(void *ud, kvs__panswer *a);
+
+/*
+ * Send f; KVS_OK, or why not (f is then still the caller's). Once sent,
+ * f belongs to frame_done, which may run on another thread before this
+ * returns: f must not be touched after a success.
+ */
+static int flight_send(struct flight *f)
+{
+	kvs__node *n = f->n;
+	unsigned timeout = n->cc->request_timeout_ms;
+	char *frame = f->frame;
+	int rc;
+
+	if (lat_kind(f->lane) == KVS__LAT_FORWARD)
+		timeout *= 2;
+	kvs__peer_req_set_count(frame, f->n_ops);
+	f->start_ms = kvs__node_now(n);
+	f->frame = NULL; /* the peer operations take it */
+	pthread_rwlock_rdlock(&n->send_lock);
+	rc = n->closing ? KVS_ECLOSED
+	                : n->ops->send(n->impl, f->peer, frame, f->len,
+	                               f->n_ops, timeout, frame_done, f);
+	pthread_rwlock_unlock(&n->send_lock);
+	if (rc != KVS_OK)
+		f->frame = frame;
+	return rc;
+}
+
+/* Give each operation of f its answer: a's whole, or its part of a. */
+static void deliver(struct flight *f, kvs__panswer *a)
+{
+	struct kvs__peer_state *p = &f->n->peers[f->peer];
+	kvs__pshared *shared = NULL;
+
+	if (f->n_ops == 1) {
+		kvs__panswer_free(f->ops[0].answer);
+		f->ops[0].answer = a;
+		a = NULL;
+	} else if (a->rc == KVS_OK) {
+		shared = malloc(sizeof(*shared));
+		if (shared != NULL) {
+			atomic_init(&shared->refs, (unsigned)f->n_ops);
+			shared->body = a->body;
+			a->body = NULL;
+		}
+	}
+	for (size_t i = 0; a != NULL && i < f->n_ops; i++) {
+		kvs__panswer *mine = f->ops[i].answer;
+
+		if (a->rc != KVS_OK || shared == NULL) {
+			mine->rc = a->rc != KVS_OK ? a->rc : KVS_ENOMEM;
+			mine->refused = a->refused;
+			continue;
+		}
+		mine->rc = KVS_OK;
+		mine->n = 1;
+		mine->one = a->res[i];
+		mine->res = &mine->one;
+		mine->shared = shared;
+	}
+	kvs__panswer_free(a);
+	for (size_t i = 0; i < f->n_ops; i++) {
+		atomic_fetch_sub(&p->in_flight, 1);
+		f->ops[i].cb(f->ops[i].ud, f->ops[i].answer);
+	}
+}
+
+/* A frame that could not go: its operations fail with rc. */
+static void fail_flight(struct flight *f, int rc)
+{
+	kvs__panswer *a = calloc(1, sizeof(*a));
+
+	if (a == NULL) {
+		/* Each operation has its own answer: use those. */
+		struct kvs__peer_state *p = &f->n->peers[f->peer];
+
+		for (size_t i = 0; i < f->n_ops; i++) {
+			f->ops[i].answer->rc = rc;
+			f->ops[i].answer->refused = 1;
+			atomic_fetch_sub(&p->in_flight, 1);
+			f->ops[i].cb(f->ops[i].ud, f->ops[i].answer);
+		}
+		flight_free(f);
+		return;
+	}
+	a->rc = rc;
+	a->refused = 1;
+	deliver(f, a);
+	flight_free(f);
+}
+
+/*
+ * A flight of a lane ended (its frame came back, or could not go): send
+ * what gathered meanwhile, if a flight is free. A frame that cannot go
+ * fails its operations.
+ */
+static void lane_kick(kvs__node *n, size_t peer, int lane)
+{
+	struct kvs__lane *l = &n->peers[peer].lanes[lane];
+
+	for (;;) {
+		struct flight *next = NULL;
+		int rc;
+
+		pthread_mutex_lock(&l->mu);
+		l->flights--;
+		if (l->n_ops > 0 && l->flights < KVS__LANE_FLIGHTS &&
+		    (next = calloc(1, sizeof(*next))) != NULL) {
+			next->n = n;
+			next->peer = peer;
+			next->lane = lane;
+			lane_take(l, next);
+			l->flights++;
+			l->sent_ms = kvs__node_now(n);
+		}
+		pthread_mutex_unlock(&l->mu);
+		if (next == NULL)
+			return;
+		rc = flight_send(next);
+		if (rc == KVS_OK)
+			return;
+		fail_flight(next, rc); /* and its flight ends: again */
+	}
+}
+
+static void frame_done(void *ud, kvs__panswer *a)
+{
+	struct flight *f = ud;
+	kvs__node *n = f->n;
+
+	if (a->rc == KVS_OK)
+		lat_note(&n->lat[lat_kind(f->lane)],
+		         kvs__node_now(n) - f->start_ms);
+	else if (a->rc != KVS_ECLOSED)
+		atomic_fetch_add(&n->counters.peer_errors, 1);
+	note_health(n, f->peer, a->rc);
+	/* What gathered meanwhile leaves first. */
+	lane_kick(n, f->peer, f->lane);
+	deliver(f, a);
+	flight_free(f);
+}
+
+static int node_send(kvs__node *n, size_t peer, const kvs__preq *op,
+                     kvs__peer_cb cb, void *ud, int urgent)
 {
 	struct kvs__peer_state *p;
-	struct sent *s;
-	int rc;
+	struct kvs__lane *l;
+	struct flight *f;
+	kvs__panswer *answer;
+	int lane, rc, now;
 
 	if (peer >= n->n_shards || peer == n->self)
 		return KVS_EINVAL;
@@ -219,29 +457,83 @@ int kvs__node_send(kvs__node *n, size_t peer, const kvs__preq *ops,
 	if (!kvs__health_up(&p->health) &&
 	    atomic_load(&p->in_flight) >= KVS__DOWN_IN_FLIGHT_MAX)
 		return KVS_ECONNECT;
-	s = malloc(sizeof(*s));
-	if (s == NULL)
+	answer = calloc(1, sizeof(*answer));
+	f = calloc(1, sizeof(*f));
+	if (answer == NULL || f == NULL) {
+		free(answer);
+		free(f);
 		return KVS_ENOMEM;
-	s->n = n;
-	s->peer = peer;
-	s->kind = ops[0].code == KVS__P_GET || ops[0].code == KVS__P_PUT ||
-	                          ops[0].code == KVS__P_DELETE
-	                  ? KVS__LAT_FORWARD
-	                  : KVS__LAT_REPLICA;
-	s->start_ms = kvs__node_now(n);
-	s->cb = cb;
-	s->ud = ud;
+	}
+	lane = lane_of(op->code);
+	l = &p->lanes[lane];
+	f->n = n;
+	f->peer = peer;
+	f->lane = lane;
 	atomic_fetch_add(&p->in_flight, 1);
-	pthread_rwlock_rdlock(&n->send_lock);
-	rc = n->closing ? KVS_ECLOSED
-	                : n->ops->send(n->impl, peer, ops, count, timeout_ms,
-	                               sent_done, s);
-	pthread_rwlock_unlock(&n->send_lock);
+	pthread_mutex_lock(&l->mu);
+	/*
+	 * At once when a flight is free and nothing waits (then the frame
+	 * holds only this operation, so that a failure to send is this
+	 * caller's alone), or when the waiting frame is full; otherwise
+	 * with the waiting frame, when the frame out comes back.
+	 */
+	now = urgent || (l->n_ops == 0 && l->flights < KVS__LANE_FLIGHTS);
+	if (!now) {
+		unsigned slow = kvs__node_speculative_ms(n, lat_kind(lane));
+
+		/* The waiting frame is full, or the frame out is late: the
+		 * waiting one keeps waiting; this one goes alone. */
+		now = l->n_ops >= KVS__LANE_MAX_OPS ||
+		      l->len >= KVS__LANE_MAX_BYTES ||
+		      (slow != 0 && kvs__node_now(n) - l->sent_ms > slow);
+	}
+	if (now) {
+		struct kvs__lane alone;
+
+		memset(&alone, 0, sizeof(alone));
+		rc = lane_add(n, &alone, op, answer, cb, ud);
+		if (rc == KVS_OK) {
+			lane_take(&alone, f);
+			l->flights++;
+			l->sent_ms = kvs__node_now(n);
+		}
+		pthread_mutex_unlock(&l->mu);
+		if (rc == KVS_OK) {
+			rc = flight_send(f);
+			if (rc != KVS_OK)
+				lane_kick(n, peer, lane); /* ends our flight */
+		}
+		if (rc != KVS_OK) {
+			atomic_fetch_sub(&p->in_flight, 1);
+			free(f->frame);
+			free(f->ops);
+			free(f);
+			free(answer);
+			free(alone.frame);
+			free(alone.ops);
+		}
+		return rc;
+	}
+	rc = lane_add(n, l, op, answer, cb, ud);
+	pthread_mutex_unlock(&l->mu);
+	free(f);
 	if (rc != KVS_OK) {
 		atomic_fetch_sub(&p->in_flight, 1);
-		free(s);
+		free(answer);
 	}
 	return rc;
+}
+
+int kvs__node_send(kvs__node *n, size_t peer, const kvs__preq *op,
+                   kvs__peer_cb cb, void *ud)
+{
+	return node_send(n, peer, op, cb, ud, 0);
+}
+
+int kvs__node_send_now(kvs__node *n, size_t peer, const kvs__preq *op,
+                       kvs__peer_cb cb, void *ud)
+{
+	return node_send(n, peer, op, cb, ud, 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -471,6 +763,9 @@ int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
 	for (int k = 0; k < KVS__LAT_KINDS; k++)
 		atomic_init(&n->lat[k].delay_ms, cc->speculative_retry_max_ms);
 	n->peers = calloc(n->n_shards, sizeof(*n->peers));
+	for (size_t i = 0; n->peers != NULL && i < n->n_shards; i++)
+		for (int l = 0; l < KVS__LANES; l++)
+			lane_init(&n->peers[i].lanes[l]);
 	members = calloc(n->n_shards, sizeof(*members));
 	rc = KVS_ENOMEM;
 	if (n->peers == NULL || members == NULL)
@@ -546,6 +841,24 @@ void kvs__node_close(kvs__node *n)
 	pthread_rwlock_unlock(&n->send_lock);
 	if (n->ops != NULL)
 		n->ops->free(n->impl);
+	/* Operations still waiting in a lane (none should: each waits for
+	 * a flight, which the peers ended) fail now. */
+	for (size_t i = 0; n->peers != NULL && i < n->n_shards; i++)
+		for (int l = 0; l < KVS__LANES; l++) {
+			struct kvs__lane *lane = &n->peers[i].lanes[l];
+			struct flight *f = calloc(1, sizeof(*f));
+
+			if (lane->n_ops > 0 && f != NULL) {
+				f->n = n;
+				f->peer = i;
+				f->lane = l;
+				lane_take(lane, f);
+				fail_flight(f, KVS_ECLOSED);
+			} else {
+				free(f);
+			}
+			lane_destroy(lane);
+		}
 	kvs_store_close(n->store);
 	kvs_ring_free(n->ring);
 	free(n->peers);

@@ -24,13 +24,60 @@
 #define KVS__PROBE_DOWN_MAX_MS 2000u
 #define KVS__PROBE_TIMEOUT_MS 1000u
 
+/*
+ * Lanes: the operations sent to one peer, coalesced. Each kind of
+ * operation has its own lane, so that one frame's operations take about
+ * as long as each other (a read never waits for a write's sync). A lane
+ * sends an operation at once when fewer than KVS__LANE_FLIGHTS of its
+ * frames are out; otherwise the operation joins the lane's next frame,
+ * which leaves as soon as one comes back (like the store's group commit:
+ * no added delay when idle, bigger frames under load). When the last
+ * frame out has had no answer for the speculative delay, the peer is
+ * slow or hung: operations then go at once, each alone, rather than wait
+ * behind it.
+ */
+enum {
+	KVS__LANE_READ,      /* READ */
+	KVS__LANE_APPLY,     /* APPLY */
+	KVS__LANE_SCAN,      /* SCAN */
+	KVS__LANE_FWD_READ,  /* a forwarded GET */
+	KVS__LANE_FWD_WRITE, /* a forwarded PUT or DELETE */
+	KVS__LANES
+};
+/* Frames out at once per lane. One gives the biggest frames (measured:
+ * two cost 5-15% of the throughput of forwarded and replicated reads);
+ * what waits behind a slow frame is bounded by the speculative delay
+ * (see above), and speculative retries never wait in a lane. */
+#define KVS__LANE_FLIGHTS 1u
+/* A frame that reaches either leaves at once (beside the one out). */
+#define KVS__LANE_MAX_OPS 256u
+#define KVS__LANE_MAX_BYTES (1u << 20)
+
+struct kvs__lane_op {
+	kvs__peer_cb cb;
+	void *ud;
+	kvs__panswer *answer; /* allocated on sending: cb never gets NULL */
+};
+
+struct kvs__lane {
+	pthread_mutex_t mu;
+	unsigned flights; /* frames out */
+	uint64_t sent_ms; /* when the last one left */
+	/* The next frame: its encoding (head first) and its operations. */
+	char *frame;
+	size_t len, cap;
+	struct kvs__lane_op *ops;
+	size_t n_ops, cap_ops;
+};
+
 struct kvs__peer_state {
 	kvs__node *n;
 	size_t i;
 	kvs__health health;
 	_Atomic int probing;
 	_Atomic uint64_t next_probe_ms;
-	_Atomic unsigned in_flight; /* messages awaiting its answer */
+	_Atomic unsigned in_flight; /* operations awaiting its answer */
+	struct kvs__lane lanes[KVS__LANES];
 };
 
 /*
@@ -122,14 +169,21 @@ size_t kvs__node_coordinator(kvs__node *n, const kvs__route *r,
                              const kvs__kv_req *req);
 
 /*
- * Send a message to shard peer through the peer operations, noting the
- * outcome in its health; timeout_ms 0 is the request timeout. cb owns the
- * answer (never NULL). Returns an error when the node is closing or the
- * message could not go (cb is then not called).
+ * Send one operation to shard peer, in its lane (coalesced with others
+ * under load), noting the outcome in the peer's health. op is encoded
+ * before this returns. cb gets the operation's own answer (never NULL;
+ * n = 1 when rc is KVS_OK) and owns it. Forwarded client requests wait
+ * two request timeouts (the owner may wait one for a silent replica and
+ * then ask another), the others one. Returns an error when the node is
+ * closing or the operation could not go (cb is then not called).
  */
-int kvs__node_send(kvs__node *n, size_t peer, const kvs__preq *ops,
-                   size_t count, unsigned timeout_ms, kvs__peer_cb cb,
-                   void *ud);
+int kvs__node_send(kvs__node *n, size_t peer, const kvs__preq *op,
+                   kvs__peer_cb cb, void *ud);
+
+/* The same, never waiting in the lane: for a speculative retry, which
+ * must not queue behind the slow frames it is meant to overtake. */
+int kvs__node_send_now(kvs__node *n, size_t peer, const kvs__preq *op,
+                       kvs__peer_cb cb, void *ud);
 
 /*
  * Speculative retry: how long to wait for a replica (KVS__LAT_REPLICA)

@@ -24,8 +24,14 @@ void kvs__panswer_free(kvs__panswer *a)
 {
 	if (a == NULL)
 		return;
-	free(a->res);
+	if (a->res != &a->one)
+		free(a->res);
 	free(a->body);
+	if (a->shared != NULL &&
+	    atomic_fetch_sub(&a->shared->refs, 1) == 1) {
+		free(a->shared->body);
+		free(a->shared);
+	}
 	free(a);
 }
 
@@ -99,41 +105,33 @@ static int post_frame(struct http_peers *p, size_t peer, const char *frame,
 	return kvs__transport_submit(p->t, &req, cb, ud);
 }
 
-static int http_send(void *impl, size_t peer, const kvs__preq *ops, size_t n,
-                     unsigned timeout_ms, kvs__peer_cb cb, void *ud)
+static int http_send(void *impl, size_t peer, char *frame, size_t len,
+                     size_t n_ops, unsigned timeout_ms, kvs__peer_cb cb,
+                     void *ud)
 {
 	struct http_peers *p = impl;
 	struct sending *s;
-	kvs__buf b;
-	size_t len;
 	int rc;
 
-	if (peer >= p->o.n_urls || n == 0 || n > KVS__PEER_MAX_OPS)
+	if (peer >= p->o.n_urls || n_ops == 0 || n_ops > KVS__PEER_MAX_OPS)
 		return KVS_EINVAL;
-	kvs__buf_init(&b, 0);
-	kvs__peer_req_head(&b, p->o.self_idx, n);
-	for (size_t i = 0; i < n; i++)
-		kvs__peer_req_op(&b, &ops[i]);
 	s = calloc(1, sizeof(*s));
 	if (s != NULL)
 		s->answer = calloc(1, sizeof(*s->answer));
-	if (s == NULL || s->answer == NULL || b.rc != KVS_OK) {
-		rc = b.rc != KVS_OK ? b.rc : KVS_ENOMEM;
-		kvs__buf_free(&b);
+	if (s == NULL || s->answer == NULL) {
 		if (s != NULL)
 			free(s->answer);
 		free(s);
-		return rc;
+		return KVS_ENOMEM;
 	}
-	s->frame = kvs__buf_take(&b, &len);
-	s->n = n;
+	s->frame = frame;
+	s->n = n_ops;
 	s->cb = cb;
 	s->ud = ud;
-	rc = post_frame(p, peer, s->frame, len, timeout_ms, sent, s);
+	rc = post_frame(p, peer, frame, len, timeout_ms, sent, s);
 	if (rc != KVS_OK) {
-		free(s->frame);
 		free(s->answer);
-		free(s);
+		free(s); /* the caller keeps the frame */
 	}
 	return rc;
 }

@@ -2,7 +2,7 @@
  * peer.h - the sending side of the peer protocol, behind an operations
  * table (internal).
  *
- * The node never talks to the network itself: it hands frames of
+ * The node never talks to the network itself: it hands encoded frames of
  * operations (protocol.h) to a kvs__peer_ops, which delivers them to a
  * shard and brings back its answer. kvs__peer_http is the real one: HTTP
  * POSTs over the transport (libcurl). tests/test_node.c plugs in a
@@ -15,8 +15,8 @@
  *     be called) or return KVS_OK and call the callback exactly once,
  *     later, from any thread (never from inside send() or probe()), with
  *     an answer that is never NULL (allocate it when sending);
- *   - the operations and the bytes they point to are borrowed for the
- *     call only (they are encoded or copied before it returns);
+ *   - send() takes the frame (malloc'ed) when it returns KVS_OK; on an
+ *     error the caller keeps it;
  *   - every message is bounded in time: no answer within the request
  *     timeout completes it with KVS_ETIMEDOUT;
  *   - timer() calls its callback exactly once, later (never inside
@@ -26,6 +26,7 @@
 #ifndef KVS_PEER_H
 #define KVS_PEER_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,7 +48,17 @@ typedef struct kvs__panswer {
 	size_t n;
 	kvs__pres *res;
 	char *body; /* the frame res points into */
+	/* One operation's part of a frame several shared (node.c's lanes):
+	 * res is &one, and body belongs to shared. */
+	struct kvs__pshared *shared;
+	kvs__pres one;
 } kvs__panswer;
+
+/* The body of an answer shared by the answers of its operations. */
+typedef struct kvs__pshared {
+	_Atomic unsigned refs;
+	char *body;
+} kvs__pshared;
 
 /* Free an answer and everything it points to; accepts NULL. */
 void kvs__panswer_free(kvs__panswer *a);
@@ -65,11 +76,13 @@ typedef void (*kvs__peer_timer_cb)(void *ud);
 typedef void (*kvs__probe_cb)(void *ud, int rc);
 
 typedef struct kvs__peer_ops {
-	/* Send ops[0..n) to shard peer (its position in the config);
-	 * no answer within timeout_ms (0: the request timeout) completes
-	 * it with KVS_ETIMEDOUT. */
-	int (*send)(void *impl, size_t peer, const kvs__preq *ops, size_t n,
-	            unsigned timeout_ms, kvs__peer_cb cb, void *ud);
+	/* Send frame (a request frame of n_ops operations, malloc'ed) to
+	 * shard peer (its position in the config); no answer within
+	 * timeout_ms (0: the request timeout) completes it with
+	 * KVS_ETIMEDOUT. */
+	int (*send)(void *impl, size_t peer, char *frame, size_t len,
+	            size_t n_ops, unsigned timeout_ms, kvs__peer_cb cb,
+	            void *ud);
 	/* Ask shard peer whether it is alive. */
 	int (*probe)(void *impl, size_t peer, kvs__probe_cb cb, void *ud);
 	/* Call cb(ud) in ms milliseconds (speculative retries). */

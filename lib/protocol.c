@@ -198,6 +198,13 @@ void kvs__peer_req_head(kvs__buf *b, uint32_t sender, size_t n)
 	put_u32(b, sender);
 }
 
+void kvs__peer_req_set_count(char *frame, size_t n)
+{
+	/* magic (4), version (1), reserved (1), then the count (u16). */
+	frame[6] = (char)(unsigned char)n;
+	frame[7] = (char)(unsigned char)(n >> 8);
+}
+
 void kvs__peer_req_op(kvs__buf *b, const kvs__preq *q)
 {
 	unsigned n_expect = q->n_expect < KVS__MAX_EXPECT ? q->n_expect

@@ -207,6 +207,11 @@ typedef struct kvs__pres {
 
 /* Append a request frame's head (n operations follow) or one operation. */
 void kvs__peer_req_head(kvs__buf *b, uint32_t sender, size_t n);
+/* Bytes of a request frame's head. */
+#define KVS__PEER_REQ_HEAD 12u
+/* Set the number of operations in an encoded request frame's head (a
+ * frame whose operations were appended one by one). */
+void kvs__peer_req_set_count(char *frame, size_t n);
 void kvs__peer_req_op(kvs__buf *b, const kvs__preq *q);
 /* Append an answer frame's head or one result. */
 void kvs__peer_res_head(kvs__buf *b, size_t n);

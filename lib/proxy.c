@@ -116,19 +116,9 @@ static void fwd_done(kvs__op *op)
 static void forwarded(void *ud, kvs__panswer *a);
 static void slow(void *ud);
 
-/*
- * How long to wait for an owner that coordinates a forwarded request: the
- * owner may itself wait one request timeout for a silent replica before it
- * asks another, so waiting only as long would give up on it just as it
- * answers. Two request timeouts cover one such replacement.
- */
-static unsigned forward_timeout(const kvs__node *n)
-{
-	return 2 * n->cc->request_timeout_ms;
-}
-
-/* Send to the next owner (f->mu held); 0 if a message is out. */
-static int send_next(struct fwd *f)
+/* Send to the next owner (f->mu held); 0 if a message is out. A
+ * speculative one (now) does not wait in the peer's lane. */
+static int send_next(struct fwd *f, int now)
 {
 	for (;;) {
 		size_t target = next_target(f);
@@ -158,8 +148,8 @@ static int send_next(struct fwd *f)
 		op.value_len = f->req.value_len;
 		atomic_fetch_add(&f->n->counters.forwarded, 1);
 		kvs__op_hold(&f->op);
-		if (kvs__node_send(f->n, target, &op, 1, forward_timeout(f->n),
-		                   forwarded, s) != KVS_OK) {
+		if ((now ? kvs__node_send_now : kvs__node_send)(
+		            f->n, target, &op, forwarded, s) != KVS_OK) {
 			s->done = 1;
 			kvs__op_release(&f->op); /* not the last: caller holds */
 			continue;
@@ -186,7 +176,8 @@ static void slow(void *ud)
 	pthread_mutex_lock(&f->mu);
 	if (!s->done && !f->finished) {
 		atomic_fetch_add(&f->n->counters.speculative, 1);
-		(void)send_next(f); /* none left: the first may still answer */
+		/* None left: the first may still answer. */
+		(void)send_next(f, 1);
 	}
 	pthread_mutex_unlock(&f->mu);
 	kvs__op_release(&f->op);
@@ -249,7 +240,7 @@ static enum next after_failure(struct fwd *f, int rc, int refused)
 	if (f->req.kind != KVS__KV_GET && f->route.self >= 0 &&
 	    kvs__node_coordinator(f->n, &f->route, &f->req) == f->n->self)
 		return TAKE_OVER;
-	return send_next(f) == 0 ? WAIT : GIVE_UP;
+	return send_next(f, 0) == 0 ? WAIT : GIVE_UP;
 }
 
 static void forwarded(void *ud, kvs__panswer *a)
@@ -341,7 +332,7 @@ void kvs__proxy(kvs__node *n, const kvs__kv_req *req, const kvs__route *route,
 	f->cb = cb;
 	f->ud = ud;
 	pthread_mutex_lock(&f->mu);
-	sent = send_next(f) == 0;
+	sent = send_next(f, 0) == 0;
 	if (!sent)
 		f->finished = 1;
 	pthread_mutex_unlock(&f->mu);

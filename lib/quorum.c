@@ -80,6 +80,7 @@ struct qread {
 	int repaired;
 	int err; /* why a replica could not be asked, when it is our fault */
 	unsigned delay_ms; /* speculative retry; 0: none */
+	int urgent; /* launching a speculative read: not behind the lane */
 	struct qask asks[KVS_RING_MAX_OWNERS];
 	size_t n_asks;
 	/* The newest record: best until the caller is answered; a newer
@@ -169,8 +170,8 @@ static int launch(struct qread *q)
 		kvs__op_hold(&q->op);
 		q->asking++;
 		atomic_fetch_add(&q->n->counters.replica_reads, 1);
-		rc = kvs__node_send(q->n, ask->peer, &op, 1, 0, qread_answer,
-		                    ask);
+		rc = (q->urgent ? kvs__node_send_now : kvs__node_send)(
+		        q->n, ask->peer, &op, qread_answer, ask);
 		if (rc != KVS_OK) {
 			if (rc == KVS_ENOMEM)
 				q->err = rc;
@@ -288,8 +289,7 @@ static void repair(struct qread *q)
 			op.key_len = final->key_len;
 			op.value = final->value;
 			op.value_len = final->value_len;
-			rc = kvs__node_send(n, s->peer, &op, 1, 0, repaired_remote,
-			                    q);
+			rc = kvs__node_send(n, s->peer, &op, repaired_remote, q);
 		}
 		if (rc != KVS_OK)
 			kvs__op_release(&q->op);
@@ -314,7 +314,9 @@ static void slow(void *ud)
 	pthread_mutex_lock(&q->mu);
 	if (!ask->done && !q->answered && q->next_cand < q->n_cand) {
 		atomic_fetch_add(&q->n->counters.speculative, 1);
+		q->urgent = 1;
 		(void)launch(q);
+		q->urgent = 0;
 	}
 	step(q, &do_answer, &do_repair);
 	pthread_mutex_unlock(&q->mu);
@@ -555,7 +557,7 @@ static void replicate(struct qwrite *q)
 			continue;
 		atomic_fetch_add(&q->n->counters.replica_writes, 1);
 		kvs__op_hold(&q->op);
-		if (kvs__node_send(q->n, peer, &op, 1, 0, replica_done, q) !=
+		if (kvs__node_send(q->n, peer, &op, replica_done, q) !=
 		    KVS_OK) {
 			count(q, FAILED, 1);
 			kvs__op_release(&q->op);

@@ -167,26 +167,24 @@ static void dispatch_msg(struct sim *s, struct sim_msg *m)
 	}
 }
 
-static int sim_send(void *impl, size_t peer, const kvs__preq *ops, size_t n,
-                    unsigned timeout_ms, kvs__peer_cb cb, void *ud)
+static int sim_send(void *impl, size_t peer, char *frame, size_t len,
+                    size_t n, unsigned timeout_ms, kvs__peer_cb cb, void *ud)
 {
 	struct sim_node *from = impl;
 	struct sim *s = from->sim;
 	struct sim_msg *m = new_msg(s, from->i, (int)peer);
-	kvs__buf b;
 
-	kvs__buf_init(&b, 0);
-	kvs__peer_req_head(&b, (uint32_t)from->i, n);
-	for (size_t i = 0; i < n; i++)
-		kvs__peer_req_op(&b, &ops[i]);
-	ck_assert_int_eq(b.rc, KVS_OK);
-	m->frame = kvs__buf_take(&b, &m->len);
+	m->frame = frame;
+	m->len = len;
 	m->n_ops = n;
+	if (n > s->most_ops)
+		s->most_ops = n;
 	m->cb = cb;
 	m->ud = ud;
 	m->timeout_ms = timeout_ms ? timeout_ms : SIM_TIMEOUT_MS;
 	trace(s, "send %d->%d: %zu ops, first code %u", m->from, m->to, n,
-	      ops[0].code);
+	      len > KVS__PEER_REQ_HEAD ? (unsigned char)frame[KVS__PEER_REQ_HEAD]
+	                               : 0u);
 	dispatch_msg(s, m);
 	return KVS_OK;
 }

@@ -100,6 +100,7 @@ struct sim {
 	struct sim_msg *msgs;
 	struct sim_op *ops;
 	struct sim_timer *timers;
+	size_t most_ops; /* the most operations a frame carried */
 	uint64_t events;
 	int trace;
 };

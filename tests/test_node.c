@@ -689,6 +689,40 @@ static void speculative_retry(uint64_t seed)
 	sim_close(&s);
 }
 
+/*
+ * Coalescing: operations that meet a frame in flight to the same peer
+ * leave together in the next one, and each gets its own part of the
+ * answer. Bursts of clients through every node of 3 (N = 3), under lost,
+ * duplicated and late messages and a failing node: the same checks as
+ * quorum_rw, and frames must indeed have carried several operations.
+ */
+static void coalesced(uint64_t seed)
+{
+	struct sim s;
+
+	set_where("coalesced", seed);
+	sim_open(&s, seed, 3, NULL);
+	s.faults.loss = 20;
+	s.faults.dup = 20;
+	s.faults.late = 20;
+	fault_some_node(&s, 500, 3000);
+	for (int burst = 0; burst < 6; burst++)
+		random_ops(&s, 25, 3, "c", 6); /* 25 within 3 ms */
+	sim_run(&s, s.now + 1000);
+	for (int burst = 0; burst < 6; burst++) {
+		random_ops(&s, 25, 3, "c", 6);
+		sim_run(&s, s.now + 400);
+	}
+	heal(&s);
+	sim_settle(&s);
+	CHECK(s.most_ops > 1, "no frame carried more than one operation",
+	      where);
+	check_all_done(&s);
+	check_reads(&s);
+	check_durable(&s, 2);
+	sim_close(&s);
+}
+
 /* What the last acknowledged writes left: key -> value, or deleted. */
 struct model {
 	char value[40][32];
@@ -889,6 +923,12 @@ START_TEST(sim_speculative_retry)
 }
 END_TEST
 
+START_TEST(sim_coalesced)
+{
+	run_scenario("coalesced", coalesced);
+}
+END_TEST
+
 START_TEST(sim_scan_merge)
 {
 	run_scenario("scan_merge", scan_merge);
@@ -923,6 +963,7 @@ int main(void)
 	tcase_add_test(tc, sim_cas_once);
 	tcase_add_test(tc, sim_cas_stale_primary);
 	tcase_add_test(tc, sim_speculative_retry);
+	tcase_add_test(tc, sim_coalesced);
 	tcase_add_test(tc, sim_scan_merge);
 	tcase_add_test(tc, a_seed_replays_exactly);
 	suite_add_tcase(s, tc);
