@@ -19,7 +19,7 @@
  * The files behind this header: node.c (open, close, routing, health,
  * probing, the operations' dispatch), quorum.c (quorum reads with read
  * repair, replicated writes), proxy.c (forwarding to an owner, with
- * failover and coordinator takeover), cscan.c (the cluster-wide scan),
+ * failover and speculative retry), cscan.c (the cluster-wide scan),
  * serve.c (the receiving side of the peer protocol), peer.c (its sending
  * side over HTTP).
  */

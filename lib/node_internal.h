@@ -233,9 +233,10 @@ void kvs__quorum_write(kvs__node *n, const kvs__kv_req *req,
                        kvs__result *out, kvs__node_cb cb, void *ud);
 
 /* proxy.c: send the request to the owners in turn (reads: usable owners
- * first; writes: the coordinator first) until one answers. */
+ * first; writes: the coordinator first; conditional writes: the primary
+ * only) until one answers. */
 void kvs__proxy(kvs__node *n, const kvs__kv_req *req, const kvs__route *route,
-                unsigned need, kvs__result *out, kvs__node_cb cb, void *ud);
+                kvs__result *out, kvs__node_cb cb, void *ud);
 
 /*
  * cscan.c: one page of this node's own records, tombstones included, in

@@ -5,10 +5,10 @@
  * The ring gives the key's N owners in preference order. A read is served
  * by this node when it is an owner: from its own store when R = 1, else
  * through a quorum read (quorum.c). An unconditional write is coordinated
- * by the first owner that is up; a conditional one by the key's primary
- * (its first owner) only, up or not, so that conditions are decided in one
- * store whatever each node believes about the others' health. An owner
- * that is not the coordinator passes the write to it. A node that may not serve a request itself forwards it to
+ * by any owner that receives it, or by the first owner up when a non-owner
+ * forwards it; a conditional one by the key's primary (its first owner)
+ * only, up or not, so that conditions are decided in one store whatever
+ * each node believes about the others' health. A node that may not serve a request itself forwards it to
  * an owner (proxy.c) or, with routing = "redirect", tells the client where
  * to go. Requests that came from another node (kvs__kv_req.from_peer) are
  * served or coordinated here when this node owns the key, and refused
@@ -157,7 +157,7 @@ static void dispatch(kvs__node *n, const kvs__kv_req *req, kvs__result *out,
 			out->target = owner_to_ask(n, &route);
 			cb(ud);
 		} else {
-			kvs__proxy(n, req, &route, need, out, cb, ud);
+			kvs__proxy(n, req, &route, out, cb, ud);
 		}
 		return;
 	}
@@ -173,15 +173,13 @@ static void dispatch(kvs__node *n, const kvs__kv_req *req, kvs__result *out,
 		req = &stamped;
 	}
 	coord = kvs__node_coordinator(n, &route, req);
-	/* Owners coordinate when first in line, or when a peer sent an
-	 * unconditional write here; with redirects, any owner coordinates
-	 * an unconditional write. A conditional write is decided by the
-	 * primary only: another owner sends it there (or the client, with
-	 * redirects), and refuses it from a peer. Redirects point to the
-	 * coordinator, which never redirects: no loops. */
-	if (route.self >= 0 &&
-	    (coord == n->self ||
-	     (req->cond.flags == 0 && (req->from_peer || redirect)))) {
+	/* Any owner coordinates an unconditional write (its version was
+	 * fixed on arrival, so where it is coordinated changes nothing but
+	 * the hops). A conditional write is decided by the primary only:
+	 * another owner sends it there (or the client, with redirects), and
+	 * refuses it from a peer. Redirects point to the coordinator, which
+	 * never redirects: no loops. */
+	if (route.self >= 0 && (coord == n->self || req->cond.flags == 0)) {
 		kvs__quorum_write(n, req, &route, need, out, cb, ud);
 	} else if (req->from_peer) {
 		kvs__node_fail(out, KVS_EWRONGSHARD, cb, ud);
@@ -190,7 +188,7 @@ static void dispatch(kvs__node *n, const kvs__kv_req *req, kvs__result *out,
 		out->target = coord;
 		cb(ud);
 	} else {
-		kvs__proxy(n, req, &route, need, out, cb, ud);
+		kvs__proxy(n, req, &route, out, cb, ud);
 	}
 }
 

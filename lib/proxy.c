@@ -11,11 +11,12 @@
  * so no path can be reinterpreted on the way, and this node has checked
  * the client's credentials already.
  *
- * Reads go to an owner believed up; unconditional writes to the
- * coordinator (the first owner believed up). When an owner does not
- * answer (refused, timed out, shutting down) the next one is tried; a
- * write whose coordinator is gone is taken over by this node when it is
- * now the first owner up. When no owner answers, the result is
+ * Only a node that does not own the key forwards a read or an
+ * unconditional write (an owner serves or coordinates those itself), and
+ * any node forwards a conditional write to the key's primary. Reads go to
+ * an owner believed up; unconditional writes to the first owner believed
+ * up. When an owner does not answer (refused, timed out, shutting down)
+ * the next one is tried. When no owner answers, the result is
  * KVS_EUNAVAIL naming the last one tried. Reads and unconditional writes
  * can be sent again safely: a write keeps the version it got on arrival,
  * so a second copy changes nothing.
@@ -61,7 +62,6 @@ struct fwd {
 	kvs__node *n;
 	kvs__kv_req req; /* buffers borrowed from the caller until cb */
 	kvs__route route;
-	unsigned need;
 	unsigned delay_ms; /* speculative retry; 0: none */
 	struct send sends[KVS_RING_MAX_OWNERS];
 	size_t n_sends;
@@ -226,7 +226,7 @@ static void free_answer(void *a)
 }
 
 /* What to do after a failed message (f->mu held, not finished). */
-enum next { WAIT, DONE_UNKNOWN, DONE_SHUTDOWN, TAKE_OVER, GIVE_UP };
+enum next { WAIT, DONE_UNKNOWN, DONE_SHUTDOWN, GIVE_UP };
 
 static enum next after_failure(struct fwd *f, int rc, int refused)
 {
@@ -236,10 +236,6 @@ static enum next after_failure(struct fwd *f, int rc, int refused)
 		return DONE_UNKNOWN;
 	if (f->in_flight > 0)
 		return WAIT; /* a speculative copy may still answer */
-	/* A write whose coordinator is gone: an owner takes over. */
-	if (f->req.kind != KVS__KV_GET && f->route.self >= 0 &&
-	    kvs__node_coordinator(f->n, &f->route, &f->req) == f->n->self)
-		return TAKE_OVER;
 	return send_next(f, 0) == 0 ? WAIT : GIVE_UP;
 }
 
@@ -275,10 +271,6 @@ static void forwarded(void *ud, kvs__panswer *a)
 			out->rc = KVS_ESHUTDOWN;
 			finish(f);
 			break;
-		case TAKE_OVER:
-			kvs__quorum_write(f->n, &f->req, &f->route, f->need, out,
-			                  f->cb, f->ud);
-			break;
 		case GIVE_UP:
 			give_up(f);
 			break;
@@ -312,7 +304,7 @@ static void forwarded(void *ud, kvs__panswer *a)
 }
 
 void kvs__proxy(kvs__node *n, const kvs__kv_req *req, const kvs__route *route,
-                unsigned need, kvs__result *out, kvs__node_cb cb, void *ud)
+                kvs__result *out, kvs__node_cb cb, void *ud)
 {
 	struct fwd *f = calloc(1, sizeof(*f));
 	int sent;
@@ -326,7 +318,6 @@ void kvs__proxy(kvs__node *n, const kvs__kv_req *req, const kvs__route *route,
 	f->n = n;
 	f->req = *req;
 	f->route = *route;
-	f->need = need;
 	f->delay_ms = kvs__node_speculative_ms(n, KVS__LAT_FORWARD);
 	f->out = out;
 	f->cb = cb;

@@ -1,7 +1,7 @@
 /*
  * test_node.c - the node's cluster logic, deterministically from seeds
  * (tests/sim.h): quorum reads and writes, read repair, forwarding with
- * failover and coordinator takeover, and the cluster scan's merge, over a
+ * failover and speculative retry, and the cluster scan's merge, over a
  * network that loses, delays, duplicates and reorders messages and has
  * nodes that refuse or never answer.
  *
@@ -343,8 +343,8 @@ static void read_repair(uint64_t seed)
  * Forwarding: 5 nodes, N = 3, so most requests reach a node that does
  * not own the key and must be forwarded; owners fail. With one owner of
  * a key down or silent and no message lost, every request succeeds
- * (failing over to the next owner, or taken over by an owner when the
- * coordinator is gone) within a few timeouts. Then the same with lost,
+ * (failing over to the next owner, or coordinated by the owner asked)
+ * within a few timeouts. Then the same with lost,
  * duplicated and late messages and any node failing: only consistency
  * is promised there.
  */
@@ -365,7 +365,7 @@ static void proxy_failover(uint64_t seed)
 		snprintf(value, sizeof(value), "a%llu-%d",
 		         (unsigned long long)seed, i);
 		owners(&s, key, &r);
-		/* The coordinator half of the time: takeovers. */
+		/* The first owner half of the time. */
 		victim = (int)r.owners[sim_rand(&s, 2) ? 0 : sim_rand(&s, 3)];
 		node = (int)sim_rand(&s, 5);
 		if (sim_rand(&s, 2))
@@ -713,6 +713,7 @@ static void coalesced(uint64_t seed)
 		random_ops(&s, 25, 3, "c", 6);
 		sim_run(&s, s.now + 400);
 	}
+	sim_run(&s, 5000); /* past the last fault's end */
 	heal(&s);
 	sim_settle(&s);
 	CHECK(s.most_ops > 1, "no frame carried more than one operation",

@@ -647,21 +647,24 @@ END_TEST
 /*
  * The peer protocol's headers mean nothing on client endpoints: a client
  * that sends X-Kvshard-Hop (which once made a node serve a request as if
- * another node had forwarded it) is routed like any other, so a write
- * still goes to its coordinator and a read to an owner.
+ * another node had forwarded it) is routed like any other, so a
+ * conditional write still goes to the key's primary and a read to an
+ * owner.
  */
 START_TEST(peer_headers_are_ignored_from_clients)
 {
 	static const char *hop[] = {"X-Kvshard-Hop: shard-9", NULL};
+	static const char *hop_create[] = {"X-Kvshard-Hop: shard-9",
+	                                   "If-None-Match: *", NULL};
 	struct tc_resp r;
 	char key[64];
 
 	tc_start(&C, 3, NULL); /* N = 3: every node owns every key */
 	snprintf(key, sizeof(key), "%s", key_owned_by(0, "hop"));
-	/* shard-1 coordinates the key's writes; shard-2 must pass the
-	 * write on, header or not. */
-	ck_assert_int_eq(tc_http("PUT", url(1, "/v1/kv/%s", key), "v", 1, hop,
-	                         &r), 0);
+	/* shard-1 decides the key's conditional writes; shard-2 must pass
+	 * the write on, header or not. */
+	ck_assert_int_eq(tc_http("PUT", url(1, "/v1/kv/%s", key), "v", 1,
+	                         hop_create, &r), 0);
 	ck_assert_int_eq(r.status, 200);
 	ck_assert_str_eq(tc_header(&r, "X-Kvshard-Shard"), C.node[0].name);
 	ck_assert_ptr_nonnull(strstr(r.body, "\"shard\":\"shard-1\""));
