@@ -317,6 +317,8 @@ static int flight_send(struct flight *f)
 		timeout *= 2;
 	kvs__peer_req_set_count(frame, f->n_ops);
 	f->start_ms = kvs__node_now(n);
+	atomic_fetch_add(&n->counters.peer_frames, 1);
+	atomic_fetch_add(&n->counters.peer_messages, f->n_ops);
 	f->frame = NULL; /* the peer operations take it */
 	pthread_rwlock_rdlock(&n->send_lock);
 	rc = n->closing ? KVS_ECLOSED
@@ -659,6 +661,8 @@ void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st)
 	st->quorum_failures = atomic_load(&n->counters.quorum_failures);
 	st->probes = atomic_load(&n->counters.probes);
 	st->speculative = atomic_load(&n->counters.speculative);
+	st->peer_frames = atomic_load(&n->counters.peer_frames);
+	st->peer_messages = atomic_load(&n->counters.peer_messages);
 }
 
 uint64_t kvs__node_epoch(const kvs__node *n)

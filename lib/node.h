@@ -229,6 +229,8 @@ typedef struct kvs__node_stats {
 	uint64_t quorum_failures;
 	uint64_t probes;         /* health probes sent */
 	uint64_t speculative;    /* speculative retries sent */
+	uint64_t peer_frames;    /* frames sent to peers */
+	uint64_t peer_messages;  /* operations those frames carried */
 } kvs__node_stats;
 
 void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st);

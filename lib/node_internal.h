@@ -98,6 +98,8 @@ struct kvs__node_counters {
 	_Atomic uint64_t quorum_failures;
 	_Atomic uint64_t probes;
 	_Atomic uint64_t speculative; /* second requests sent on a delay */
+	_Atomic uint64_t peer_frames;   /* frames sent */
+	_Atomic uint64_t peer_messages; /* operations in them */
 };
 
 /*

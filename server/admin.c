@@ -188,6 +188,14 @@ void handle_metrics(struct req *r)
 	          "to the next owner because the first was slow.\n"
 	          "# TYPE kvshard_speculative_retries_total counter\n"
 	          "kvshard_speculative_retries_total %llu\n"
+	          "# HELP kvshard_peer_frames_total Frames sent to peers (each "
+	          "carries one or more messages).\n"
+	          "# TYPE kvshard_peer_frames_total counter\n"
+	          "kvshard_peer_frames_total %llu\n"
+	          "# HELP kvshard_peer_messages_total Messages sent to peers, "
+	          "in those frames.\n"
+	          "# TYPE kvshard_peer_messages_total counter\n"
+	          "kvshard_peer_messages_total %llu\n"
 	          "# HELP kvshard_connections Open client connections.\n"
 	          "# TYPE kvshard_connections gauge\nkvshard_connections %llu\n"
 	          "# HELP kvshard_uptime_seconds Seconds since start.\n"
@@ -201,6 +209,8 @@ void handle_metrics(struct req *r)
 	          (unsigned long long)c.quorum_failures,
 	          (unsigned long long)c.probes,
 	          (unsigned long long)c.speculative,
+	          (unsigned long long)c.peer_frames,
+	          (unsigned long long)c.peer_messages,
 	          (unsigned long long)atomic_load(&s->connections),
 	          (unsigned long long)uptime_s(s));
 	kvs__buf_adds(&b, "# HELP kvshard_peer_up 1 if this node believes the "
