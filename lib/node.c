@@ -663,6 +663,7 @@ void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st)
 	st->speculative = atomic_load(&n->counters.speculative);
 	st->peer_frames = atomic_load(&n->counters.peer_frames);
 	st->peer_messages = atomic_load(&n->counters.peer_messages);
+	st->read_fetches = atomic_load(&n->counters.read_fetches);
 }
 
 uint64_t kvs__node_epoch(const kvs__node *n)

@@ -231,6 +231,7 @@ typedef struct kvs__node_stats {
 	uint64_t speculative;    /* speculative retries sent */
 	uint64_t peer_frames;    /* frames sent to peers */
 	uint64_t peer_messages;  /* operations those frames carried */
+	uint64_t read_fetches;   /* values fetched after a digest read */
 } kvs__node_stats;
 
 void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st);

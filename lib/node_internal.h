@@ -100,6 +100,7 @@ struct kvs__node_counters {
 	_Atomic uint64_t speculative; /* second requests sent on a delay */
 	_Atomic uint64_t peer_frames;   /* frames sent */
 	_Atomic uint64_t peer_messages; /* operations in them */
+	_Atomic uint64_t read_fetches;  /* values fetched after digests */
 };
 
 /*

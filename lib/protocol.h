@@ -163,7 +163,7 @@ enum kvs__pcode {
 /* Operation flags. */
 #define KVS__PQ_TOMBSTONE 0x01u /* APPLY: the record is a tombstone */
 #define KVS__PQ_VALUES 0x02u    /* SCAN: with values */
-/* 0x04: unused */
+#define KVS__PQ_DIGEST 0x04u   /* READ: the version only, not the value */
 #define KVS__PQ_START 0x08u     /* SCAN: key is start_after */
 #define KVS__PQ_IF_ABSENT 0x10u /* PUT: KVS_WRITE_IF_ABSENT */
 #define KVS__PQ_IF_STAMP 0x20u  /* PUT/DELETE: KVS_WRITE_IF_STAMP */
@@ -173,6 +173,7 @@ enum kvs__pcode {
 #define KVS__PA_TOMBSTONE 0x01u /* READ/GET: the stamp is a deletion's */
 #define KVS__PA_APPLIED 0x02u   /* APPLY: written (else as new or newer) */
 #define KVS__PA_MORE 0x04u      /* SCAN: stopped at the limit */
+#define KVS__PA_DIGEST 0x08u    /* READ: the value was left out (asked so) */
 
 /* One operation. Pointers are borrowed (from the frame when decoded). */
 typedef struct kvs__preq {

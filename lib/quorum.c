@@ -89,6 +89,14 @@ struct qread {
 	 * not change under it. */
 	int have_best, have_late;
 	kvs_record best, late;
+	/* Other replicas are asked for the version only (a digest): when
+	 * one has a newer version than every other answer, its value is
+	 * fetched from it before the caller is answered. */
+	int best_digest;    /* best's value is not here yet */
+	size_t best_peer;   /* who has it */
+	int fetching;       /* the fetch is in flight */
+	int fetch_failed;   /* it failed: the newest value is out of reach */
+	struct qask fetch;
 	struct seen seen[KVS_RING_MAX_OWNERS];
 	size_t n_seen;
 	/* What best's and late's values live in: answers and a copy of
@@ -114,7 +122,7 @@ static void qread_done(kvs__op *op)
 /* Take one replica's answer (q->mu held). keep is the answer its bytes
  * live in (kept if they matter), or NULL. */
 static void consider(struct qread *q, size_t peer, const kvs_record *rec,
-                     kvs__panswer *keep, int *kept)
+                     int digest, kvs__panswer *keep, int *kept)
 {
 	kvs_record *slot;
 
@@ -126,14 +134,25 @@ static void consider(struct qread *q, size_t peer, const kvs_record *rec,
 	if (rec == NULL)
 		return;
 	if (!q->answered) {
-		if (q->have_best &&
-		    kvs_stamp_cmp(&rec->stamp, &q->best.stamp) <= 0)
+		int cmp = q->have_best ? kvs_stamp_cmp(&rec->stamp,
+		                                       &q->best.stamp)
+		                       : 1;
+
+		/* The same version with its value beats a digest of it. */
+		if (cmp < 0 || (cmp == 0 && (digest || !q->best_digest)))
 			return;
 		slot = &q->best;
 		q->have_best = 1;
+		q->best_digest = digest;
+		q->best_peer = peer;
 	} else {
 		const kvs_record *cur = q->have_late ? &q->late : &q->best;
 
+		/* A late digest cannot repair anyone: its value is not
+		 * here. Its replica is the newest; the others wait for the
+		 * next read or for anti-entropy. */
+		if (digest)
+			return;
 		if ((q->have_late || q->have_best) &&
 		    kvs_stamp_cmp(&rec->stamp, &cur->stamp) <= 0)
 			return;
@@ -150,7 +169,38 @@ static void consider(struct qread *q, size_t peer, const kvs_record *rec,
 }
 
 static void qread_answer(void *ud, kvs__panswer *a);
+static void fetched(void *ud, kvs__panswer *a);
 static void slow(void *ud);
+
+/* Fetch the value of the newest version, seen in a digest, from the
+ * replica that has it (q->mu held). */
+static void fetch(struct qread *q)
+{
+	kvs__preq op;
+	int rc;
+
+	memset(&op, 0, sizeof(op));
+	op.code = KVS__P_READ;
+	op.key = q->key;
+	op.key_len = q->key_len;
+	q->fetch.q = q;
+	q->fetch.peer = q->best_peer;
+	q->fetch.done = 0;
+	kvs__op_hold(&q->op);
+	q->fetching = 1;
+	q->asking++;
+	atomic_fetch_add(&q->n->counters.read_fetches, 1);
+	rc = kvs__node_send_now(q->n, q->best_peer, &op, fetched, &q->fetch);
+	if (rc != KVS_OK) {
+		if (rc == KVS_ENOMEM)
+			q->err = rc;
+		q->fetching = 0;
+		q->fetch_failed = 1;
+		q->asking--;
+		/* Not the last: the starter or a caller holds it. */
+		kvs__op_release(&q->op);
+	}
+}
 
 /* Ask the next candidate (q->mu held); KVS_OK if a message is out. */
 static int launch(struct qread *q)
@@ -165,6 +215,7 @@ static int launch(struct qread *q)
 		ask->peer = q->cand[q->next_cand++];
 		memset(&op, 0, sizeof(op));
 		op.code = KVS__P_READ;
+		op.flags = KVS__PQ_DIGEST;
 		op.key = q->key;
 		op.key_len = q->key_len;
 		kvs__op_hold(&q->op);
@@ -199,7 +250,11 @@ static void step(struct qread *q, int *answer, int *repair)
 	while (!q->answered && q->got + q->asking < q->need &&
 	       launch(q) == KVS_OK)
 		;
-	if (!q->answered && (q->got >= q->need || q->asking == 0)) {
+	if (!q->answered && q->got >= q->need && q->best_digest &&
+	    !q->fetching && !q->fetch_failed)
+		fetch(q);
+	if (!q->answered && !q->fetching &&
+	    (q->got >= q->need || q->asking == 0)) {
 		q->answered = 1;
 		q->got_when_answered = q->got;
 		*answer = 1;
@@ -221,6 +276,11 @@ static void answer(struct qread *q)
 		out->rc = q->err != KVS_OK ? q->err : KVS_EUNAVAIL;
 	} else if (!q->have_best) {
 		out->rc = KVS_NOTFOUND;
+	} else if (q->best_digest) {
+		/* A replica has a newer version whose value could not be
+		 * fetched: an older value would break the quorum's promise. */
+		atomic_fetch_add(&q->n->counters.quorum_failures, 1);
+		out->rc = q->err != KVS_OK ? q->err : KVS_EUNAVAIL;
 	} else {
 		out->stamp = q->best.stamp;
 		if (q->best.flags & KVS_RECORD_TOMBSTONE) {
@@ -266,6 +326,8 @@ static void repair(struct qread *q)
 
 	if (!q->have_best && !q->have_late)
 		return; /* nobody has anything */
+	if (!q->have_late && q->best_digest)
+		return; /* the newest value never came */
 	for (size_t i = 0; i < q->n_seen; i++) {
 		const struct seen *s = &q->seen[i];
 		int rc;
@@ -345,9 +407,47 @@ static void qread_answer(void *ud, kvs__panswer *a)
 		                                           : 0;
 		rec.value = r->value;
 		rec.value_len = r->value_len;
-		consider(q, ask->peer, r->rc == KVS_OK ? &rec : NULL, a, &kept);
+		consider(q, ask->peer, r->rc == KVS_OK ? &rec : NULL,
+		         (r->flags & KVS__PA_DIGEST) != 0, a, &kept);
 	}
 	/* A failed replica: step() asks the next candidate. */
+	step(q, &do_answer, &do_repair);
+	pthread_mutex_unlock(&q->mu);
+	if (!kept)
+		kvs__panswer_free(a);
+	act(q, do_answer, do_repair);
+	kvs__op_release(&q->op);
+}
+
+/* The value of the newest version came (or not). */
+static void fetched(void *ud, kvs__panswer *a)
+{
+	struct qask *ask = ud;
+	struct qread *q = ask->q;
+	int kept = 0, do_answer, do_repair;
+
+	pthread_mutex_lock(&q->mu);
+	ask->done = 1;
+	q->asking--;
+	q->fetching = 0;
+	if (a->rc == KVS_OK && a->n == 1 && a->res[0].rc == KVS_OK &&
+	    !(a->res[0].flags & KVS__PA_DIGEST) &&
+	    kvs_stamp_cmp(&a->res[0].stamp, &q->best.stamp) >= 0) {
+		const kvs__pres *r = &a->res[0];
+
+		/* Newer still is fine: it is what that replica has now. */
+		q->best.stamp = r->stamp;
+		q->best.flags = (r->flags & KVS__PA_TOMBSTONE)
+		                        ? KVS_RECORD_TOMBSTONE
+		                        : 0;
+		q->best.value = r->value;
+		q->best.value_len = r->value_len;
+		q->best_digest = 0;
+		q->keep[q->n_keep++] = a;
+		kept = 1;
+	} else {
+		q->fetch_failed = 1;
+	}
 	step(q, &do_answer, &do_repair);
 	pthread_mutex_unlock(&q->mu);
 	if (!kept)
@@ -382,7 +482,7 @@ static int read_local(void *ud, const kvs_record *rec)
 		return 0;
 	}
 	copy.value = holder->body;
-	consider(q, q->n->self, &copy, holder, &kept);
+	consider(q, q->n->self, &copy, 0, holder, &kept);
 	if (!kept)
 		kvs__panswer_free(holder);
 	lc->rc = KVS_OK;
@@ -427,7 +527,7 @@ void kvs__quorum_read(kvs__node *n, const kvs__kv_req *req,
 	rc = kvs_store_read(n->store, q->key, q->key_len, KVS_READ_TOMBSTONES,
 	                    read_local, &lc);
 	if (rc == KVS_NOTFOUND) {
-		consider(q, n->self, NULL, NULL, NULL);
+		consider(q, n->self, NULL, 0, NULL, NULL);
 		rc = KVS_OK;
 	} else if (rc == KVS_OK) {
 		rc = lc.rc;

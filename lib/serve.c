@@ -64,6 +64,7 @@ static void serving_done(kvs__op *op)
 struct read_copy {
 	kvs__buf *buf;
 	kvs__pres *res;
+	int digest; /* the version only */
 };
 
 static int copy_read(void *ud, const kvs_record *rec)
@@ -73,7 +74,10 @@ static int copy_read(void *ud, const kvs_record *rec)
 	rc->res->stamp = rec->stamp;
 	if (rec->flags & KVS_RECORD_TOMBSTONE)
 		rc->res->flags |= KVS__PA_TOMBSTONE;
-	kvs__buf_add(rc->buf, rec->value, rec->value_len);
+	if (rc->digest && rec->value_len > 0)
+		rc->res->flags |= KVS__PA_DIGEST;
+	else
+		kvs__buf_add(rc->buf, rec->value, rec->value_len);
 	return 0;
 }
 
@@ -81,7 +85,7 @@ static void op_read(struct kvs__serving *s, size_t i)
 {
 	const kvs__preq *q = &s->ops[i];
 	kvs__pres *r = &s->res[i];
-	struct read_copy rc = {&s->bufs[i], r};
+	struct read_copy rc = {&s->bufs[i], r, (q->flags & KVS__PQ_DIGEST) != 0};
 
 	r->rc = kvs_store_read(s->n->store, q->key, q->key_len,
 	                       KVS_READ_TOMBSTONES, copy_read, &rc);

@@ -196,6 +196,10 @@ void handle_metrics(struct req *r)
 	          "in those frames.\n"
 	          "# TYPE kvshard_peer_messages_total counter\n"
 	          "kvshard_peer_messages_total %llu\n"
+	          "# HELP kvshard_read_fetches_total Values fetched from a "
+	          "replica whose version, read as a digest, was the newest.\n"
+	          "# TYPE kvshard_read_fetches_total counter\n"
+	          "kvshard_read_fetches_total %llu\n"
 	          "# HELP kvshard_connections Open client connections.\n"
 	          "# TYPE kvshard_connections gauge\nkvshard_connections %llu\n"
 	          "# HELP kvshard_uptime_seconds Seconds since start.\n"
@@ -211,6 +215,7 @@ void handle_metrics(struct req *r)
 	          (unsigned long long)c.speculative,
 	          (unsigned long long)c.peer_frames,
 	          (unsigned long long)c.peer_messages,
+	          (unsigned long long)c.read_fetches,
 	          (unsigned long long)atomic_load(&s->connections),
 	          (unsigned long long)uptime_s(s));
 	kvs__buf_adds(&b, "# HELP kvshard_peer_up 1 if this node believes the "

@@ -284,8 +284,9 @@ static void read_repair(uint64_t seed)
 {
 	struct sim s;
 	char key[16][8], value[16][32];
-	struct sim_op *gets[16];
-	uint64_t t = 0;
+	struct sim_op *gets[16], *stale_gets[16];
+	int stale_of[16];
+	uint64_t t = 0, fetches = 0;
 
 	set_where("read_repair", seed);
 	sim_open(&s, seed, 3, NULL);
@@ -293,6 +294,7 @@ static void read_repair(uint64_t seed)
 		int stale = (int)sim_rand(&s, 3);
 		struct sim_op *w;
 
+		stale_of[k] = stale;
 		snprintf(key[k], sizeof(key[k]), "r%d", k);
 		snprintf(value[k], sizeof(value[k]), "v%llu-%d",
 		         (unsigned long long)seed, k);
@@ -312,6 +314,30 @@ static void read_repair(uint64_t seed)
 	/* Let the probes see every node up again. */
 	sim_run(&s, s.now + 2500);
 	s.faults.dup = 100;
+	/* First through each stale node with R=2: its own copy is older
+	 * than the other replica's digest, so the value is fetched. */
+	for (int k = 0; k < 16; k++)
+		stale_gets[k] = sim_get(&s, s.now + 1 + sim_rand(&s, 50),
+		                        stale_of[k], key[k], 2);
+	sim_settle(&s);
+	for (int i = 0; i < 3; i++) {
+		kvs__node_stats st;
+
+		kvs__node_stats_get(s.nodes[i].node, &st);
+		fetches += st.read_fetches;
+	}
+	CHECK(fetches >= 16, "%llu values fetched after digests, not 16",
+	      where, (unsigned long long)fetches);
+	for (int k = 0; k < 16; k++) {
+		kvs__result *res = &stale_gets[k]->res;
+
+		CHECK(res->rc == KVS_OK && res->value_len == strlen(value[k]) &&
+		              memcmp(res->value, value[k], res->value_len) == 0,
+		      "the read of %s through its stale node missed the newest "
+		      "value (%s)",
+		      where, key[k], kvs_strerror(res->rc));
+	}
+	/* Then anywhere, with R=3 (repair reaches every replica). */
 	for (int k = 0; k < 16; k++)
 		gets[k] = sim_get(&s, s.now + 1 + sim_rand(&s, 50),
 		                  (int)sim_rand(&s, 3), key[k], 3);
