@@ -34,6 +34,8 @@
 #define MAX_SHARDS 4096
 #define MAX_NAME_LEN 64
 #define MAX_TIMEOUT_MS 600000u
+/* A day: beyond that, the bound protects nothing. */
+#define MAX_CLOCK_SKEW_MS 86400000u
 #define MAX_CONNECT_TIMEOUT_MS 60000u
 #define MIN_MAP_SIZE ((size_t)1 << 20)
 #define MAX_CONNECTIONS 1000000u
@@ -523,6 +525,9 @@ static int load_cluster(struct ctx *x, const kvs__toml_value *t)
 		} else if (is_key(kv, "speculative_retry_max_ms")) {
 			rc = get_unsigned(x, kv, 0, MAX_TIMEOUT_MS,
 			                  &c->speculative_retry_max_ms);
+		} else if (is_key(kv, "max_clock_skew_ms")) {
+			rc = get_unsigned(x, kv, 1, MAX_CLOCK_SKEW_MS,
+			                  &c->max_clock_skew_ms);
 		} else {
 			rc = unknown_key(x, kv, "[cluster]");
 		}
@@ -694,6 +699,7 @@ static void set_defaults(kvs_cluster_config *c)
 	c->connect_timeout_ms = KVS_DEFAULT_CONNECT_TIMEOUT_MS;
 	c->speculative_retry_min_ms = KVS_DEFAULT_SPECULATIVE_RETRY_MIN_MS;
 	c->speculative_retry_max_ms = KVS_DEFAULT_SPECULATIVE_RETRY_MAX_MS;
+	c->max_clock_skew_ms = KVS_DEFAULT_MAX_CLOCK_SKEW_MS;
 	c->sync = KVS_SYNC_FULL;
 	c->max_key_bytes = KVS_DEFAULT_MAX_KEY_BYTES;
 	c->max_value_bytes = KVS_DEFAULT_MAX_VALUE_BYTES;

@@ -44,21 +44,33 @@ uint64_t kvs__hlc_now(kvs__hlc *c)
 	return next;
 }
 
-int kvs__hlc_update(kvs__hlc *c, uint64_t remote, uint64_t *out)
+void kvs__hlc_merge(kvs__hlc *c, uint64_t remote, uint64_t *out)
 {
-	uint64_t wall = c->wall(c->wall_ud);
-	uint64_t pt = KVS_HLC_MAKE(wall, 0);
+	uint64_t pt = wall_reading(c);
 	uint64_t old = atomic_load(&c->last);
 	uint64_t next, m;
 
-	if (c->max_ahead_ms != 0 &&
-	    KVS_HLC_PHYSICAL(remote) > wall + c->max_ahead_ms)
-		return KVS_ERANGE;
 	do {
 		m = old > remote ? old : remote;
-		next = pt > m ? pt : m + 1;
+		/* The last reading there is stays the last (no wrap to 0). */
+		next = pt > m ? pt : m == UINT64_MAX ? m : m + 1;
 	} while (!atomic_compare_exchange_weak(&c->last, &old, next));
 	*out = next;
+}
+
+int kvs__hlc_update(kvs__hlc *c, uint64_t remote, uint64_t *out)
+{
+	if (kvs__hlc_check(c, remote) != KVS_OK)
+		return KVS_ECLOCK;
+	kvs__hlc_merge(c, remote, out);
+	return KVS_OK;
+}
+
+int kvs__hlc_check(kvs__hlc *c, uint64_t remote)
+{
+	if (c->max_ahead_ms != 0 &&
+	    KVS_HLC_PHYSICAL(remote) > c->wall(c->wall_ud) + c->max_ahead_ms)
+		return KVS_ECLOCK;
 	return KVS_OK;
 }
 

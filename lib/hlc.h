@@ -53,11 +53,17 @@ uint64_t kvs__hlc_now(kvs__hlc *c);
  * Merge a remote reading: the clock moves past it, and the returned reading
  * is greater than both remote and every earlier local reading.
  *
- * @return KVS_OK with *out set, or KVS_ERANGE (clock unchanged) when
+ * @return KVS_OK with *out set, or KVS_ECLOCK (clock unchanged) when
  *         max_ahead_ms is set and remote is further ahead of the wall clock
  *         than that.
  */
 int kvs__hlc_update(kvs__hlc *c, uint64_t remote, uint64_t *out);
+
+/** kvs__hlc_update() without the bound: for readings already stored. */
+void kvs__hlc_merge(kvs__hlc *c, uint64_t remote, uint64_t *out);
+
+/** KVS_ECLOCK if remote is further ahead than max_ahead_ms, else KVS_OK. */
+int kvs__hlc_check(kvs__hlc *c, uint64_t remote);
 
 /** The last reading handed out (or the floor). */
 uint64_t kvs__hlc_peek(kvs__hlc *c);

@@ -803,6 +803,7 @@ int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
 	sopts.max_map_size = cc->max_map_size;
 	sopts.sync = cc->sync;
 	sopts.shard_id = me->idx;
+	sopts.max_clock_ahead_ms = cc->max_clock_skew_ms;
 	rc = kvs_store_open(&n->store, store_path, &sopts);
 	if (rc != KVS_OK) {
 		snprintf(errbuf, errlen, "%s: cannot open the store: %s",

@@ -120,6 +120,7 @@ struct kvs_store {
 	_Atomic uint64_t writes;
 	_Atomic uint64_t syncs;
 	_Atomic uint64_t grows;
+	_Atomic uint64_t clock_refusals;
 };
 
 /* ------------------------------------------------------------------ */
@@ -500,8 +501,15 @@ static int apply_op(kvs_store *s, MDB_txn *txn, struct write_op *op,
 	if (op->kind == OP_APPLY) {
 		uint64_t merged;
 
-		/* Keep the local clock ahead of every version stored here. */
-		kvs__hlc_update(&s->clock, op->stamp.hlc, &merged);
+		/* Keep the local clock ahead of every version stored here,
+		 * and never adopt one too far ahead of the wall clock (the
+		 * wall may have stepped back since prepare_apply checked). */
+		if (kvs__hlc_update(&s->clock, op->stamp.hlc, &merged) !=
+		    KVS_OK) {
+			atomic_fetch_add(&s->clock_refusals, 1);
+			op->rc = KVS_ECLOCK;
+			return MDB_SUCCESS;
+		}
 		op->rc = KVS_OK;
 		if (exists && kvs_stamp_cmp(&op->stamp, &old.stamp) <= 0)
 			return MDB_SUCCESS;
@@ -515,9 +523,12 @@ static int apply_op(kvs_store *s, MDB_txn *txn, struct write_op *op,
 		if (op->rc != KVS_OK)
 			return MDB_SUCCESS;
 		op->stamp.hlc = kvs__hlc_now(&s->clock);
+		/* A stored version ahead of the clock (written before the
+		 * bound, or the wall stepped back): a local write still
+		 * follows it. */
 		if (exists && op->stamp.hlc <= old.stamp.hlc)
-			kvs__hlc_update(&s->clock, old.stamp.hlc,
-			                &op->stamp.hlc);
+			kvs__hlc_merge(&s->clock, old.stamp.hlc,
+			               &op->stamp.hlc);
 		op->stamp.shard = s->opts.shard_id;
 		if (op->kind == OP_DELETE) {
 			new_flags = KVS_RECORD_TOMBSTONE;
@@ -945,6 +956,10 @@ static int prepare_apply(kvs_store *s, struct write_op *op,
 		return rc;
 	op->stamp = rec->stamp;
 	op->rflags = rec->flags;
+	if (kvs__hlc_check(&s->clock, rec->stamp.hlc) != KVS_OK) {
+		atomic_fetch_add(&s->clock_refusals, 1);
+		return KVS_ECLOCK;
+	}
 	return KVS_OK;
 }
 
@@ -1047,6 +1062,7 @@ uint64_t kvs__store_clock_now(kvs_store *s)
 void kvs__store_set_wall(kvs_store *s, kvs__wall_fn wall, void *ud)
 {
 	kvs__hlc_init(&s->clock, kvs__hlc_peek(&s->clock), wall, ud);
+	s->clock.max_ahead_ms = s->opts.max_clock_ahead_ms;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1109,6 +1125,7 @@ static int open_databases(kvs_store *s)
 		return map_mdb_error(mrc);
 	/* The clock restarts past every version this store ever wrote. */
 	kvs__hlc_init(&s->clock, hlc, NULL, NULL);
+	s->clock.max_ahead_ms = s->opts.max_clock_ahead_ms;
 	atomic_store(&s->keys, keys);
 	atomic_store(&s->tombstones, tombs);
 	return KVS_OK;
@@ -1164,6 +1181,8 @@ int kvs_store_open(kvs_store **out, const char *path,
 		s->opts.max_readers = KVS_STORE_DEFAULT_MAX_READERS;
 	if (s->opts.max_batch == 0)
 		s->opts.max_batch = KVS_STORE_DEFAULT_MAX_BATCH;
+	if (s->opts.max_clock_ahead_ms == 0)
+		s->opts.max_clock_ahead_ms = KVS_STORE_DEFAULT_MAX_CLOCK_AHEAD_MS;
 	if ((s->opts.sync != KVS_SYNC_FULL &&
 	     s->opts.sync != KVS_SYNC_RELAXED) ||
 	    (s->opts.max_map_size != 0 &&
@@ -1290,6 +1309,7 @@ int kvs_store_stat(kvs_store *s, kvs_store_stats *st)
 	st->commits = atomic_load(&s->commits);
 	st->writes = atomic_load(&s->writes);
 	st->syncs = atomic_load(&s->syncs);
+	st->clock_refusals = atomic_load(&s->clock_refusals);
 	st->map_grows = atomic_load(&s->grows);
 	st->readers_used = info.me_numreaders;
 	st->max_readers = info.me_maxreaders;

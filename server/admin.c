@@ -151,14 +151,20 @@ void handle_metrics(struct req *r)
 		          "# HELP kvshard_store_syncs_total Syncs beyond those of "
 		          "commits (making an idle batch durable).\n"
 		          "# TYPE kvshard_store_syncs_total counter\n"
-		          "kvshard_store_syncs_total %llu\n",
+		          "kvshard_store_syncs_total %llu\n"
+		          "# HELP kvshard_clock_refusals_total Versions from "
+		          "peers refused: further ahead of this node's clock "
+		          "than max_clock_skew_ms.\n"
+		          "# TYPE kvshard_clock_refusals_total counter\n"
+		          "kvshard_clock_refusals_total %llu\n",
 		          (unsigned long long)st.keys,
 		          (unsigned long long)st.tombstones,
 		          (unsigned long long)st.used_bytes,
 		          (unsigned long long)st.map_bytes,
 		          (unsigned long long)st.commits,
 		          (unsigned long long)st.writes,
-		          (unsigned long long)st.syncs);
+		          (unsigned long long)st.syncs,
+		          (unsigned long long)st.clock_refusals);
 	kvs__buf_addf(&b,
 	          "# HELP kvshard_forwarded_total Client requests forwarded to "
 	          "another shard.\n"

@@ -73,6 +73,7 @@ START_TEST(seed_file_loads_unchanged)
 	ck_assert_uint_eq(c->request_timeout_ms, KVS_DEFAULT_REQUEST_TIMEOUT_MS);
 	ck_assert_uint_eq(c->speculative_retry_min_ms, 10);
 	ck_assert_uint_eq(c->speculative_retry_max_ms, 50);
+	ck_assert_uint_eq(c->max_clock_skew_ms, 5000);
 	ck_assert_uint_eq(c->max_key_bytes, 511);
 	ck_assert_uint_eq(c->max_value_bytes, 16u << 20);
 	ck_assert_int_eq(c->sync, KVS_SYNC_FULL);
@@ -111,6 +112,7 @@ START_TEST(every_option)
 		"connect_timeout_ms = 100\n"
 		"speculative_retry_min_ms = 5\n"
 		"speculative_retry_max_ms = 0\n"
+		"max_clock_skew_ms = 250\n"
 		"[storage]\n"
 		"sync = \"relaxed\"\n"
 		"map_size = 1_073_741_824\n"
@@ -147,6 +149,7 @@ START_TEST(every_option)
 	ck_assert_uint_eq(c->connect_timeout_ms, 100);
 	ck_assert_uint_eq(c->speculative_retry_min_ms, 5);
 	ck_assert_uint_eq(c->speculative_retry_max_ms, 0); /* off */
+	ck_assert_uint_eq(c->max_clock_skew_ms, 250);
 	ck_assert_int_eq(c->sync, KVS_SYNC_RELAXED);
 	ck_assert_uint_eq(c->map_size, 1u << 30);
 	ck_assert_uint_eq(c->max_key_bytes, 200);
@@ -235,6 +238,9 @@ START_TEST(errors_point_at_the_mistake)
 	parse_err(ONE_SHARD "[cluster]\nspeculative_retry_min_ms = 0\n",
 	          "t.toml:6:28: 'speculative_retry_min_ms' must be between 1 "
 	          "and 600000, not 0");
+	parse_err(ONE_SHARD "[cluster]\nmax_clock_skew_ms = 0\n",
+	          "t.toml:6:21: 'max_clock_skew_ms' must be between 1 "
+	          "and 86400000, not 0");
 	parse_err(ONE_SHARD "[limits]\nmax_key_bytes = 512\n",
 	          "t.toml:6:17: 'max_key_bytes' must be between 1 and 511, not 512");
 	/* Refused, not ignored: asking for TLS must never give plain HTTP. */

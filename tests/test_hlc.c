@@ -99,7 +99,7 @@ START_TEST(update_refuses_far_future)
 	c.max_ahead_ms = 500;
 	before = kvs__hlc_now(&c);
 	ck_assert_int_eq(kvs__hlc_update(&c, KVS_HLC_MAKE(1600, 0), &t),
-	                 KVS_ERANGE);
+	                 KVS_ECLOCK);
 	ck_assert_uint_eq(kvs__hlc_peek(&c), before);
 	ck_assert_int_eq(kvs__hlc_update(&c, KVS_HLC_MAKE(1400, 0), &t), KVS_OK);
 	ck_assert_uint_eq(t, KVS_HLC_MAKE(1400, 1));

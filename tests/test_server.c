@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "cluster.h"
+#include "hlc.h"
+#include "protocol.h"
 #include "kvshard.h"
 #include "testutil.h"
 
@@ -924,6 +926,68 @@ START_TEST(tokens_are_enforced)
 }
 END_TEST
 
+/* A peer (or anyone who reaches /internal) sends a version far ahead of
+ * the node's clock: it is refused with clock_skew, counted, and never
+ * adopted, so later writes of the key still win. */
+START_TEST(versions_far_ahead_are_refused)
+{
+	static const char *peer[] = {"Content-Type: " KVS_TYPE_PEER, NULL};
+	const uint64_t planted[] = {
+	        UINT64_MAX,
+	        KVS_HLC_MAKE(kvs__wall_ms(NULL) + 3600u * 1000u, 0),
+	};
+	struct tc_resp r;
+	char key[64];
+
+	tc_start(&C, 2, NULL);
+	snprintf(key, sizeof(key), "%s", key_owned_by(0, "skew"));
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/kv/%s", key), "old", 3,
+	                         NULL, &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	for (size_t i = 0; i < KVS_ARRAY_SIZE(planted); i++) {
+		kvs__buf b;
+		kvs__preq op;
+		kvs__pres res;
+
+		memset(&op, 0, sizeof(op));
+		op.code = KVS__P_APPLY;
+		op.stamp.hlc = planted[i];
+		op.stamp.shard = 1;
+		op.key = key;
+		op.key_len = strlen(key);
+		op.value = "planted";
+		op.value_len = 7;
+		kvs__buf_init(&b, 0);
+		kvs__peer_req_head(&b, 1, 1);
+		kvs__peer_req_op(&b, &op);
+		ck_assert_int_eq(b.rc, KVS_OK);
+		ck_assert_int_eq(tc_http("POST", url(0, "/internal/ops%s", ""),
+		                         b.data, b.len, peer, &r), 0);
+		kvs__buf_free(&b);
+		ck_assert_int_eq(r.status, 200);
+		ck_assert_int_eq(kvs__peer_res_decode(r.body, r.len, &res, 1),
+		                 KVS_OK);
+		ck_assert_int_eq(res.rc, KVS_ECLOCK);
+		tc_resp_free(&r);
+	}
+	r = tc_get(url(0, "/v1/kv/%s?r=1", key), 200);
+	ck_assert_str_eq(r.body, "old");
+	tc_resp_free(&r);
+	/* Later writes still win, through either node. */
+	ck_assert_int_eq(tc_http("PUT", url(1, "/v1/kv/%s", key), "new", 3,
+	                         NULL, &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	r = tc_get(url(0, "/v1/kv/%s?r=1", key), 200);
+	ck_assert_str_eq(r.body, "new");
+	tc_resp_free(&r);
+	r = tc_get(url(0, "/metrics%s", ""), 200);
+	ck_assert_ptr_nonnull(strstr(r.body, "kvshard_clock_refusals_total 2\n"));
+	tc_resp_free(&r);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("server");
@@ -952,6 +1016,7 @@ int main(void)
 	tcase_add_test(tc, sigterm_then_restart_keeps_data);
 	tcase_add_test(tc, bad_start_writes_nothing);
 	tcase_add_test(tc, tokens_are_enforced);
+	tcase_add_test(tc, versions_far_ahead_are_refused);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

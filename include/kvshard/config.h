@@ -30,6 +30,7 @@ typedef struct kvs_config kvs_config;
 #define KVS_DEFAULT_CONNECT_TIMEOUT_MS 500u
 #define KVS_DEFAULT_SPECULATIVE_RETRY_MIN_MS 10u
 #define KVS_DEFAULT_SPECULATIVE_RETRY_MAX_MS 50u
+#define KVS_DEFAULT_MAX_CLOCK_SKEW_MS 5000u
 #define KVS_DEFAULT_MAX_KEY_BYTES 511u
 #define KVS_DEFAULT_MAX_VALUE_BYTES (16u * 1024u * 1024u)
 #define KVS_DEFAULT_MAX_CONNECTIONS 1024u
@@ -95,6 +96,10 @@ typedef struct kvs_cluster_config {
 	 * goes to the next one. max 0: never. */
 	unsigned speculative_retry_min_ms;
 	unsigned speculative_retry_max_ms;
+	/* [cluster]: a version from a peer further ahead of this node's
+	 * wall clock than this is refused (kvs_store_options'
+	 * max_clock_ahead_ms). */
+	unsigned max_clock_skew_ms;
 } kvs_cluster_config;
 
 /**

@@ -39,6 +39,8 @@ typedef enum kvs_sync_mode {
 #define KVS_STORE_DEFAULT_MAP_SIZE ((size_t)1 << 30)   /* 1 GiB */
 #define KVS_STORE_DEFAULT_MAX_READERS 512u
 #define KVS_STORE_DEFAULT_MAX_BATCH 2048u
+/* Furthest a version from elsewhere may be ahead of the wall clock. */
+#define KVS_STORE_DEFAULT_MAX_CLOCK_AHEAD_MS 5000u
 /* Largest value the store accepts (LMDB stores up to 4 GiB per record). */
 #define KVS_STORE_MAX_VALUE_SIZE ((size_t)1 << 31)
 
@@ -57,6 +59,12 @@ typedef struct kvs_store_options {
 	/* Writer id stamped on writes made through this store (the shard's
 	 * idx in the cluster config). */
 	uint32_t shard_id;
+	/* A record given to kvs_store_apply() whose version is further
+	 * ahead of this machine's wall clock than this is refused with
+	 * KVS_ECLOCK (and counted), never adopted: one planted or skewed
+	 * version would otherwise hide every later write of its key.
+	 * 0: KVS_STORE_DEFAULT_MAX_CLOCK_AHEAD_MS. */
+	unsigned max_clock_ahead_ms;
 } kvs_store_options;
 
 /**
@@ -158,7 +166,9 @@ KVS_API int kvs_store_delete(kvs_store *s, const void *key, size_t key_len,
  *
  * @param applied receives 1 if written, 0 if the stored record was as new
  *                or newer; may be NULL.
- * @return KVS_OK (written or not), or an error as kvs_store_put().
+ * @return KVS_OK (written or not), KVS_ECLOCK (rec->stamp is further ahead
+ *         of the wall clock than max_clock_ahead_ms: nothing written, the
+ *         clock unchanged), or an error as kvs_store_put().
  */
 KVS_API int kvs_store_apply(kvs_store *s, const kvs_record *rec,
                             int *applied);
@@ -183,8 +193,8 @@ typedef void (*kvs_write_cb)(void *ud, int rc, const kvs_stamp *stamp,
  * is called; opts is copied.
  *
  * @return KVS_OK if queued (cb will be called), or an error (KVS_EKEYSIZE,
- *         KVS_EVALSIZE, KVS_ECLOSED, KVS_ENOMEM, KVS_EINVAL) with cb never
- *         called.
+ *         KVS_EVALSIZE, KVS_ECLOSED, KVS_ENOMEM, KVS_EINVAL; KVS_ECLOCK for
+ *         an apply) with cb never called.
  */
 KVS_API int kvs_store_put_async(kvs_store *s, const void *key,
                                 size_t key_len, const void *value,
@@ -240,6 +250,7 @@ typedef struct kvs_store_stats {
 	uint64_t map_grows;     /* times the map was grown since open */
 	unsigned readers_used;  /* reader slots in use */
 	unsigned max_readers;
+	uint64_t clock_refusals; /* applies refused: version too far ahead */
 } kvs_store_stats;
 
 /**
