@@ -36,6 +36,8 @@
 #define MAX_TIMEOUT_MS 600000u
 /* A day: beyond that, the bound protects nothing. */
 #define MAX_CLOCK_SKEW_MS 86400000u
+/* A week: hints older than that are better replaced by anti-entropy. */
+#define MAX_HINT_AGE_S 604800u
 #define MAX_CONNECT_TIMEOUT_MS 60000u
 #define MIN_MAP_SIZE ((size_t)1 << 20)
 #define MAX_CONNECTIONS 1000000u
@@ -371,7 +373,7 @@ static int load_shard(struct ctx *x, const kvs__toml_value *t,
 				          sh->name, MAX_NAME_LEN);
 			have_name = 1;
 		} else if (is_key(kv, "idx")) {
-			uint64_t idx;
+			uint64_t idx = 0;
 
 			rc = get_uint(x, kv, 0, INT32_MAX, &idx);
 			sh->idx = (uint32_t)idx;
@@ -528,6 +530,14 @@ static int load_cluster(struct ctx *x, const kvs__toml_value *t)
 		} else if (is_key(kv, "max_clock_skew_ms")) {
 			rc = get_unsigned(x, kv, 1, MAX_CLOCK_SKEW_MS,
 			                  &c->max_clock_skew_ms);
+		} else if (is_key(kv, "hint_max_age_s")) {
+			rc = get_unsigned(x, kv, 1, MAX_HINT_AGE_S,
+			                  &c->hint_max_age_s);
+		} else if (is_key(kv, "hint_max_bytes")) {
+			rc = get_size(x, kv, 0, SIZE_MAX / 2, &c->hint_max_bytes);
+		} else if (is_key(kv, "hint_rate_bytes")) {
+			rc = get_size(x, kv, 1024, SIZE_MAX / 2,
+			              &c->hint_rate_bytes);
 		} else {
 			rc = unknown_key(x, kv, "[cluster]");
 		}
@@ -700,6 +710,9 @@ static void set_defaults(kvs_cluster_config *c)
 	c->speculative_retry_min_ms = KVS_DEFAULT_SPECULATIVE_RETRY_MIN_MS;
 	c->speculative_retry_max_ms = KVS_DEFAULT_SPECULATIVE_RETRY_MAX_MS;
 	c->max_clock_skew_ms = KVS_DEFAULT_MAX_CLOCK_SKEW_MS;
+	c->hint_max_age_s = KVS_DEFAULT_HINT_MAX_AGE_S;
+	c->hint_max_bytes = KVS_DEFAULT_HINT_MAX_BYTES;
+	c->hint_rate_bytes = KVS_DEFAULT_HINT_RATE_BYTES;
 	c->sync = KVS_SYNC_FULL;
 	c->max_key_bytes = KVS_DEFAULT_MAX_KEY_BYTES;
 	c->max_value_bytes = KVS_DEFAULT_MAX_VALUE_BYTES;

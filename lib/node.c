@@ -568,6 +568,7 @@ void kvs__node_tick(kvs__node *n)
 
 	for (int k = 0; k < KVS__LAT_KINDS; k++)
 		lat_update(n, &n->lat[k]);
+	kvs__hints_tick(n);
 	for (size_t i = 0; i < n->n_shards; i++) {
 		struct kvs__peer_state *p = &n->peers[i];
 		int rc;
@@ -664,6 +665,10 @@ void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st)
 	st->peer_frames = atomic_load(&n->counters.peer_frames);
 	st->peer_messages = atomic_load(&n->counters.peer_messages);
 	st->read_fetches = atomic_load(&n->counters.read_fetches);
+	st->hints_written = atomic_load(&n->counters.hints_written);
+	st->hints_delivered = atomic_load(&n->counters.hints_delivered);
+	st->hints_expired = atomic_load(&n->counters.hints_expired);
+	st->hints_dropped = atomic_load(&n->counters.hints_dropped);
 }
 
 uint64_t kvs__node_epoch(const kvs__node *n)
@@ -812,6 +817,12 @@ int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
 	}
 	if (n->o.wall != NULL)
 		kvs__store_set_wall(n->store, n->o.wall, n->o.wall_ud);
+	rc = kvs__hints_open(n);
+	if (rc != KVS_OK) {
+		snprintf(errbuf, errlen, "%s: cannot read the hints: %s",
+		         store_path, kvs_strerror(rc));
+		goto fail;
+	}
 	if (!n->o.no_prober && n->n_shards > 1) {
 		if (pthread_create(&n->prober, NULL, prober_main, n) != 0) {
 			snprintf(errbuf, errlen, "cannot start the prober thread");

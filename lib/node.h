@@ -232,9 +232,18 @@ typedef struct kvs__node_stats {
 	uint64_t peer_frames;    /* frames sent to peers */
 	uint64_t peer_messages;  /* operations those frames carried */
 	uint64_t read_fetches;   /* values fetched after a digest read */
+	uint64_t hints_written;  /* writes kept for an owner that missed them */
+	uint64_t hints_delivered;
+	uint64_t hints_expired;  /* older than hint_max_age_s: deleted unsent */
+	uint64_t hints_dropped;  /* not kept: hint_max_bytes reached, or
+	                            the store failed */
 } kvs__node_stats;
 
 void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st);
+
+/* Hints this node keeps for shard position i: how many, and their bytes. */
+void kvs__node_hints_pending(kvs__node *n, size_t i, uint64_t *count,
+                             uint64_t *bytes);
 
 /** Is shard i believed up (1; this node always is), or down (0)? */
 int kvs__node_shard_status(kvs__node *n, size_t i);

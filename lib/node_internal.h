@@ -78,7 +78,18 @@ struct kvs__peer_state {
 	_Atomic uint64_t next_probe_ms;
 	_Atomic unsigned in_flight; /* operations awaiting its answer */
 	struct kvs__lane lanes[KVS__LANES];
+	/* Hinted handoff (hints.c): what this node keeps for the peer. */
+	_Atomic uint64_t hints, hint_bytes;
+	_Atomic int handing; /* a round of delivery is under way */
+	/* After a round that failed: no other before hint_next_ms (the
+	 * wait doubles, up to KVS__HINT_BACKOFF_MAX_MS; a success resets
+	 * it). Touched by whoever holds handing. */
+	uint64_t hint_next_ms;
+	unsigned hint_backoff_ms;
 };
+
+#define KVS__HINT_BACKOFF_MIN_MS 1000u
+#define KVS__HINT_BACKOFF_MAX_MS 10000u
 
 /*
  * A peer believed down gets at most this many messages at a time; more
@@ -101,6 +112,8 @@ struct kvs__node_counters {
 	_Atomic uint64_t peer_frames;   /* frames sent */
 	_Atomic uint64_t peer_messages; /* operations in them */
 	_Atomic uint64_t read_fetches;  /* values fetched after digests */
+	_Atomic uint64_t hints_written, hints_delivered, hints_expired,
+	        hints_dropped;
 };
 
 /*
@@ -134,6 +147,7 @@ struct kvs__node {
 	const kvs__peer_ops *ops;
 	void *impl;
 	struct kvs__node_counters counters;
+	_Atomic uint64_t hint_bytes; /* all peers' */
 	/* Replica operations, and forwarded client requests (which wait
 	 * for the owner's own replicas). */
 	struct kvs__latency lat[KVS__LAT_KINDS];
@@ -207,6 +221,15 @@ int kvs__node_local_apply(kvs__node *n, const kvs_record *rec,
 int kvs__node_local_write(kvs__node *n, int is_delete, const void *key,
                           size_t key_len, const void *value, size_t value_len,
                           const kvs__cond *cond, kvs_write_cb cb, void *ud);
+
+/*
+ * Hinted handoff (hints.c). kvs__hint_add keeps rec for peer, which did
+ * not acknowledge it; kvs__hints_tick starts deliveries to peers that are
+ * up (every probe tick); kvs__hints_open counts the hints a store holds.
+ */
+void kvs__hint_add(kvs__node *n, size_t peer, const kvs_record *rec);
+void kvs__hints_tick(kvs__node *n);
+int kvs__hints_open(kvs__node *n);
 
 #if defined(__GNUC__)
 __attribute__((format(printf, 3, 4)))

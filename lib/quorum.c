@@ -563,6 +563,10 @@ struct qwrite {
 	int answered;
 	int local_rc;
 	kvs__result seen; /* a conditional write: the newest version read */
+	struct qrep {
+		struct qwrite *q;
+		size_t peer;
+	} reps[KVS_RING_MAX_OWNERS];
 	kvs__result *out;
 	kvs__node_cb cb;
 	void *ud;
@@ -617,13 +621,25 @@ static void count(struct qwrite *q, int ok, int local_rc)
 	q->cb(q->ud);
 }
 
+/* Refusals a replica would repeat: no use keeping a hint for them. */
+static int refused_for_good(int rc)
+{
+	return rc == KVS_ECLOCK || rc == KVS_EKEYSIZE || rc == KVS_EVALSIZE ||
+	       rc == KVS_EINVAL;
+}
+
 static void replica_done(void *ud, kvs__panswer *a)
 {
-	struct qwrite *q = ud;
-	int ok = a->rc == KVS_OK && a->n == 1 && a->res[0].rc == KVS_OK;
+	struct qrep *rep = ud;
+	struct qwrite *q = rep->q;
+	int rc = a->rc == KVS_OK && a->n == 1 ? a->res[0].rc : a->rc;
 
 	kvs__panswer_free(a);
-	count(q, ok ? ACKED : FAILED, 1);
+	/* Missed (down, timed out, or its store failed): the owner gets it
+	 * later from a hint. */
+	if (rc != KVS_OK && !refused_for_good(rc) && rc != KVS_ECLOSED)
+		kvs__hint_add(q->n, rep->peer, &q->rec);
+	count(q, rc == KVS_OK ? ACKED : FAILED, 1);
 	kvs__op_release(&q->op);
 }
 
@@ -652,13 +668,19 @@ static void replicate(struct qwrite *q)
 	op.value_len = q->rec.value_len;
 	for (size_t i = 0; i < q->route.n; i++) {
 		size_t peer = q->route.owners[i];
+		int rc;
 
 		if (peer == q->n->self)
 			continue;
 		atomic_fetch_add(&q->n->counters.replica_writes, 1);
+		q->reps[i].q = q;
+		q->reps[i].peer = peer;
 		kvs__op_hold(&q->op);
-		if (kvs__node_send(q->n, peer, &op, replica_done, q) !=
-		    KVS_OK) {
+		rc = kvs__node_send(q->n, peer, &op, replica_done, &q->reps[i]);
+		if (rc != KVS_OK) {
+			/* Skipped as down, or no memory: a hint too. */
+			if (rc != KVS_ECLOSED)
+				kvs__hint_add(q->n, peer, &q->rec);
 			count(q, FAILED, 1);
 			kvs__op_release(&q->op);
 		}

@@ -69,7 +69,9 @@
 #define META_KEYS "keys"
 #define META_TOMBSTONES "tombstones"
 
-enum op_kind { OP_PUT, OP_DELETE, OP_APPLY };
+/* OP_HINT and OP_UNHINT write and delete in the hints database (key and
+ * value as given), for the node's hinted handoff. */
+enum op_kind { OP_PUT, OP_DELETE, OP_APPLY, OP_HINT, OP_UNHINT };
 
 struct write_op {
 	enum op_kind kind;
@@ -91,6 +93,7 @@ struct kvs_store {
 	MDB_env *env;
 	MDB_dbi kv;
 	MDB_dbi meta;
+	MDB_dbi hints;
 	int lock_fd;
 	size_t max_key;
 	kvs_store_options opts;
@@ -483,6 +486,22 @@ static int apply_op(kvs_store *s, MDB_txn *txn, struct write_op *op,
 	MDB_val k = {op->key_len, (void *)op->key}, v;
 	kvs_record old = {0};
 	int exists, old_live, mrc;
+
+	if (op->kind == OP_HINT || op->kind == OP_UNHINT) {
+		v.mv_size = op->value_len;
+		v.mv_data = (void *)op->value;
+		mrc = op->kind == OP_HINT ? mdb_put(txn, s->hints, &k, &v, 0)
+		                          : mdb_del(txn, s->hints, &k, NULL);
+		op->rc = KVS_OK;
+		if (mrc == MDB_NOTFOUND)
+			return MDB_SUCCESS; /* already gone */
+		if (mrc == MDB_BAD_VALSIZE) {
+			op->rc = KVS_EVALSIZE;
+			return MDB_SUCCESS;
+		}
+		op->applied = mrc == MDB_SUCCESS;
+		return mrc;
+	}
 	unsigned new_flags;
 	const void *value = op->value;
 	size_t value_len = op->value_len;
@@ -882,6 +901,53 @@ static int run_async(kvs_store *s, const struct write_op *op,
 	return rc;
 }
 
+int kvs__store_hint_write(kvs_store *s, int remove, const void *key,
+                          size_t key_len, const void *value,
+                          size_t value_len, kvs_write_cb cb, void *ud)
+{
+	struct write_op op;
+
+	if (s == NULL || key == NULL || key_len == 0 ||
+	    (value == NULL && value_len > 0))
+		return KVS_EINVAL;
+	memset(&op, 0, sizeof(op));
+	op.kind = remove ? OP_UNHINT : OP_HINT;
+	op.key = key;
+	op.key_len = key_len;
+	op.value = remove ? NULL : value;
+	op.value_len = remove ? 0 : value_len;
+	if (cb != NULL)
+		return run_async(s, &op, cb, ud);
+	return run_sync(s, &op, NULL, NULL);
+}
+
+int kvs__store_hints_scan(kvs_store *s, const void *from, size_t from_len,
+                          kvs__hint_cb cb, void *ud)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k = {from_len, (void *)from}, v;
+	int rc, mrc;
+
+	if (s == NULL || cb == NULL)
+		return KVS_EINVAL;
+	rc = read_begin(s, &txn);
+	if (rc != KVS_OK)
+		return rc;
+	mrc = mdb_cursor_open(txn, s->hints, &cur);
+	if (mrc == MDB_SUCCESS) {
+		mrc = mdb_cursor_get(cur, &k, &v,
+		                     from_len > 0 ? MDB_SET_RANGE : MDB_FIRST);
+		while (mrc == MDB_SUCCESS &&
+		       cb(ud, k.mv_data, k.mv_size, v.mv_data, v.mv_size) == 0)
+			mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+		mdb_cursor_close(cur);
+	}
+	read_end(s, txn);
+	return mrc == MDB_SUCCESS || mrc == MDB_NOTFOUND ? KVS_OK
+	                                                 : map_mdb_error(mrc);
+}
+
 /* Validate and fill an op for put/delete/apply. */
 static int prepare(kvs_store *s, struct write_op *op, enum op_kind kind,
                    const void *key, size_t key_len, const void *value,
@@ -1089,6 +1155,8 @@ static int open_databases(kvs_store *s)
 	if (mrc != MDB_SUCCESS)
 		return map_mdb_error(mrc);
 	mrc = mdb_dbi_open(txn, "kv", MDB_CREATE, &s->kv);
+	if (mrc == MDB_SUCCESS)
+		mrc = mdb_dbi_open(txn, "hints", MDB_CREATE, &s->hints);
 	if (mrc == MDB_SUCCESS)
 		mrc = mdb_dbi_open(txn, NULL, 0, &s->meta);
 	if (mrc != MDB_SUCCESS)

@@ -59,4 +59,29 @@ uint64_t kvs__store_clock_now(kvs_store *s);
  */
 void kvs__store_set_wall(kvs_store *s, kvs__wall_fn wall, void *ud);
 
+/*
+ * The hints database: opaque keys and values beside the records, written
+ * through the same writer (so in the same group commits) and never seen
+ * by reads or scans of records. The node keeps its hinted handoff there.
+ */
+
+/**
+ * Write (remove 0) or delete (remove 1) one hint. With cb, asynchronously
+ * as kvs_store_put_async (key and value must live until cb); without,
+ * synchronously.
+ */
+int kvs__store_hint_write(kvs_store *s, int remove, const void *key,
+                          size_t key_len, const void *value,
+                          size_t value_len, kvs_write_cb cb, void *ud);
+
+/* One hint; return non-zero to stop the scan. The bytes live until it
+ * returns. */
+typedef int (*kvs__hint_cb)(void *ud, const void *key, size_t key_len,
+                            const void *value, size_t value_len);
+
+/** Walk the hints in key order from the first key >= from (from_len 0:
+ * from the start), in one read transaction. */
+int kvs__store_hints_scan(kvs_store *s, const void *from, size_t from_len,
+                          kvs__hint_cb cb, void *ud);
+
 #endif

@@ -206,6 +206,21 @@ void handle_metrics(struct req *r)
 	          "replica whose version, read as a digest, was the newest.\n"
 	          "# TYPE kvshard_read_fetches_total counter\n"
 	          "kvshard_read_fetches_total %llu\n"
+	          "# HELP kvshard_hints_written_total Writes kept for an owner "
+	          "that did not acknowledge them.\n"
+	          "# TYPE kvshard_hints_written_total counter\n"
+	          "kvshard_hints_written_total %llu\n"
+	          "# HELP kvshard_hints_delivered_total Hints the owner took.\n"
+	          "# TYPE kvshard_hints_delivered_total counter\n"
+	          "kvshard_hints_delivered_total %llu\n"
+	          "# HELP kvshard_hints_expired_total Hints deleted unsent, "
+	          "older than hint_max_age_s.\n"
+	          "# TYPE kvshard_hints_expired_total counter\n"
+	          "kvshard_hints_expired_total %llu\n"
+	          "# HELP kvshard_hints_dropped_total Hints not kept "
+	          "(hint_max_bytes reached, or the store failed).\n"
+	          "# TYPE kvshard_hints_dropped_total counter\n"
+	          "kvshard_hints_dropped_total %llu\n"
 	          "# HELP kvshard_connections Open client connections.\n"
 	          "# TYPE kvshard_connections gauge\nkvshard_connections %llu\n"
 	          "# HELP kvshard_uptime_seconds Seconds since start.\n"
@@ -222,6 +237,10 @@ void handle_metrics(struct req *r)
 	          (unsigned long long)c.peer_frames,
 	          (unsigned long long)c.peer_messages,
 	          (unsigned long long)c.read_fetches,
+	          (unsigned long long)c.hints_written,
+	          (unsigned long long)c.hints_delivered,
+	          (unsigned long long)c.hints_expired,
+	          (unsigned long long)c.hints_dropped,
 	          (unsigned long long)atomic_load(&s->connections),
 	          (unsigned long long)uptime_s(s));
 	kvs__buf_adds(&b, "# HELP kvshard_peer_up 1 if this node believes the "
@@ -230,6 +249,28 @@ void handle_metrics(struct req *r)
 		kvs__buf_addf(&b, "kvshard_peer_up{shard=\"%s\"} %d\n",
 		              kvs_config_shard(s->cfg, i)->name,
 		              kvs__node_shard_status(s->node, i));
+	kvs__buf_adds(&b, "# HELP kvshard_hints_pending Hints kept for the "
+	                  "shard, not yet delivered.\n# TYPE "
+	                  "kvshard_hints_pending gauge\n");
+	for (size_t i = 0; i < kvs_config_shard_count(s->cfg); i++) {
+		uint64_t count, bytes;
+
+		kvs__node_hints_pending(s->node, i, &count, &bytes);
+		kvs__buf_addf(&b, "kvshard_hints_pending{shard=\"%s\"} %llu\n",
+		              kvs_config_shard(s->cfg, i)->name,
+		              (unsigned long long)count);
+	}
+	kvs__buf_adds(&b, "# HELP kvshard_hint_bytes_pending Bytes of those "
+	                  "hints.\n# TYPE kvshard_hint_bytes_pending gauge\n");
+	for (size_t i = 0; i < kvs_config_shard_count(s->cfg); i++) {
+		uint64_t count, bytes;
+
+		kvs__node_hints_pending(s->node, i, &count, &bytes);
+		kvs__buf_addf(&b,
+		              "kvshard_hint_bytes_pending{shard=\"%s\"} %llu\n",
+		              kvs_config_shard(s->cfg, i)->name,
+		              (unsigned long long)bytes);
+	}
 	text = kvs__buf_take(&b, &len);
 	if (text == NULL) {
 		reply_fail(r, KVS_ENOMEM, "metrics");

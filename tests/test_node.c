@@ -289,7 +289,8 @@ static void read_repair(uint64_t seed)
 	uint64_t t = 0, fetches = 0;
 
 	set_where("read_repair", seed);
-	sim_open(&s, seed, 3, NULL);
+	/* No hints: the stale replica must stay stale until it is read. */
+	sim_open(&s, seed, 3, "hint_max_bytes = 0\n");
 	for (int k = 0; k < 16; k++) {
 		int stale = (int)sim_rand(&s, 3);
 		struct sim_op *w;
@@ -764,6 +765,97 @@ struct model {
  * lack of shards is asked again). Each scan must show exactly the live
  * keys, in order, once each, with their last values.
  */
+/* Hinted handoff: an owner misses writes while down (or silent); when it
+ * is back, the coordinators hand it what it missed, through a lossy
+ * network, with no read to repair anything, and without undoing writes
+ * made meanwhile. */
+static void hinted_handoff(uint64_t seed)
+{
+	struct sim s;
+	char key[16][8], value[16][32];
+	int deleted[16];
+	uint64_t written = 0, pending = 0;
+	int victim;
+
+	set_where("hinted_handoff", seed);
+	sim_open(&s, seed, 3, NULL);
+	victim = (int)sim_rand(&s, 3);
+	if (sim_rand(&s, 2))
+		s.nodes[victim].down = 1;
+	else
+		s.nodes[victim].blackhole = 1;
+	for (int k = 0; k < 16; k++) {
+		int node = (victim + 1 + (int)sim_rand(&s, 2)) % 3;
+		struct sim_op *w;
+
+		snprintf(key[k], sizeof(key[k]), "h%d", k);
+		snprintf(value[k], sizeof(value[k]), "v%llu-%d",
+		         (unsigned long long)seed, k);
+		w = sim_put(&s, s.now + 1, node, key[k], value[k]);
+		sim_settle(&s);
+		CHECK(w->res.rc == KVS_OK, "the write of %s failed: %s", where,
+		      key[k], kvs_strerror(w->res.rc));
+		deleted[k] = sim_rand(&s, 4) == 0;
+		if (deleted[k]) {
+			w = sim_del(&s, s.now + 1, node, key[k]);
+			sim_settle(&s);
+			CHECK(w->res.rc == KVS_OK, "the delete of %s failed: %s",
+			      where, key[k], kvs_strerror(w->res.rc));
+		}
+	}
+	for (int i = 0; i < 3; i++) {
+		kvs__node_stats st;
+
+		kvs__node_stats_get(s.nodes[i].node, &st);
+		written += st.hints_written;
+	}
+	CHECK(written >= 16, "only %llu hints kept for 16 missed writes", where,
+	      (unsigned long long)written);
+	/* Back, over a network that loses, duplicates and delays; half the
+	 * keys are written again meanwhile. */
+	s.nodes[victim].down = s.nodes[victim].blackhole = 0;
+	s.faults.loss = 100;
+	s.faults.dup = 100;
+	s.faults.late = 100;
+	for (int k = 0; k < 8; k++) {
+		snprintf(value[k], sizeof(value[k]), "new%llu-%d",
+		         (unsigned long long)seed, k);
+		deleted[k] = 0;
+		(void)sim_put(&s, s.now + 1 + sim_rand(&s, 3000),
+		              (int)sim_rand(&s, 3), key[k], value[k]);
+	}
+	sim_run(&s, s.now + 30000);
+	s.faults.loss = s.faults.dup = s.faults.late = 0;
+	sim_run(&s, s.now + 15000);
+	sim_settle(&s);
+	for (int k = 0; k < 16; k++) {
+		kvs_record rec;
+		char v[64];
+		int have = sim_local(&s, victim, key[k], &rec, v, sizeof(v));
+
+		CHECK(have, "node %d never got %s", where, victim, key[k]);
+		if (deleted[k])
+			CHECK(rec.flags & KVS_RECORD_TOMBSTONE,
+			      "node %d missed the delete of %s", where, victim,
+			      key[k]);
+		else
+			CHECK(!(rec.flags & KVS_RECORD_TOMBSTONE) &&
+			              strcmp(v, value[k]) == 0,
+			      "node %d has %s = \"%s\", not \"%s\"", where,
+			      victim, key[k], v, value[k]);
+	}
+	for (int i = 0; i < 3; i++) {
+		uint64_t count, bytes;
+
+		kvs__node_hints_pending(s.nodes[i].node, (size_t)victim, &count,
+		                        &bytes);
+		pending += count;
+	}
+	CHECK(pending == 0, "%llu hints still pending", where,
+	      (unsigned long long)pending);
+	sim_close(&s);
+}
+
 static void scan_merge(uint64_t seed)
 {
 	struct sim s;
@@ -962,6 +1054,12 @@ START_TEST(sim_scan_merge)
 }
 END_TEST
 
+START_TEST(sim_hinted_handoff)
+{
+	run_scenario("hinted_handoff", hinted_handoff);
+}
+END_TEST
+
 START_TEST(a_seed_replays_exactly)
 {
 	if (getenv("KVS_SIM_SCENARIO") != NULL)
@@ -992,6 +1090,7 @@ int main(void)
 	tcase_add_test(tc, sim_speculative_retry);
 	tcase_add_test(tc, sim_coalesced);
 	tcase_add_test(tc, sim_scan_merge);
+	tcase_add_test(tc, sim_hinted_handoff);
 	tcase_add_test(tc, a_seed_replays_exactly);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);

@@ -31,6 +31,9 @@ typedef struct kvs_config kvs_config;
 #define KVS_DEFAULT_SPECULATIVE_RETRY_MIN_MS 10u
 #define KVS_DEFAULT_SPECULATIVE_RETRY_MAX_MS 50u
 #define KVS_DEFAULT_MAX_CLOCK_SKEW_MS 5000u
+#define KVS_DEFAULT_HINT_MAX_AGE_S 10800u /* 3 h */
+#define KVS_DEFAULT_HINT_MAX_BYTES ((size_t)1 << 30)
+#define KVS_DEFAULT_HINT_RATE_BYTES ((size_t)4 << 20)
 #define KVS_DEFAULT_MAX_KEY_BYTES 511u
 #define KVS_DEFAULT_MAX_VALUE_BYTES (16u * 1024u * 1024u)
 #define KVS_DEFAULT_MAX_CONNECTIONS 1024u
@@ -100,6 +103,13 @@ typedef struct kvs_cluster_config {
 	 * wall clock than this is refused (kvs_store_options'
 	 * max_clock_ahead_ms). */
 	unsigned max_clock_skew_ms;
+	/* [cluster]: hinted handoff. A write an owner did not acknowledge
+	 * is kept for it by the coordinator, at most hint_max_age_s (then
+	 * anti-entropy's business) and hint_max_bytes in all (0: no hints),
+	 * and delivered at up to hint_rate_bytes per second. */
+	unsigned hint_max_age_s;
+	size_t hint_max_bytes;
+	size_t hint_rate_bytes;
 } kvs_cluster_config;
 
 /**
