@@ -533,6 +533,9 @@ static int load_cluster(struct ctx *x, const kvs__toml_value *t)
 		} else if (is_key(kv, "hint_max_age_s")) {
 			rc = get_unsigned(x, kv, 1, MAX_HINT_AGE_S,
 			                  &c->hint_max_age_s);
+		} else if (is_key(kv, "anti_entropy_interval_s")) {
+			rc = get_unsigned(x, kv, 0, MAX_HINT_AGE_S,
+			                  &c->anti_entropy_interval_s);
 		} else if (is_key(kv, "hint_max_bytes")) {
 			rc = get_size(x, kv, 0, SIZE_MAX / 2, &c->hint_max_bytes);
 		} else if (is_key(kv, "hint_rate_bytes")) {
@@ -713,6 +716,7 @@ static void set_defaults(kvs_cluster_config *c)
 	c->hint_max_age_s = KVS_DEFAULT_HINT_MAX_AGE_S;
 	c->hint_max_bytes = KVS_DEFAULT_HINT_MAX_BYTES;
 	c->hint_rate_bytes = KVS_DEFAULT_HINT_RATE_BYTES;
+	c->anti_entropy_interval_s = KVS_DEFAULT_ANTI_ENTROPY_INTERVAL_S;
 	c->sync = KVS_SYNC_FULL;
 	c->max_key_bytes = KVS_DEFAULT_MAX_KEY_BYTES;
 	c->max_value_bytes = KVS_DEFAULT_MAX_VALUE_BYTES;

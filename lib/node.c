@@ -188,6 +188,8 @@ static int lane_of(unsigned code)
 	case KVS__P_APPLY:
 		return KVS__LANE_APPLY;
 	case KVS__P_SCAN:
+	case KVS__P_DIGESTS:
+	case KVS__P_SEGKEYS:
 		return KVS__LANE_SCAN;
 	case KVS__P_GET:
 		return KVS__LANE_FWD_READ;
@@ -569,6 +571,7 @@ void kvs__node_tick(kvs__node *n)
 	for (int k = 0; k < KVS__LAT_KINDS; k++)
 		lat_update(n, &n->lat[k]);
 	kvs__hints_tick(n);
+	kvs__aae_tick(n);
 	for (size_t i = 0; i < n->n_shards; i++) {
 		struct kvs__peer_state *p = &n->peers[i];
 		int rc;
@@ -877,6 +880,7 @@ void kvs__node_close(kvs__node *n)
 			lane_destroy(lane);
 		}
 	kvs_store_close(n->store);
+	kvs__aae_close(n);
 	kvs_ring_free(n->ring);
 	free(n->peers);
 	pthread_cond_destroy(&n->prober_cv);

@@ -241,6 +241,18 @@ typedef struct kvs__node_stats {
 
 void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st);
 
+/* Anti-entropy: passes completed (an exchange with every other shard
+ * that was up), the wall-clock time of the last (ms since the epoch, 0:
+ * none yet), keys repaired either way, and their bytes. */
+typedef struct kvs__aae_stats {
+	uint64_t passes;
+	uint64_t last_pass_ms;
+	uint64_t keys_repaired;
+	uint64_t bytes_moved;
+} kvs__aae_stats;
+
+void kvs__node_aae_stats(kvs__node *n, kvs__aae_stats *st);
+
 /* Hints this node keeps for shard position i: how many, and their bytes. */
 void kvs__node_hints_pending(kvs__node *n, size_t i, uint64_t *count,
                              uint64_t *bytes);

@@ -133,6 +133,21 @@ struct kvs__latency {
 	_Atomic unsigned delay_ms;
 };
 
+/* Anti-entropy (aae.c): the pass under way, driven by the probe tick;
+ * figures read by anyone. */
+struct kvs__aae_xchg;
+struct kvs__aae {
+	struct kvs__aae_xchg *x; /* the exchange under way */
+	int scheduled, in_pass, pass_failed;
+	size_t next_peer;
+	uint64_t next_ms; /* kvs__node_now() of the next pass */
+	/* Per peer: the runs of segments both own (computed once: the
+	 * ring does not change while the node is open). */
+	struct kvs__aae_run **runs;
+	size_t *n_runs;
+	_Atomic uint64_t passes, last_pass_ms, keys_repaired, bytes_moved;
+};
+
 struct kvs__node {
 	const kvs_config *cfg;
 	const kvs_cluster_config *cc;
@@ -148,6 +163,7 @@ struct kvs__node {
 	void *impl;
 	struct kvs__node_counters counters;
 	_Atomic uint64_t hint_bytes; /* all peers' */
+	struct kvs__aae aae;
 	/* Replica operations, and forwarded client requests (which wait
 	 * for the owner's own replicas). */
 	struct kvs__latency lat[KVS__LAT_KINDS];
@@ -228,6 +244,10 @@ int kvs__node_local_write(kvs__node *n, int is_delete, const void *key,
  * up (every probe tick); kvs__hints_open counts the hints a store holds.
  */
 void kvs__hint_add(kvs__node *n, size_t peer, const kvs_record *rec);
+/* Anti-entropy (aae.c): one step per probe tick; close frees what is
+ * left once nothing can answer any more. */
+void kvs__aae_tick(kvs__node *n);
+void kvs__aae_close(kvs__node *n);
 void kvs__hints_tick(kvs__node *n);
 int kvs__hints_open(kvs__node *n);
 

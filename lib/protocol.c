@@ -368,7 +368,7 @@ int kvs__peer_req_decode(const void *data, size_t len, uint32_t *sender,
 		get_stamp(&r, &q->stamp);
 		q->n_expect = get_u8(&r);
 		take(&r, 3);
-		if (q->code < KVS__P_READ || q->code > KVS__P_DELETE ||
+		if (q->code < KVS__P_READ || q->code > KVS__P_SEGKEYS ||
 		    q->n_expect > KVS__MAX_EXPECT) {
 			free(ops);
 			*why = "bad operation";

@@ -157,8 +157,15 @@ enum kvs__pcode {
 	KVS__P_SCAN = 3,  /* one page of the receiver's own records */
 	KVS__P_GET = 4,   /* a client's read, coordinated by the receiver */
 	KVS__P_PUT = 5,   /* a client's write, coordinated by the receiver */
-	KVS__P_DELETE = 6 /* a client's delete, coordinated by the receiver */
+	KVS__P_DELETE = 6, /* a client's delete, coordinated by the receiver */
+	KVS__P_DIGESTS = 7, /* anti-entropy: digests of ranges of segments */
+	KVS__P_SEGKEYS = 8  /* anti-entropy: keys and versions of a segment */
 };
+
+/* Most segments one DIGESTS asks for, and most records a SEGKEYS
+ * answer carries (flag more beyond). */
+#define KVS__PEER_MAX_SEGMENTS 65536u
+#define KVS__PEER_MAX_SEGKEYS 65536u
 
 /* Operation flags. */
 #define KVS__PQ_TOMBSTONE 0x01u /* APPLY: the record is a tombstone */
@@ -168,6 +175,7 @@ enum kvs__pcode {
 #define KVS__PQ_IF_ABSENT 0x10u /* PUT: KVS_WRITE_IF_ABSENT */
 #define KVS__PQ_IF_STAMP 0x20u  /* PUT/DELETE: KVS_WRITE_IF_STAMP */
 #define KVS__PQ_IF_EXISTS 0x40u /* PUT/DELETE: KVS_WRITE_IF_EXISTS */
+#define KVS__PQ_FOLD 0x80u      /* DIGESTS: one digest per range */
 
 /* Result flags. */
 #define KVS__PA_TOMBSTONE 0x01u /* READ/GET: the stamp is a deletion's */

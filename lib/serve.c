@@ -160,6 +160,112 @@ static void op_scan(struct kvs__serving *s, size_t i)
 	r->recs_len = s->bufs[i].len;
 }
 
+static uint32_t le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+/* Digests of the segment ranges in the value ((u32 first, u32 count)
+ * pairs): one per range (fold), or one per segment, as u64s. */
+static void op_digests(struct kvs__serving *s, size_t i)
+{
+	const kvs__preq *q = &s->ops[i];
+	kvs__pres *r = &s->res[i];
+	kvs__buf *b = &s->bufs[i];
+	const unsigned char *p = q->value;
+	size_t ranges = q->value_len / 8, total = 0;
+
+	if (q->value_len % 8 != 0) {
+		r->rc = KVS_EPROTO;
+		return;
+	}
+	for (size_t k = 0; k < ranges; k++) {
+		uint32_t first = le32(p + 8 * k), count = le32(p + 8 * k + 4);
+
+		total += count;
+		if ((uint64_t)first + count > KVS__AAE_SEGMENTS ||
+		    total > KVS__PEER_MAX_SEGMENTS) {
+			r->rc = KVS_EPROTO;
+			return;
+		}
+	}
+	for (size_t k = 0; k < ranges; k++) {
+		uint32_t first = le32(p + 8 * k), count = le32(p + 8 * k + 4);
+		uint64_t fold = 0;
+
+		for (uint32_t g = first; g < first + count; g++) {
+			uint64_t d = kvs__store_segment_digest(s->n->store, g);
+			unsigned char out[8];
+
+			if (q->flags & KVS__PQ_FOLD) {
+				fold ^= d;
+				continue;
+			}
+			for (int j = 0; j < 8; j++)
+				out[j] = (unsigned char)(d >> (8 * j));
+			kvs__buf_add(b, out, 8);
+		}
+		if (q->flags & KVS__PQ_FOLD) {
+			unsigned char out[8];
+
+			for (int j = 0; j < 8; j++)
+				out[j] = (unsigned char)(fold >> (8 * j));
+			kvs__buf_add(b, out, 8);
+		}
+	}
+	r->rc = b->rc;
+	r->value = b->data;
+	r->value_len = b->len;
+}
+
+struct segkeys {
+	kvs__buf *b;
+	size_t n;
+	int more;
+};
+
+static int add_segkey(void *ud, const void *key, size_t key_len,
+                      const kvs_stamp *stamp, unsigned flags)
+{
+	struct segkeys *sk = ud;
+	kvs_record rec;
+
+	if (sk->n == KVS__PEER_MAX_SEGKEYS) {
+		sk->more = 1;
+		return 1;
+	}
+	memset(&rec, 0, sizeof(rec));
+	rec.key = key;
+	rec.key_len = key_len;
+	rec.stamp = *stamp;
+	rec.flags = flags;
+	kvs__peer_rec(sk->b, &rec);
+	sk->n++;
+	return 0;
+}
+
+/* The keys and versions of segment `limit`. */
+static void op_segkeys(struct kvs__serving *s, size_t i)
+{
+	const kvs__preq *q = &s->ops[i];
+	kvs__pres *r = &s->res[i];
+	struct segkeys sk = {&s->bufs[i], 0, 0};
+
+	if (q->limit >= KVS__AAE_SEGMENTS) {
+		r->rc = KVS_EPROTO;
+		return;
+	}
+	r->rc = kvs__store_segment_scan(s->n->store, q->limit, add_segkey, &sk);
+	if (r->rc == KVS_OK)
+		r->rc = s->bufs[i].rc;
+	if (sk.more)
+		r->flags |= KVS__PA_MORE;
+	r->n_recs = sk.n;
+	r->recs = (const unsigned char *)s->bufs[i].data;
+	r->recs_len = s->bufs[i].len;
+}
+
 static void op_kv(struct kvs__serving *s, size_t i)
 {
 	const kvs__preq *q = &s->ops[i];
@@ -236,6 +342,12 @@ void kvs__node_serve_peer(kvs__node *n, const void *frame, size_t len,
 			break;
 		case KVS__P_SCAN:
 			op_scan(s, i);
+			break;
+		case KVS__P_DIGESTS:
+			op_digests(s, i);
+			break;
+		case KVS__P_SEGKEYS:
+			op_segkeys(s, i);
 			break;
 		default:
 			op_kv(s, i);

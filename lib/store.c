@@ -50,7 +50,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "hlc.h"
+#include "kvshard/ring.h"
 #include "kvshard/store.h"
 #include "store_internal.h"
 
@@ -94,6 +97,13 @@ struct kvs_store {
 	MDB_dbi kv;
 	MDB_dbi meta;
 	MDB_dbi hints;
+	/* Anti-entropy: every record's version again, keyed by the key's
+	 * ring hash (big endian) then the key, so that the records of one
+	 * segment of the ring are listed together; and the digest of each
+	 * segment (XOR of a hash of each record's key and version), written
+	 * by the writer thread after each commit, read by anyone. */
+	MDB_dbi aae;
+	_Atomic uint64_t *seg;
 	int lock_fd;
 	size_t max_key;
 	kvs_store_options opts;
@@ -446,10 +456,284 @@ out:
 /* The writer                                                           */
 
 /* Counter changes of one batch, applied only when it commits. */
+struct seg_delta {
+	uint32_t seg;
+	uint64_t x;
+};
+
 struct batch_delta {
 	int64_t keys;
 	int64_t tombstones;
+	struct seg_delta *segs; /* segment digests to change */
+	size_t n_segs, cap_segs;
 };
+
+/* ------------------------------------------------------------------ */
+/* The anti-entropy index                                               */
+
+/* Bytes of an index key before the record's key; keys longer than the
+ * index can hold are cut (the hash, of the whole key, keeps them apart)
+ * and kept whole in the value. */
+#define AAE_HASH 8u
+#define AAE_VALUE 13u /* hlc, shard, flags */
+
+uint64_t kvs__record_hash(const void *key, size_t key_len,
+                          const kvs_stamp *stamp, unsigned flags)
+{
+	uint64_t seed = stamp->hlc * 0x9E3779B97F4A7C15ull ^
+	                ((uint64_t)stamp->shard << 1) ^
+	                ((flags & KVS_RECORD_TOMBSTONE) ? 1u : 0u);
+
+	return XXH3_64bits_withSeed(key, key_len, seed);
+}
+
+static void put_be64(unsigned char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (unsigned char)v;
+}
+
+static uint64_t get_be64(const unsigned char *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* Fill buf (s->max_key bytes) with key's index key; returns its length. */
+static size_t aae_key(const kvs_store *s, unsigned char *buf, uint64_t hash,
+                      const void *key, size_t key_len, int *cut)
+{
+	size_t room = s->max_key - AAE_HASH;
+	size_t n = key_len < room ? key_len : room;
+
+	put_be64(buf, hash);
+	memcpy(buf + AAE_HASH, key, n);
+	*cut = n < key_len;
+	return AAE_HASH + n;
+}
+
+static int note_segment(struct batch_delta *d, uint32_t seg, uint64_t x)
+{
+	if (d->n_segs == d->cap_segs) {
+		size_t cap = d->cap_segs ? 2 * d->cap_segs : 64;
+		struct seg_delta *g = realloc(d->segs, cap * sizeof(*g));
+
+		if (g == NULL)
+			return ENOMEM; /* fails the batch */
+		d->segs = g;
+		d->cap_segs = cap;
+	}
+	d->segs[d->n_segs].seg = seg;
+	d->segs[d->n_segs].x = x;
+	d->n_segs++;
+	return MDB_SUCCESS;
+}
+
+/* Record key's new version (old: the one it replaces, or NULL) in the
+ * index, and the change of its segment's digest in d. */
+static int aae_write(kvs_store *s, MDB_txn *txn, struct batch_delta *d,
+                     const void *key, size_t key_len, const kvs_record *old,
+                     const kvs_stamp *stamp, unsigned flags)
+{
+	unsigned char kbuf[1024];
+	uint64_t hash = kvs_ring_hash(key, key_len);
+	uint64_t x = kvs__record_hash(key, key_len, stamp, flags);
+	MDB_val k, v;
+	int cut, mrc;
+
+	if (s->max_key > sizeof(kbuf))
+		return MDB_BAD_VALSIZE;
+	k.mv_size = aae_key(s, kbuf, hash, key, key_len, &cut);
+	k.mv_data = kbuf;
+	v.mv_size = AAE_VALUE + (cut ? key_len : 0);
+	v.mv_data = NULL;
+	mrc = mdb_put(txn, s->aae, &k, &v, MDB_RESERVE);
+	if (mrc != MDB_SUCCESS)
+		return mrc;
+	put_le64(v.mv_data, stamp->hlc);
+	put_le32((unsigned char *)v.mv_data + 8, stamp->shard);
+	((unsigned char *)v.mv_data)[12] =
+	        (unsigned char)(flags & KVS_RECORD_TOMBSTONE);
+	if (cut)
+		memcpy((unsigned char *)v.mv_data + AAE_VALUE, key, key_len);
+	if (old != NULL)
+		x ^= kvs__record_hash(key, key_len, &old->stamp, old->flags);
+	return note_segment(d, KVS__AAE_SEGMENT_OF(hash), x);
+}
+
+uint64_t kvs__store_segment_digest(kvs_store *s, uint32_t seg)
+{
+	return atomic_load_explicit(&s->seg[seg % KVS__AAE_SEGMENTS],
+	                            memory_order_relaxed);
+}
+
+int kvs__store_segment_scan(kvs_store *s, uint32_t seg, kvs__seg_cb cb,
+                            void *ud)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	unsigned char from[AAE_HASH];
+	MDB_val k = {sizeof(from), from}, v;
+	int rc, mrc;
+
+	if (s == NULL || cb == NULL || seg >= KVS__AAE_SEGMENTS)
+		return KVS_EINVAL;
+	put_be64(from, (uint64_t)seg << 48);
+	rc = read_begin(s, &txn);
+	if (rc != KVS_OK)
+		return rc;
+	mrc = mdb_cursor_open(txn, s->aae, &cur);
+	if (mrc == MDB_SUCCESS) {
+		mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		while (mrc == MDB_SUCCESS) {
+			const unsigned char *kp = k.mv_data, *vp = v.mv_data;
+			kvs_stamp st;
+
+			if (k.mv_size < AAE_HASH || v.mv_size < AAE_VALUE ||
+			    KVS__AAE_SEGMENT_OF(get_be64(kp)) != seg)
+				break;
+			st.hlc = get_le64(vp);
+			st.shard = get_le32(vp + 8);
+			if (v.mv_size > AAE_VALUE) {
+				if (cb(ud, vp + AAE_VALUE, v.mv_size - AAE_VALUE,
+				       &st, vp[12]) != 0)
+					break;
+			} else if (cb(ud, kp + AAE_HASH, k.mv_size - AAE_HASH,
+			              &st, vp[12]) != 0) {
+				break;
+			}
+			mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+		}
+		mdb_cursor_close(cur);
+	}
+	read_end(s, txn);
+	return mrc == MDB_SUCCESS || mrc == MDB_NOTFOUND ? KVS_OK
+	                                                 : map_mdb_error(mrc);
+}
+
+/* Build the index from the records (a store written before it existed),
+ * in transactions of a bounded size; then load the segment digests. */
+static int aae_open(kvs_store *s)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_stat kst, ast;
+	MDB_val k, v;
+	int mrc;
+
+	s->seg = calloc(KVS__AAE_SEGMENTS, sizeof(*s->seg));
+	if (s->seg == NULL)
+		return KVS_ENOMEM;
+	mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+	if (mrc != MDB_SUCCESS)
+		return map_mdb_error(mrc);
+	mrc = mdb_stat(txn, s->kv, &kst);
+	if (mrc == MDB_SUCCESS)
+		mrc = mdb_stat(txn, s->aae, &ast);
+	mdb_txn_abort(txn);
+	if (mrc != MDB_SUCCESS)
+		return map_mdb_error(mrc);
+	if (kst.ms_entries != ast.ms_entries) {
+		unsigned char last[1024];
+		size_t last_len = 0;
+		int done = 0;
+
+		if (s->max_key > sizeof(last))
+			return KVS_EINVAL;
+		mrc = mdb_txn_begin(s->env, NULL, 0, &txn);
+		if (mrc == MDB_SUCCESS)
+			mrc = mdb_drop(txn, s->aae, 0);
+		if (mrc == MDB_SUCCESS)
+			mrc = mdb_txn_commit(txn);
+		else
+			mdb_txn_abort(txn);
+		while (mrc == MDB_SUCCESS && !done) {
+			struct batch_delta d = {0};
+			unsigned n = 0;
+
+			mrc = mdb_txn_begin(s->env, NULL, 0, &txn);
+			if (mrc != MDB_SUCCESS)
+				break;
+			mrc = mdb_cursor_open(txn, s->kv, &cur);
+			if (mrc == MDB_SUCCESS) {
+				k.mv_size = last_len;
+				k.mv_data = last;
+				mrc = mdb_cursor_get(cur, &k, &v,
+				                     last_len ? MDB_SET_RANGE
+				                              : MDB_FIRST);
+				if (mrc == MDB_SUCCESS && last_len &&
+				    k.mv_size == last_len &&
+				    memcmp(k.mv_data, last, last_len) == 0)
+					mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+				while (mrc == MDB_SUCCESS && n < 10000) {
+					kvs_record rec;
+
+					if (decode_record(&v, &rec) == KVS_OK) {
+						mrc = aae_write(s, txn, &d, k.mv_data,
+						                k.mv_size, NULL,
+						                &rec.stamp, rec.flags);
+						if (mrc != MDB_SUCCESS)
+							break;
+					}
+					memcpy(last, k.mv_data, k.mv_size);
+					last_len = k.mv_size;
+					n++;
+					mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+				}
+				mdb_cursor_close(cur);
+			}
+			free(d.segs);
+			if (mrc == MDB_NOTFOUND) {
+				done = 1;
+				mrc = MDB_SUCCESS;
+			}
+			if (mrc == MDB_SUCCESS)
+				mrc = mdb_txn_commit(txn);
+			else
+				mdb_txn_abort(txn);
+		}
+		if (mrc != MDB_SUCCESS)
+			return map_mdb_error(mrc);
+	}
+	/* The digests, from the index. */
+	mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+	if (mrc != MDB_SUCCESS)
+		return map_mdb_error(mrc);
+	mrc = mdb_cursor_open(txn, s->aae, &cur);
+	if (mrc == MDB_SUCCESS) {
+		mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+		while (mrc == MDB_SUCCESS) {
+			const unsigned char *kp = k.mv_data, *vp = v.mv_data;
+
+			if (k.mv_size >= AAE_HASH && v.mv_size >= AAE_VALUE) {
+				kvs_stamp st = {get_le64(vp), get_le32(vp + 8)};
+				uint32_t sg = KVS__AAE_SEGMENT_OF(get_be64(kp));
+				uint64_t x =
+				        v.mv_size > AAE_VALUE
+				                ? kvs__record_hash(vp + AAE_VALUE,
+				                                   v.mv_size - AAE_VALUE,
+				                                   &st, vp[12])
+				                : kvs__record_hash(kp + AAE_HASH,
+				                                   k.mv_size - AAE_HASH,
+				                                   &st, vp[12]);
+
+				atomic_store_explicit(
+				        &s->seg[sg],
+				        atomic_load_explicit(&s->seg[sg],
+				                             memory_order_relaxed) ^ x,
+				        memory_order_relaxed);
+			}
+			mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+		}
+		mdb_cursor_close(cur);
+	}
+	mdb_txn_abort(txn);
+	return mrc == MDB_NOTFOUND || mrc == MDB_SUCCESS ? KVS_OK
+	                                                 : map_mdb_error(mrc);
+}
 
 static int meta_put_u64(kvs_store *s, MDB_txn *txn, const char *name,
                         uint64_t value)
@@ -571,6 +855,10 @@ static int apply_op(kvs_store *s, MDB_txn *txn, struct write_op *op,
 	encode_header(v.mv_data, &op->stamp, new_flags);
 	if (value_len > 0)
 		memcpy((unsigned char *)v.mv_data + HDR_SIZE, value, value_len);
+	mrc = aae_write(s, txn, d, op->key, op->key_len, exists ? &old : NULL,
+	                &op->stamp, new_flags);
+	if (mrc != MDB_SUCCESS)
+		return mrc;
 	op->applied = 1;
 
 	d->keys += (new_flags ? 0 : 1) - (old_live ? 1 : 0);
@@ -589,6 +877,7 @@ static int run_batch(kvs_store *s, struct write_op *batch,
 	int mrc;
 
 	d->keys = d->tombstones = 0;
+	d->n_segs = 0;
 	mrc = mdb_txn_begin(s->env, NULL, 0, &txn);
 	if (mrc != MDB_SUCCESS)
 		return mrc;
@@ -706,7 +995,7 @@ static void *writer_main(void *arg)
 {
 	kvs_store *s = arg;
 	struct write_op *batch, *pending = NULL;
-	struct batch_delta d;
+	struct batch_delta d = {0};
 	time_t last_check = time(NULL);
 	int mrc;
 
@@ -774,6 +1063,16 @@ static void *writer_main(void *arg)
 
 			for (const struct write_op *o = batch; o; o = o->next)
 				n++;
+			for (size_t i = 0; i < d.n_segs; i++) {
+				_Atomic uint64_t *sg = &s->seg[d.segs[i].seg];
+
+				atomic_store_explicit(
+				        sg,
+				        atomic_load_explicit(
+				                sg, memory_order_relaxed) ^
+				                d.segs[i].x,
+				        memory_order_relaxed);
+			}
 			atomic_fetch_add(&s->keys, (uint64_t)d.keys);
 			atomic_fetch_add(&s->tombstones,
 			                 (uint64_t)d.tombstones);
@@ -791,6 +1090,7 @@ static void *writer_main(void *arg)
 		pthread_mutex_lock(&s->mu);
 	}
 	pthread_mutex_unlock(&s->mu);
+	free(d.segs);
 	return NULL;
 }
 
@@ -1158,6 +1458,8 @@ static int open_databases(kvs_store *s)
 	if (mrc == MDB_SUCCESS)
 		mrc = mdb_dbi_open(txn, "hints", MDB_CREATE, &s->hints);
 	if (mrc == MDB_SUCCESS)
+		mrc = mdb_dbi_open(txn, "aae", MDB_CREATE, &s->aae);
+	if (mrc == MDB_SUCCESS)
 		mrc = mdb_dbi_open(txn, NULL, 0, &s->meta);
 	if (mrc != MDB_SUCCESS)
 		goto fail;
@@ -1307,6 +1609,8 @@ int kvs_store_open(kvs_store **out, const char *path,
 	}
 	s->max_key = (size_t)mdb_env_get_maxkeysize(s->env);
 	rc = open_databases(s);
+	if (rc == KVS_OK)
+		rc = aae_open(s);
 	if (rc != KVS_OK)
 		goto fail;
 	if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
@@ -1321,6 +1625,7 @@ fail:
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
 	free(s->pool);
+	free((void *)s->seg);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	pthread_mutex_destroy(&s->pool_mu);
@@ -1344,6 +1649,7 @@ void kvs_store_close(kvs_store *s)
 	mdb_env_close(s->env);
 	close(s->lock_fd);
 	free(s->pool);
+	free((void *)s->seg);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	pthread_mutex_destroy(&s->pool_mu);

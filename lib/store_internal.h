@@ -60,6 +60,31 @@ uint64_t kvs__store_clock_now(kvs_store *s);
 void kvs__store_set_wall(kvs_store *s, kvs__wall_fn wall, void *ud);
 
 /*
+ * Anti-entropy. The ring's hash space is cut in KVS__AAE_SEGMENTS
+ * segments (by the top 16 bits of a key's ring hash); each segment's
+ * digest is the XOR of kvs__record_hash() of its records (tombstones
+ * too), kept up to date by every write, and its records' versions can be
+ * listed without a scan of the store.
+ */
+#define KVS__AAE_SEGMENTS 65536u
+#define KVS__AAE_SEGMENT_OF(hash) ((uint32_t)((uint64_t)(hash) >> 48))
+
+uint64_t kvs__record_hash(const void *key, size_t key_len,
+                          const kvs_stamp *stamp, unsigned flags);
+
+/** The digest of segment seg (as of the last commit). */
+uint64_t kvs__store_segment_digest(kvs_store *s, uint32_t seg);
+
+/* One record of a segment: its key and version, flags KVS_RECORD_*;
+ * return non-zero to stop. */
+typedef int (*kvs__seg_cb)(void *ud, const void *key, size_t key_len,
+                           const kvs_stamp *stamp, unsigned flags);
+
+/** The records of segment seg, in one read transaction. */
+int kvs__store_segment_scan(kvs_store *s, uint32_t seg, kvs__seg_cb cb,
+                            void *ud);
+
+/*
  * The hints database: opaque keys and values beside the records, written
  * through the same writer (so in the same group commits) and never seen
  * by reads or scans of records. The node keeps its hinted handoff there.

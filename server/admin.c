@@ -103,6 +103,21 @@ void handle_status(struct req *r)
 	                        (double)atomic_load(&s->connections));
 	cJSON_AddNumberToObject(doc, "threads", s->threads);
 	cJSON_AddNumberToObject(doc, KVS_F_EPOCH, (double)kvs__node_epoch(s->node));
+	{
+		kvs__aae_stats a;
+		cJSON *ae = cJSON_AddObjectToObject(doc, "anti_entropy");
+
+		kvs__node_aae_stats(s->node, &a);
+		if (ae != NULL) {
+			cJSON_AddNumberToObject(ae, "passes", (double)a.passes);
+			cJSON_AddNumberToObject(ae, "last_pass_ms",
+			                        (double)a.last_pass_ms);
+			cJSON_AddNumberToObject(ae, "keys_repaired",
+			                        (double)a.keys_repaired);
+			cJSON_AddNumberToObject(ae, "bytes_moved",
+			                        (double)a.bytes_moved);
+		}
+	}
 	answer_json(r, doc);
 }
 
@@ -249,6 +264,32 @@ void handle_metrics(struct req *r)
 		kvs__buf_addf(&b, "kvshard_peer_up{shard=\"%s\"} %d\n",
 		              kvs_config_shard(s->cfg, i)->name,
 		              kvs__node_shard_status(s->node, i));
+	{
+		kvs__aae_stats a;
+
+		kvs__node_aae_stats(s->node, &a);
+		kvs__buf_addf(&b,
+		          "# HELP kvshard_aae_passes_total Anti-entropy passes "
+		          "completed (every other shard compared).\n"
+		          "# TYPE kvshard_aae_passes_total counter\n"
+		          "kvshard_aae_passes_total %llu\n"
+		          "# HELP kvshard_aae_last_pass_timestamp_seconds When "
+		          "the last pass completed (0: none yet).\n"
+		          "# TYPE kvshard_aae_last_pass_timestamp_seconds gauge\n"
+		          "kvshard_aae_last_pass_timestamp_seconds %.3f\n"
+		          "# HELP kvshard_aae_keys_repaired_total Keys anti-entropy "
+		          "repaired, here or on a peer.\n"
+		          "# TYPE kvshard_aae_keys_repaired_total counter\n"
+		          "kvshard_aae_keys_repaired_total %llu\n"
+		          "# HELP kvshard_aae_bytes_moved_total Bytes of the keys "
+		          "and values it moved.\n"
+		          "# TYPE kvshard_aae_bytes_moved_total counter\n"
+		          "kvshard_aae_bytes_moved_total %llu\n",
+		          (unsigned long long)a.passes,
+		          (double)a.last_pass_ms / 1000.0,
+		          (unsigned long long)a.keys_repaired,
+		          (unsigned long long)a.bytes_moved);
+	}
 	kvs__buf_adds(&b, "# HELP kvshard_hints_pending Hints kept for the "
 	                  "shard, not yet delivered.\n# TYPE "
 	                  "kvshard_hints_pending gauge\n");

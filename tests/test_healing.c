@@ -135,7 +135,33 @@ static void wait_hints_delivered(const int *nodes, int n_nodes, int target)
 	}
 }
 
-enum fault { KILL_ONCE, STOP_10S, KILL_20_TIMES };
+enum fault { KILL_ONCE, STOP_10S, KILL_20_TIMES, KILL_NO_HINTS };
+
+/* How long anti-entropy may take to repair a node that lost its hints. */
+#define REPAIR_MS 60000
+
+/* Wait until nodes 0 and 1 have each completed two anti-entropy passes
+ * since now (so at least one whole pass began after node 2 was back). */
+static void wait_aae_passes(void)
+{
+	long long base0 = metric(0, "kvshard_aae_passes_total");
+	long long base1 = metric(1, "kvshard_aae_passes_total");
+	uint64_t deadline = now_ms() + REPAIR_MS;
+
+	ck_assert(base0 >= 0 && base1 >= 0);
+	for (;;) {
+		long long p0 = metric(0, "kvshard_aae_passes_total");
+		long long p1 = metric(1, "kvshard_aae_passes_total");
+
+		if (p0 >= base0 + 2 && p1 >= base1 + 2)
+			return;
+		ck_assert_msg(now_ms() < deadline,
+		              "anti-entropy passes did not complete within %d ms "
+		              "(%lld, %lld)",
+		              REPAIR_MS, p0 - base0, p1 - base1);
+		sleep_ms(200);
+	}
+}
 
 /*
  * 3 nodes, N=3 W=2 R=2. A writer streams writes through two of them while
@@ -154,11 +180,18 @@ static void stream_through(enum fault fault)
 	memset(&w, 0, sizeof(w));
 	w.acked = calloc(MAX_WRITES, 1);
 	ck_assert_ptr_nonnull(w.acked);
-	tc_start(&C, 3, NULL);
+	/* Without hints, as if its hints were lost: anti-entropy (every
+	 * 2 s here; the default is 600 s) must repair it. */
+	tc_start(&C, 3,
+	         fault == KILL_NO_HINTS
+	                 ? "[cluster]\nhint_max_bytes = 0\n"
+	                   "anti_entropy_interval_s = 2\n"
+	                 : NULL);
 	ck_assert_int_eq(pthread_create(&t, NULL, write_stream, &w), 0);
 	sleep_ms(500);
 	switch (fault) {
 	case KILL_ONCE:
+	case KILL_NO_HINTS:
 		tc_stop_node(&C, 2, SIGKILL);
 		sleep_ms(2000);
 		tc_start_node(&C, 2); /* the store must open: fails if not */
@@ -184,13 +217,23 @@ static void stream_through(enum fault fault)
 	              w.n_acked);
 	written = metric(0, "kvshard_hints_written_total") +
 	          metric(1, "kvshard_hints_written_total");
-	ck_assert_msg(written > 0, "no hints kept while a node was away");
+	if (fault == KILL_NO_HINTS) {
+		long long repaired;
 
-	/* The hints reach it: nothing pending for it any more. */
-	wait_hints_delivered(writers, 2, 2);
-	delivered = metric(0, "kvshard_hints_delivered_total") +
-	            metric(1, "kvshard_hints_delivered_total");
-	ck_assert_msg(delivered > 0, "no hint was delivered");
+		ck_assert_int_eq(written, 0);
+		wait_aae_passes();
+		repaired = metric(0, "kvshard_aae_keys_repaired_total") +
+		           metric(1, "kvshard_aae_keys_repaired_total") +
+		           metric(2, "kvshard_aae_keys_repaired_total");
+		ck_assert_msg(repaired > 0, "anti-entropy repaired nothing");
+	} else {
+		ck_assert_msg(written > 0, "no hints kept while a node was away");
+		/* The hints reach it: nothing pending for it any more. */
+		wait_hints_delivered(writers, 2, 2);
+		delivered = metric(0, "kvshard_hints_delivered_total") +
+		            metric(1, "kvshard_hints_delivered_total");
+		ck_assert_msg(delivered > 0, "no hint was delivered");
+	}
 
 	/* Only the returned node is left: everything acknowledged is there. */
 	tc_stop_node(&C, 0, SIGTERM);
@@ -224,6 +267,12 @@ END_TEST
 START_TEST(a_stopped_node_gets_what_it_missed)
 {
 	stream_through(STOP_10S);
+}
+END_TEST
+
+START_TEST(anti_entropy_repairs_a_node_without_hints)
+{
+	stream_through(KILL_NO_HINTS);
 }
 END_TEST
 
@@ -285,6 +334,7 @@ int main(void)
 	tcase_add_test(tc, hints_survive_a_crash_of_their_keeper);
 	tcase_add_test(tc, a_stopped_node_gets_what_it_missed);
 	tcase_add_test(tc, twenty_kills_lose_nothing);
+	tcase_add_test(tc, anti_entropy_repairs_a_node_without_hints);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

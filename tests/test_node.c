@@ -856,6 +856,90 @@ static void hinted_handoff(uint64_t seed)
 	sim_close(&s);
 }
 
+/* Anti-entropy without hints: replicas that missed writes, in both
+ * directions, converge with no read at all, over a lossy network, and
+ * without undoing writes made meanwhile. */
+static void anti_entropy(uint64_t seed)
+{
+	struct sim s;
+	char key[24][8], value[24][32];
+	int deleted[24], victim, other;
+	uint64_t repaired = 0;
+
+	set_where("anti_entropy", seed);
+	sim_open(&s, seed, 3,
+	         "hint_max_bytes = 0\nanti_entropy_interval_s = 5\n");
+	victim = (int)sim_rand(&s, 3);
+	other = (victim + 1 + (int)sim_rand(&s, 2)) % 3;
+	/* Keys 0-15 written while victim is down; 16-23 written through
+	 * victim while other is down. */
+	for (int k = 0; k < 24; k++) {
+		int down = k < 16 ? victim : other;
+		int via = k < 16 ? (victim + 1 + (int)sim_rand(&s, 2)) % 3 : victim;
+		struct sim_op *w;
+
+		if (via == down)
+			via = 3 - victim - other;
+		s.nodes[victim].down = k < 16;
+		s.nodes[other].down = k >= 16;
+		snprintf(key[k], sizeof(key[k]), "a%d", k);
+		snprintf(value[k], sizeof(value[k]), "v%llu-%d",
+		         (unsigned long long)seed, k);
+		w = sim_put(&s, s.now + 1, via, key[k], value[k]);
+		sim_settle(&s);
+		CHECK(w->res.rc == KVS_OK, "the write of %s failed: %s", where,
+		      key[k], kvs_strerror(w->res.rc));
+		deleted[k] = sim_rand(&s, 4) == 0;
+		if (deleted[k]) {
+			w = sim_del(&s, s.now + 1, via, key[k]);
+			sim_settle(&s);
+			CHECK(w->res.rc == KVS_OK, "the delete of %s failed: %s",
+			      where, key[k], kvs_strerror(w->res.rc));
+		}
+	}
+	s.nodes[victim].down = s.nodes[other].down = 0;
+	s.faults.loss = 100;
+	s.faults.dup = 100;
+	s.faults.late = 100;
+	for (int k = 0; k < 24; k += 3) {
+		snprintf(value[k], sizeof(value[k]), "new%llu-%d",
+		         (unsigned long long)seed, k);
+		deleted[k] = 0;
+		(void)sim_put(&s, s.now + 1 + sim_rand(&s, 8000),
+		              (int)sim_rand(&s, 3), key[k], value[k]);
+	}
+	sim_run(&s, s.now + 30000);
+	s.faults.loss = s.faults.dup = s.faults.late = 0;
+	sim_run(&s, s.now + 30000);
+	sim_settle(&s);
+	for (int i = 0; i < 3; i++) {
+		kvs__aae_stats st;
+
+		kvs__node_aae_stats(s.nodes[i].node, &st);
+		repaired += st.keys_repaired;
+		CHECK(st.passes > 0, "node %d completed no pass", where, i);
+	}
+	CHECK(repaired > 0, "anti-entropy repaired nothing", where);
+	for (int i = 0; i < 3; i++)
+		for (int k = 0; k < 24; k++) {
+			kvs_record rec;
+			char v[64];
+			int have = sim_local(&s, i, key[k], &rec, v, sizeof(v));
+
+			CHECK(have, "node %d never got %s", where, i, key[k]);
+			if (deleted[k])
+				CHECK(rec.flags & KVS_RECORD_TOMBSTONE,
+				      "node %d missed the delete of %s", where, i,
+				      key[k]);
+			else
+				CHECK(!(rec.flags & KVS_RECORD_TOMBSTONE) &&
+				              strcmp(v, value[k]) == 0,
+				      "node %d has %s = \"%s\", not \"%s\"", where,
+				      i, key[k], v, value[k]);
+		}
+	sim_close(&s);
+}
+
 static void scan_merge(uint64_t seed)
 {
 	struct sim s;
@@ -1060,6 +1144,12 @@ START_TEST(sim_hinted_handoff)
 }
 END_TEST
 
+START_TEST(sim_anti_entropy)
+{
+	run_scenario("anti_entropy", anti_entropy);
+}
+END_TEST
+
 START_TEST(a_seed_replays_exactly)
 {
 	if (getenv("KVS_SIM_SCENARIO") != NULL)
@@ -1091,6 +1181,7 @@ int main(void)
 	tcase_add_test(tc, sim_coalesced);
 	tcase_add_test(tc, sim_scan_merge);
 	tcase_add_test(tc, sim_hinted_handoff);
+	tcase_add_test(tc, sim_anti_entropy);
 	tcase_add_test(tc, a_seed_replays_exactly);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);

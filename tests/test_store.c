@@ -323,6 +323,96 @@ START_TEST(apply_if_newer)
 }
 END_TEST
 
+struct seg_list {
+	char keys[8][16];
+	kvs_stamp stamps[8];
+	unsigned flags[8];
+	int n;
+};
+
+static int list_seg(void *ud, const void *key, size_t key_len,
+                    const kvs_stamp *stamp, unsigned flags)
+{
+	struct seg_list *l = ud;
+
+	if (l->n < 8 && key_len < 16) {
+		memcpy(l->keys[l->n], key, key_len);
+		l->keys[l->n][key_len] = '\0';
+		l->stamps[l->n] = *stamp;
+		l->flags[l->n] = flags;
+		l->n++;
+	}
+	return 0;
+}
+
+static uint32_t seg_of(const char *key)
+{
+	return KVS__AAE_SEGMENT_OF(kvs_ring_hash(key, strlen(key)));
+}
+
+/* Drop the anti-entropy index as a store from before it would lack it. */
+static void drop_index(void)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+
+	kvs_store_close(st);
+	st = NULL;
+	ck_assert_int_eq(mdb_env_create(&env), 0);
+	ck_assert_int_eq(mdb_env_set_maxdbs(env, 8), 0);
+	ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "aae", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_drop(txn, dbi, 0), 0);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	ck_assert_int_eq(kvs_store_open(&st, dir, NULL), KVS_OK);
+}
+
+/* Segment digests follow every write, list their records, and come back
+ * the same after a restart, or after the index is rebuilt. */
+START_TEST(segment_digests_follow_writes)
+{
+	kvs_stamp a1, a2, b1;
+	struct seg_list l;
+	uint32_t sa = seg_of("a"), sb = seg_of("b");
+	uint64_t da, db;
+
+	ck_assert_uint_eq(kvs__store_segment_digest(st, sa), 0);
+	ck_assert_int_eq(kvs_store_put(st, "a", 1, "1", 1, NULL, &a1), KVS_OK);
+	ck_assert_uint_eq(kvs__store_segment_digest(st, sa),
+	                  kvs__record_hash("a", 1, &a1, 0));
+	ck_assert_int_eq(kvs_store_put(st, "a", 1, "2", 1, NULL, &a2), KVS_OK);
+	ck_assert_int_eq(kvs_store_put(st, "b", 1, "1", 1, NULL, &b1), KVS_OK);
+	ck_assert_int_eq(kvs_store_delete(st, "b", 1, NULL, &b1), KVS_OK);
+	da = kvs__store_segment_digest(st, sa);
+	db = kvs__store_segment_digest(st, sb);
+	if (sa != sb) {
+		ck_assert_uint_eq(da, kvs__record_hash("a", 1, &a2, 0));
+		ck_assert_uint_eq(db, kvs__record_hash("b", 1, &b1,
+		                                       KVS_RECORD_TOMBSTONE));
+	}
+	memset(&l, 0, sizeof(l));
+	ck_assert_int_eq(kvs__store_segment_scan(st, sb, list_seg, &l), KVS_OK);
+	ck_assert_int_ge(l.n, 1);
+	for (int i = 0; i < l.n; i++)
+		if (strcmp(l.keys[i], "b") == 0) {
+			ck_assert_int_eq(kvs_stamp_cmp(&l.stamps[i], &b1), 0);
+			ck_assert_uint_eq(l.flags[i], KVS_RECORD_TOMBSTONE);
+		}
+	reopen(NULL);
+	ck_assert_uint_eq(kvs__store_segment_digest(st, sa), da);
+	ck_assert_uint_eq(kvs__store_segment_digest(st, sb), db);
+	drop_index();
+	ck_assert_uint_eq(kvs__store_segment_digest(st, sa), da);
+	ck_assert_uint_eq(kvs__store_segment_digest(st, sb), db);
+	memset(&l, 0, sizeof(l));
+	ck_assert_int_eq(kvs__store_segment_scan(st, sa, list_seg, &l), KVS_OK);
+	ck_assert_int_ge(l.n, 1);
+}
+END_TEST
+
 START_TEST(reopen_keeps_data_and_clock)
 {
 	kvs_stamp before, after;
@@ -818,6 +908,7 @@ int main(void)
 	tcase_add_test(tc, map_ceiling_gives_full);
 	tcase_add_test(tc, backup_is_a_consistent_copy);
 	tcase_add_test(tc, acknowledged_writes_survive_sigkill);
+	tcase_add_test(tc, segment_digests_follow_writes);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

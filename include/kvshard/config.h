@@ -34,6 +34,7 @@ typedef struct kvs_config kvs_config;
 #define KVS_DEFAULT_HINT_MAX_AGE_S 10800u /* 3 h */
 #define KVS_DEFAULT_HINT_MAX_BYTES ((size_t)1 << 30)
 #define KVS_DEFAULT_HINT_RATE_BYTES ((size_t)4 << 20)
+#define KVS_DEFAULT_ANTI_ENTROPY_INTERVAL_S 600u
 #define KVS_DEFAULT_MAX_KEY_BYTES 511u
 #define KVS_DEFAULT_MAX_VALUE_BYTES (16u * 1024u * 1024u)
 #define KVS_DEFAULT_MAX_CONNECTIONS 1024u
@@ -110,6 +111,9 @@ typedef struct kvs_cluster_config {
 	unsigned hint_max_age_s;
 	size_t hint_max_bytes;
 	size_t hint_rate_bytes;
+	/* [cluster]: anti-entropy: a pass with every other shard this
+	 * often (0: never). */
+	unsigned anti_entropy_interval_s;
 } kvs_cluster_config;
 
 /**

@@ -1,0 +1,777 @@
+/*
+ * aae.c - anti-entropy: replicas compare digests of the ring's segments
+ * and repair, both ways, the keys where they differ.
+ *
+ * Every store keeps a digest per segment of the ring's hash space (XOR of
+ * a hash of each record's key and version, updated by every write: see
+ * store_internal.h) and can list a segment's keys and versions without a
+ * scan. A pass of this node exchanges with each other shard in turn, one
+ * step per probe tick (250 ms), so that it is spread out and bounded:
+ *
+ *   1. the segments both own at least in part, as runs of consecutive
+ *      segments: the peer answers one digest per run (folded), compared
+ *      with ours;
+ *   2. for runs that differ, one digest per segment;
+ *   3. for segments that differ, at most AAE_SEGMENTS_PER_TICK per tick:
+ *      the peer's keys and versions of the segment against ours, keeping
+ *      only keys both own; the newer side's record is sent to the other
+ *      (apply if newer: a repair and a concurrent write commute).
+ *
+ * With nothing to repair a pass costs each peer one small message per
+ * step 1 (a few hundred bytes per run) and reading 65,536 digests.
+ * Segments that straddle a boundary between ranges with different owners
+ * keep differing (each side has keys the other does not own) and are
+ * compared key by key at every pass; they are few.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "node_internal.h"
+#include "protocol.h"
+#include "util.h"
+
+/* Runs per DIGESTS message, and segments per message in step 2. */
+#define AAE_RUNS_PER_MSG 4096u
+#define AAE_SEGS_PER_MSG 4096u
+/* Segments compared key by key per tick (step 3). */
+#define AAE_SEGMENTS_PER_TICK 256u
+/* Most differing segments one exchange repairs; the rest wait for the
+ * next pass. */
+#define AAE_MAX_SEGMENTS 16384u
+/* A pass that could not reach every peer is tried again after this. */
+#define AAE_RETRY_MS 10000u
+
+struct kvs__aae_run {
+	uint32_t first, count;
+};
+
+/* One exchange with one peer. */
+struct kvs__aae_xchg {
+	kvs__node *n;
+	size_t peer;
+	int step;          /* 1, 2, 3; 4: done */
+	_Atomic unsigned inflight; /* messages of the current step */
+	_Atomic int failed;
+	pthread_mutex_t mu;
+	struct kvs__aae_run *runs;
+	size_t n_runs;
+	unsigned char *run_differs;
+	uint32_t *segs; /* segments that differ */
+	size_t n_segs, next_seg;
+};
+
+/* A message of the exchange and what it covers. */
+struct msg {
+	struct kvs__aae_xchg *x;
+	size_t first, count; /* runs (step 1) or pairs (step 2) */
+	struct kvs__aae_run *pairs;   /* step 2: the ranges asked */
+	size_t n_pairs;
+	uint32_t seg;        /* step 3 */
+};
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++, v >>= 8)
+		p[i] = (unsigned char)v;
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static int owns(const size_t *owners, size_t n, size_t who)
+{
+	for (size_t i = 0; i < n; i++)
+		if (owners[i] == who)
+			return 1;
+	return 0;
+}
+
+/* Whether positions of the ring at hash are owned by both self and peer. */
+static int both_at(kvs__node *n, uint64_t hash, size_t peer)
+{
+	size_t o[KVS_RING_MAX_OWNERS];
+	size_t k = kvs_ring_owners_at(n->ring, hash, o, n->cc->replication);
+
+	return owns(o, k, n->self) && owns(o, k, peer);
+}
+
+/* The runs of segments that self and peer both own, at least in part. */
+static int shared_runs(kvs__node *n, size_t peer, struct kvs__aae_run **out,
+                       size_t *n_out)
+{
+	struct kvs__aae_run *runs = NULL;
+	size_t n_runs = 0, cap = 0;
+
+	for (uint32_t s = 0; s < KVS__AAE_SEGMENTS; s++) {
+		uint64_t lo = (uint64_t)s << 48, hi = lo | 0xFFFFFFFFFFFFull;
+
+		if (!both_at(n, lo, peer) && !both_at(n, hi, peer))
+			continue;
+		if (n_runs > 0 &&
+		    runs[n_runs - 1].first + runs[n_runs - 1].count == s) {
+			runs[n_runs - 1].count++;
+			continue;
+		}
+		if (n_runs == cap) {
+			size_t c = cap ? 2 * cap : 64;
+			struct kvs__aae_run *g = realloc(runs, c * sizeof(*g));
+
+			if (g == NULL) {
+				free(runs);
+				return KVS_ENOMEM;
+			}
+			runs = g;
+			cap = c;
+		}
+		runs[n_runs].first = s;
+		runs[n_runs].count = 1;
+		n_runs++;
+	}
+	*out = runs;
+	*n_out = n_runs;
+	return KVS_OK;
+}
+
+static uint64_t local_fold(kvs__node *n, const struct kvs__aae_run *r)
+{
+	uint64_t f = 0;
+
+	for (uint32_t s = r->first; s < r->first + r->count; s++)
+		f ^= kvs__store_segment_digest(n->store, s);
+	return f;
+}
+
+static void msg_end(struct msg *m, int ok)
+{
+	struct kvs__aae_xchg *x = m->x;
+
+	if (!ok)
+		atomic_store(&x->failed, 1);
+	free(m->pairs);
+	free(m);
+	atomic_fetch_sub(&x->inflight, 1);
+}
+
+/* Send op to the exchange's peer; m is the message's context. */
+static void xsend(struct kvs__aae_xchg *x, const kvs__preq *op,
+                 kvs__peer_cb cb, struct msg *m)
+{
+	atomic_fetch_add(&x->inflight, 1);
+	if (kvs__node_send(x->n, x->peer, op, cb, m) != KVS_OK)
+		msg_end(m, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Step 1: a digest per run                                             */
+
+static void folds_back(void *ud, kvs__panswer *a)
+{
+	struct msg *m = ud;
+	struct kvs__aae_xchg *x = m->x;
+	const kvs__pres *r = a->rc == KVS_OK && a->n == 1 ? &a->res[0] : NULL;
+	int ok = r != NULL && r->rc == KVS_OK && r->value_len == 8 * m->count;
+
+	for (size_t i = 0; ok && i < m->count; i++) {
+		const struct kvs__aae_run *run = &x->runs[m->first + i];
+		uint64_t theirs = get_le64((const unsigned char *)r->value + 8 * i);
+
+		x->run_differs[m->first + i] = theirs != local_fold(x->n, run);
+	}
+	kvs__panswer_free(a);
+	msg_end(m, ok);
+}
+
+static void step_folds(struct kvs__aae_xchg *x)
+{
+	for (size_t first = 0; first < x->n_runs; first += AAE_RUNS_PER_MSG) {
+		size_t count = x->n_runs - first;
+		struct msg *m = calloc(1, sizeof(*m));
+		unsigned char *v;
+		kvs__preq op;
+
+		if (count > AAE_RUNS_PER_MSG)
+			count = AAE_RUNS_PER_MSG;
+		v = malloc(8 * count);
+		if (m == NULL || v == NULL) {
+			free(m);
+			free(v);
+			atomic_store(&x->failed, 1);
+			return;
+		}
+		m->x = x;
+		m->first = first;
+		m->count = count;
+		for (size_t i = 0; i < count; i++) {
+			put_le32(v + 8 * i, x->runs[first + i].first);
+			put_le32(v + 8 * i + 4, x->runs[first + i].count);
+		}
+		memset(&op, 0, sizeof(op));
+		op.code = KVS__P_DIGESTS;
+		op.flags = KVS__PQ_FOLD;
+		op.value = v;
+		op.value_len = 8 * count;
+		xsend(x, &op, folds_back, m); /* op is encoded at once */
+		free(v);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Step 2: a digest per segment of the runs that differ                 */
+
+static void digests_back(void *ud, kvs__panswer *a)
+{
+	struct msg *m = ud;
+	struct kvs__aae_xchg *x = m->x;
+	const kvs__pres *r = a->rc == KVS_OK && a->n == 1 ? &a->res[0] : NULL;
+	size_t total = 0;
+	int ok;
+
+	for (size_t i = 0; i < m->n_pairs; i++)
+		total += m->pairs[i].count;
+	ok = r != NULL && r->rc == KVS_OK && r->value_len == 8 * total;
+	if (ok) {
+		const unsigned char *p = r->value;
+
+		pthread_mutex_lock(&x->mu);
+		for (size_t i = 0; i < m->n_pairs; i++)
+			for (uint32_t s = m->pairs[i].first;
+			     s < m->pairs[i].first + m->pairs[i].count; s++, p += 8)
+				if (get_le64(p) !=
+				            kvs__store_segment_digest(x->n->store, s) &&
+				    x->n_segs < AAE_MAX_SEGMENTS)
+					x->segs[x->n_segs++] = s;
+		pthread_mutex_unlock(&x->mu);
+	}
+	kvs__panswer_free(a);
+	msg_end(m, ok);
+}
+
+static void flush_pairs(struct kvs__aae_xchg *x, struct kvs__aae_run *pairs,
+                        size_t n_pairs)
+{
+	struct msg *m = calloc(1, sizeof(*m));
+	unsigned char *v = malloc(8 * n_pairs + 1);
+	kvs__preq op;
+
+	if (m == NULL || v == NULL) {
+		free(m);
+		free(v);
+		free(pairs);
+		atomic_store(&x->failed, 1);
+		return;
+	}
+	m->x = x;
+	m->pairs = pairs;
+	m->n_pairs = n_pairs;
+	for (size_t i = 0; i < n_pairs; i++) {
+		put_le32(v + 8 * i, pairs[i].first);
+		put_le32(v + 8 * i + 4, pairs[i].count);
+	}
+	memset(&op, 0, sizeof(op));
+	op.code = KVS__P_DIGESTS;
+	op.value = v;
+	op.value_len = 8 * n_pairs;
+	xsend(x, &op, digests_back, m);
+	free(v);
+}
+
+static void step_digests(struct kvs__aae_xchg *x)
+{
+	struct kvs__aae_run *pairs = NULL;
+	size_t n_pairs = 0, segs = 0;
+
+	x->segs = malloc(AAE_MAX_SEGMENTS * sizeof(*x->segs));
+	if (x->segs == NULL) {
+		atomic_store(&x->failed, 1);
+		return;
+	}
+	for (size_t i = 0; i < x->n_runs; i++) {
+		struct kvs__aae_run left = x->runs[i];
+
+		if (!x->run_differs[i])
+			continue;
+		while (left.count > 0) {
+			uint32_t take = left.count;
+
+			if (take > AAE_SEGS_PER_MSG - segs)
+				take = (uint32_t)(AAE_SEGS_PER_MSG - segs);
+			if (pairs == NULL) {
+				pairs = malloc(AAE_SEGS_PER_MSG * sizeof(*pairs));
+				if (pairs == NULL) {
+					atomic_store(&x->failed, 1);
+					return;
+				}
+			}
+			pairs[n_pairs].first = left.first;
+			pairs[n_pairs].count = take;
+			n_pairs++;
+			segs += take;
+			left.first += take;
+			left.count -= take;
+			if (segs == AAE_SEGS_PER_MSG) {
+				flush_pairs(x, pairs, n_pairs);
+				pairs = NULL;
+				n_pairs = segs = 0;
+			}
+		}
+	}
+	if (n_pairs > 0)
+		flush_pairs(x, pairs, n_pairs);
+	else
+		free(pairs);
+}
+
+/* ------------------------------------------------------------------ */
+/* Step 3: keys of the segments that differ                             */
+
+struct entry {
+	const unsigned char *key;
+	size_t key_len;
+	kvs_stamp stamp;
+	unsigned flags;
+};
+
+struct side {
+	struct entry *e;
+	size_t n, cap;
+	kvs__buf keys; /* the local side's keys */
+	kvs__node *n_;
+	size_t peer;
+};
+
+static int add_entry(struct side *sd, const void *key, size_t key_len,
+                     const kvs_stamp *stamp, unsigned flags)
+{
+	kvs__route r;
+
+	/* Only keys both own: a straddling segment holds others. */
+	kvs__node_route(sd->n_, key, key_len, &r);
+	if (!owns(r.owners, r.n, sd->n_->self) || !owns(r.owners, r.n, sd->peer))
+		return 0;
+	if (sd->n == sd->cap) {
+		size_t c = sd->cap ? 2 * sd->cap : 64;
+		struct entry *g = realloc(sd->e, c * sizeof(*g));
+
+		if (g == NULL)
+			return -1;
+		sd->e = g;
+		sd->cap = c;
+	}
+	sd->e[sd->n].key = key;
+	sd->e[sd->n].key_len = key_len;
+	sd->e[sd->n].stamp = *stamp;
+	sd->e[sd->n].flags = flags;
+	sd->n++;
+	return 0;
+}
+
+/* Local keys are copied (the scan's transaction ends); their offsets are
+ * kept in key and fixed up once the copy no longer moves. */
+static int add_local(void *ud, const void *key, size_t key_len,
+                     const kvs_stamp *stamp, unsigned flags)
+{
+	struct side *sd = ud;
+	size_t at = sd->keys.len;
+
+	kvs__buf_add(&sd->keys, key, key_len);
+	if (sd->keys.rc != KVS_OK)
+		return 1;
+	if (add_entry(sd, key, key_len, stamp, flags) != 0)
+		return 1;
+	if (sd->n > 0 && sd->e[sd->n - 1].key == key)
+		sd->e[sd->n - 1].key = (const unsigned char *)(uintptr_t)at;
+	return 0;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+	const struct entry *x = a, *y = b;
+	size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+	int c = memcmp(x->key, y->key, n);
+
+	if (c != 0)
+		return c;
+	return x->key_len < y->key_len ? -1 : x->key_len > y->key_len;
+}
+
+struct repair {
+	struct kvs__aae_xchg *x;
+	size_t bytes;
+	kvs_record rec; /* a pull: the record to apply here */
+};
+
+static void pushed(void *ud, kvs__panswer *a)
+{
+	struct repair *rp = ud;
+	struct kvs__aae_xchg *x = rp->x;
+	int ok = a->rc == KVS_OK && a->n == 1 && a->res[0].rc == KVS_OK;
+
+	if (ok) {
+		atomic_fetch_add(&x->n->aae.keys_repaired, 1);
+		atomic_fetch_add(&x->n->aae.bytes_moved, rp->bytes);
+	}
+	kvs__panswer_free(a);
+	free(rp);
+	atomic_fetch_sub(&x->inflight, 1);
+}
+
+/* Send this node's record of key to the peer. */
+static void push(struct kvs__aae_xchg *x, const struct entry *e);
+
+struct push_read {
+	struct kvs__aae_xchg *x;
+};
+
+static int push_record(void *ud, const kvs_record *rec)
+{
+	struct push_read *pr = ud;
+	struct kvs__aae_xchg *x = pr->x;
+	struct repair *rp = calloc(1, sizeof(*rp));
+	kvs__preq op;
+
+	if (rp == NULL)
+		return 0;
+	rp->x = x;
+	rp->bytes = rec->key_len + rec->value_len;
+	memset(&op, 0, sizeof(op));
+	op.code = KVS__P_APPLY;
+	op.flags = (rec->flags & KVS_RECORD_TOMBSTONE) ? KVS__PQ_TOMBSTONE : 0;
+	op.stamp = rec->stamp;
+	op.key = rec->key;
+	op.key_len = rec->key_len;
+	op.value = rec->value;
+	op.value_len = rec->value_len;
+	atomic_fetch_add(&x->inflight, 1);
+	if (kvs__node_send(x->n, x->peer, &op, pushed, rp) != KVS_OK) {
+		free(rp);
+		atomic_fetch_sub(&x->inflight, 1);
+	}
+	return 0;
+}
+
+static void push(struct kvs__aae_xchg *x, const struct entry *e)
+{
+	struct push_read pr = {x};
+
+	(void)kvs_store_read(x->n->store, e->key, e->key_len,
+	                     KVS_READ_TOMBSTONES, push_record, &pr);
+}
+
+static void applied_here(void *ud, int rc, const kvs_stamp *stamp,
+                         int applied)
+{
+	struct repair *rp = ud;
+	struct kvs__aae_xchg *x = rp->x;
+
+	(void)stamp;
+	if (rc == KVS_OK && applied) {
+		atomic_fetch_add(&x->n->aae.keys_repaired, 1);
+		atomic_fetch_add(&x->n->aae.bytes_moved, rp->bytes);
+	}
+	free((void *)rp->rec.key);
+	free(rp);
+	atomic_fetch_sub(&x->inflight, 1);
+}
+
+static void pulled(void *ud, kvs__panswer *a)
+{
+	struct repair *rp = ud;
+	struct kvs__aae_xchg *x = rp->x;
+	const kvs__pres *r = a->rc == KVS_OK && a->n == 1 ? &a->res[0] : NULL;
+	unsigned char *copy;
+
+	if (r == NULL || r->rc != KVS_OK || (r->flags & KVS__PA_DIGEST) ||
+	    (copy = malloc(rp->rec.key_len + r->value_len + 1)) == NULL) {
+		kvs__panswer_free(a);
+		free((void *)rp->rec.key);
+		free(rp);
+		atomic_fetch_sub(&x->inflight, 1);
+		return;
+	}
+	memcpy(copy, rp->rec.key, rp->rec.key_len);
+	if (r->value_len > 0)
+		memcpy(copy + rp->rec.key_len, r->value, r->value_len);
+	free((void *)rp->rec.key);
+	rp->rec.key = copy;
+	rp->rec.value = copy + rp->rec.key_len;
+	rp->rec.value_len = r->value_len;
+	rp->rec.stamp = r->stamp;
+	rp->rec.flags = (r->flags & KVS__PA_TOMBSTONE) ? KVS_RECORD_TOMBSTONE
+	                                               : 0;
+	rp->bytes = rp->rec.key_len + r->value_len;
+	kvs__panswer_free(a);
+	if (kvs__node_local_apply(x->n, &rp->rec, applied_here, rp) != KVS_OK)
+		applied_here(rp, KVS_EIO, NULL, 0);
+}
+
+/* Fetch the peer's record of key and apply it here. */
+static void pull(struct kvs__aae_xchg *x, const struct entry *e)
+{
+	struct repair *rp = calloc(1, sizeof(*rp));
+	unsigned char *key = malloc(e->key_len);
+	kvs__preq op;
+
+	if (rp == NULL || key == NULL) {
+		free(rp);
+		free(key);
+		return;
+	}
+	memcpy(key, e->key, e->key_len);
+	rp->x = x;
+	rp->rec.key = key;
+	rp->rec.key_len = e->key_len;
+	memset(&op, 0, sizeof(op));
+	op.code = KVS__P_READ;
+	op.key = key;
+	op.key_len = e->key_len;
+	atomic_fetch_add(&x->inflight, 1);
+	if (kvs__node_send(x->n, x->peer, &op, pulled, rp) != KVS_OK) {
+		free(key);
+		free(rp);
+		atomic_fetch_sub(&x->inflight, 1);
+	}
+}
+
+static void segkeys_back(void *ud, kvs__panswer *a)
+{
+	struct msg *m = ud;
+	struct kvs__aae_xchg *x = m->x;
+	const kvs__pres *r = a->rc == KVS_OK && a->n == 1 ? &a->res[0] : NULL;
+	struct side theirs, ours;
+	kvs__precs it;
+	kvs_record rec;
+	size_t i = 0, j = 0;
+	int ok = r != NULL && r->rc == KVS_OK;
+
+	memset(&theirs, 0, sizeof(theirs));
+	memset(&ours, 0, sizeof(ours));
+	theirs.n_ = ours.n_ = x->n;
+	theirs.peer = ours.peer = x->peer;
+	kvs__buf_init(&ours.keys, 0);
+	if (ok) {
+		kvs__precs_start(&it, r);
+		while (ok && kvs__precs_next(&it, &rec))
+			ok = add_entry(&theirs, rec.key, rec.key_len, &rec.stamp,
+			               rec.flags) == 0;
+	}
+	if (ok)
+		ok = kvs__store_segment_scan(x->n->store, m->seg, add_local,
+		                             &ours) == KVS_OK &&
+		     ours.keys.rc == KVS_OK;
+	if (ok) {
+		for (size_t k = 0; k < ours.n; k++)
+			ours.e[k].key = (const unsigned char *)ours.keys.data +
+			                (uintptr_t)ours.e[k].key;
+		if (theirs.n > 1)
+			qsort(theirs.e, theirs.n, sizeof(*theirs.e), entry_cmp);
+		if (ours.n > 1)
+			qsort(ours.e, ours.n, sizeof(*ours.e), entry_cmp);
+		while (i < ours.n || j < theirs.n) {
+			int c = i == ours.n     ? 1
+			        : j == theirs.n ? -1
+			                        : entry_cmp(&ours.e[i], &theirs.e[j]);
+
+			if (c < 0) {
+				push(x, &ours.e[i++]);
+			} else if (c > 0) {
+				pull(x, &theirs.e[j++]);
+			} else {
+				int s = kvs_stamp_cmp(&ours.e[i].stamp,
+				                      &theirs.e[j].stamp);
+
+				if (s > 0)
+					push(x, &ours.e[i]);
+				else if (s < 0)
+					pull(x, &theirs.e[j]);
+				i++;
+				j++;
+			}
+		}
+	}
+	free(theirs.e);
+	free(ours.e);
+	kvs__buf_free(&ours.keys);
+	kvs__panswer_free(a);
+	msg_end(m, ok);
+}
+
+static void step_keys(struct kvs__aae_xchg *x)
+{
+	for (unsigned k = 0; k < AAE_SEGMENTS_PER_TICK && x->next_seg < x->n_segs;
+	     k++) {
+		struct msg *m = calloc(1, sizeof(*m));
+		kvs__preq op;
+
+		if (m == NULL) {
+			atomic_store(&x->failed, 1);
+			return;
+		}
+		m->x = x;
+		m->seg = x->segs[x->next_seg++];
+		memset(&op, 0, sizeof(op));
+		op.code = KVS__P_SEGKEYS;
+		op.limit = m->seg;
+		xsend(x, &op, segkeys_back, m);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Passes                                                               */
+
+static void xchg_free(struct kvs__aae_xchg *x)
+{
+	if (x == NULL)
+		return;
+	pthread_mutex_destroy(&x->mu);
+	free(x->run_differs);
+	free(x->segs);
+	free(x);
+}
+
+static struct kvs__aae_xchg *xchg_new(kvs__node *n, size_t peer)
+{
+	struct kvs__aae_xchg *x = calloc(1, sizeof(*x));
+
+	if (x == NULL)
+		return NULL;
+	x->n = n;
+	x->peer = peer;
+	x->step = 1;
+	pthread_mutex_init(&x->mu, NULL);
+	if (n->aae.runs == NULL) {
+		n->aae.runs = calloc(n->n_shards, sizeof(*n->aae.runs));
+		n->aae.n_runs = calloc(n->n_shards, sizeof(*n->aae.n_runs));
+	}
+	if (n->aae.runs == NULL || n->aae.n_runs == NULL ||
+	    (n->aae.runs[peer] == NULL &&
+	     shared_runs(n, peer, &n->aae.runs[peer], &n->aae.n_runs[peer]) !=
+	             KVS_OK)) {
+		xchg_free(x);
+		return NULL;
+	}
+	x->runs = n->aae.runs[peer];
+	x->n_runs = n->aae.n_runs[peer];
+	if ((x->run_differs = calloc(x->n_runs + 1, 1)) == NULL) {
+		xchg_free(x);
+		return NULL;
+	}
+	return x;
+}
+
+/* Advance the exchange by one step; 1 when it is over. */
+static int xchg_step(struct kvs__aae_xchg *x)
+{
+	if (atomic_load(&x->inflight) > 0)
+		return 0; /* the last step's messages are still out */
+	if (atomic_load(&x->failed))
+		return 1;
+	switch (x->step) {
+	case 1:
+		x->step = 2;
+		step_folds(x);
+		return 0;
+	case 2:
+		x->step = 3;
+		step_digests(x);
+		return 0;
+	case 3:
+		if (x->next_seg < x->n_segs) {
+			step_keys(x);
+			return 0;
+		}
+		return 1;
+	default:
+		return 1;
+	}
+}
+
+void kvs__aae_tick(kvs__node *n)
+{
+	struct kvs__aae *a = &n->aae;
+	uint64_t now = kvs__node_now(n);
+
+	uint64_t interval = (uint64_t)n->cc->anti_entropy_interval_s * 1000u;
+
+	if (interval == 0 || n->n_shards < 2)
+		return;
+	if (!a->scheduled) { /* the first pass, one interval after opening */
+		a->scheduled = 1;
+		a->next_ms = now + interval;
+		return;
+	}
+	if (a->x != NULL) {
+		if (!xchg_step(a->x))
+			return;
+		if (atomic_load(&a->x->failed))
+			a->pass_failed = 1;
+		xchg_free(a->x);
+		a->x = NULL;
+	} else if (!a->in_pass) {
+		if (now < a->next_ms)
+			return;
+		a->in_pass = 1;
+		a->pass_failed = 0;
+		a->next_peer = 0;
+	}
+	/* The next peer of the pass that is up. */
+	while (a->next_peer < n->n_shards) {
+		size_t p = a->next_peer++;
+
+		if (p == n->self)
+			continue;
+		if (!kvs__health_up(&n->peers[p].health)) {
+			a->pass_failed = 1;
+			continue;
+		}
+		a->x = xchg_new(n, p);
+		if (a->x == NULL) {
+			a->pass_failed = 1;
+			continue;
+		}
+		if (a->x->n_runs == 0) { /* nothing shared */
+			xchg_free(a->x);
+			a->x = NULL;
+			continue;
+		}
+		(void)xchg_step(a->x);
+		return;
+	}
+	a->in_pass = 0;
+	/* A pass that missed a peer is tried again sooner. */
+	a->next_ms = now + (a->pass_failed && interval > AAE_RETRY_MS
+	                            ? AAE_RETRY_MS
+	                            : interval);
+	if (!a->pass_failed) {
+		atomic_fetch_add(&a->passes, 1);
+		atomic_store(&a->last_pass_ms, KVS_HLC_PHYSICAL(kvs__store_clock_now(
+		                                       n->store)));
+	}
+}
+
+void kvs__aae_close(kvs__node *n)
+{
+	/* Messages still out end (ECLOSED) before the node frees its
+	 * peers: the caller has stopped them. */
+	xchg_free(n->aae.x);
+	n->aae.x = NULL;
+	for (size_t i = 0; n->aae.runs != NULL && i < n->n_shards; i++)
+		free(n->aae.runs[i]);
+	free(n->aae.runs);
+	free(n->aae.n_runs);
+	n->aae.runs = NULL;
+	n->aae.n_runs = NULL;
+}
+
+void kvs__node_aae_stats(kvs__node *n, kvs__aae_stats *st)
+{
+	st->passes = atomic_load(&n->aae.passes);
+	st->last_pass_ms = atomic_load(&n->aae.last_pass_ms);
+	st->keys_repaired = atomic_load(&n->aae.keys_repaired);
+	st->bytes_moved = atomic_load(&n->aae.bytes_moved);
+}
