@@ -940,6 +940,77 @@ static void anti_entropy(uint64_t seed)
 	sim_close(&s);
 }
 
+/* Concurrent writers of the same keys through different coordinators,
+ * over a faulty network: every replica ends with the same version and
+ * value of each key (the highest version written), and reads agree. */
+static void concurrent_writers(uint64_t seed)
+{
+	struct sim s;
+	struct sim_op *gets[4];
+	char agreed[4][64];
+	int present[4];
+
+	set_where("concurrent_writers", seed);
+	sim_open(&s, seed, 3, "anti_entropy_interval_s = 5\n");
+	s.faults.loss = 50;
+	s.faults.dup = 50;
+	s.faults.late = 50;
+	for (int c = 0; c < 24; c++) {
+		char key[8], value[32];
+
+		snprintf(key, sizeof(key), "c%d", (int)sim_rand(&s, 4));
+		snprintf(value, sizeof(value), "w%llu-%d",
+		         (unsigned long long)seed, c);
+		(void)sim_put(&s, s.now + 1 + sim_rand(&s, 50),
+		              (int)sim_rand(&s, 3), key, value);
+	}
+	sim_run(&s, s.now + 5000);
+	s.faults.loss = s.faults.dup = s.faults.late = 0;
+	sim_run(&s, s.now + 20000);
+	sim_settle(&s);
+	for (int k = 0; k < 4; k++) {
+		char key[8], v0[64];
+		kvs_record r0;
+		int have0;
+
+		snprintf(key, sizeof(key), "c%d", k);
+		have0 = sim_local(&s, 0, key, &r0, v0, sizeof(v0));
+		for (int i = 1; i < 3; i++) {
+			kvs_record ri;
+			char vi[64];
+			int have = sim_local(&s, i, key, &ri, vi, sizeof(vi));
+
+			CHECK(have == have0 &&
+			              (!have ||
+			               (kvs_stamp_cmp(&ri.stamp, &r0.stamp) == 0 &&
+			                strcmp(vi, v0) == 0)),
+			      "nodes 0 and %d disagree on %s: \"%s\" and \"%s\"",
+			      where, i, key, have0 ? v0 : "(none)",
+			      have ? vi : "(none)");
+		}
+		present[k] = have0;
+		snprintf(agreed[k], sizeof(agreed[k]), "%s", have0 ? v0 : "");
+		gets[k] = sim_get(&s, s.now + 1, k % 3, key, 2);
+	}
+	sim_settle(&s);
+	check_all_done(&s);
+	check_reads(&s);
+	for (int k = 0; k < 4; k++) {
+		const kvs__result *res = &gets[k]->res;
+
+		if (!present[k]) {
+			CHECK(res->rc == KVS_NOTFOUND, "c%d: %s, not not_found",
+			      where, k, kvs_strerror(res->rc));
+			continue;
+		}
+		CHECK(res->rc == KVS_OK && res->value_len == strlen(agreed[k]) &&
+		              memcmp(res->value, agreed[k], res->value_len) == 0,
+		      "a read of c%d does not give the value every replica has",
+		      where, k);
+	}
+	sim_close(&s);
+}
+
 static void scan_merge(uint64_t seed)
 {
 	struct sim s;
@@ -1150,6 +1221,12 @@ START_TEST(sim_anti_entropy)
 }
 END_TEST
 
+START_TEST(sim_concurrent_writers)
+{
+	run_scenario("concurrent_writers", concurrent_writers);
+}
+END_TEST
+
 START_TEST(a_seed_replays_exactly)
 {
 	if (getenv("KVS_SIM_SCENARIO") != NULL)
@@ -1182,6 +1259,7 @@ int main(void)
 	tcase_add_test(tc, sim_scan_merge);
 	tcase_add_test(tc, sim_hinted_handoff);
 	tcase_add_test(tc, sim_anti_entropy);
+	tcase_add_test(tc, sim_concurrent_writers);
 	tcase_add_test(tc, a_seed_replays_exactly);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
