@@ -33,6 +33,10 @@
 /* Runs per DIGESTS message, and segments per message in step 2. */
 #define AAE_RUNS_PER_MSG 4096u
 #define AAE_SEGS_PER_MSG 4096u
+/* Segments the tombstone purge looks at per tick, and the most of those
+ * with tombstones it reads. */
+#define PURGE_LOOK_PER_TICK 4096u
+#define PURGE_SEGMENTS_PER_TICK 64u
 /* Segments compared key by key per tick (step 3). */
 #define AAE_SEGMENTS_PER_TICK 256u
 /* Most differing segments one exchange repairs; the rest wait for the
@@ -58,6 +62,8 @@ struct kvs__aae_xchg {
 	unsigned char *run_differs;
 	uint32_t *segs; /* segments that differ */
 	size_t n_segs, next_seg;
+	uint32_t step_s; /* wall-clock seconds when the step's messages left */
+	_Atomic uint32_t *synced; /* the node's record for this peer */
 };
 
 /* A message of the exchange and what it covers. */
@@ -138,6 +144,22 @@ static int shared_runs(kvs__node *n, size_t peer, struct kvs__aae_run **out,
 	return KVS_OK;
 }
 
+static uint32_t wall_s(kvs__node *n)
+{
+	return (uint32_t)(KVS_HLC_PHYSICAL(kvs__store_clock_now(n->store)) /
+	                  1000u);
+}
+
+/* The segment was equal on both sides for a compare asked at x->step_s. */
+static void mark_synced(struct kvs__aae_xchg *x, uint32_t seg)
+{
+	if (x->synced != NULL &&
+	    atomic_load_explicit(&x->synced[seg], memory_order_relaxed) <
+	            x->step_s)
+		atomic_store_explicit(&x->synced[seg], x->step_s,
+		                      memory_order_relaxed);
+}
+
 static uint64_t local_fold(kvs__node *n, const struct kvs__aae_run *r)
 {
 	uint64_t f = 0;
@@ -182,6 +204,10 @@ static void folds_back(void *ud, kvs__panswer *a)
 		uint64_t theirs = get_le64((const unsigned char *)r->value + 8 * i);
 
 		x->run_differs[m->first + i] = theirs != local_fold(x->n, run);
+		if (!x->run_differs[m->first + i])
+			for (uint32_t sg = run->first;
+			     sg < run->first + run->count; sg++)
+				mark_synced(x, sg);
 	}
 	kvs__panswer_free(a);
 	msg_end(m, ok);
@@ -189,6 +215,7 @@ static void folds_back(void *ud, kvs__panswer *a)
 
 static void step_folds(struct kvs__aae_xchg *x)
 {
+	x->step_s = wall_s(x->n);
 	for (size_t first = 0; first < x->n_runs; first += AAE_RUNS_PER_MSG) {
 		size_t count = x->n_runs - first;
 		struct msg *m = calloc(1, sizeof(*m));
@@ -242,9 +269,10 @@ static void digests_back(void *ud, kvs__panswer *a)
 		for (size_t i = 0; i < m->n_pairs; i++)
 			for (uint32_t s = m->pairs[i].first;
 			     s < m->pairs[i].first + m->pairs[i].count; s++, p += 8)
-				if (get_le64(p) !=
-				            kvs__store_segment_digest(x->n->store, s) &&
-				    x->n_segs < AAE_MAX_SEGMENTS)
+				if (get_le64(p) ==
+				    kvs__store_segment_digest(x->n->store, s))
+					mark_synced(x, s);
+				else if (x->n_segs < AAE_MAX_SEGMENTS)
 					x->segs[x->n_segs++] = s;
 		pthread_mutex_unlock(&x->mu);
 	}
@@ -286,6 +314,7 @@ static void step_digests(struct kvs__aae_xchg *x)
 	struct kvs__aae_run *pairs = NULL;
 	size_t n_pairs = 0, segs = 0;
 
+	x->step_s = wall_s(x->n);
 	x->segs = malloc(AAE_MAX_SEGMENTS * sizeof(*x->segs));
 	if (x->segs == NULL) {
 		atomic_store(&x->failed, 1);
@@ -538,6 +567,18 @@ static void pull(struct kvs__aae_xchg *x, const struct entry *e)
 	}
 }
 
+/* A tombstone past its grace period: the side that lacks the key does
+ * not get it (it may have been purged there already; it hides nothing). */
+static int expired_tombstone(kvs__node *n, const struct entry *e,
+                             uint32_t now_s)
+{
+	uint32_t t = (uint32_t)(KVS_HLC_PHYSICAL(e->stamp.hlc) / 1000u);
+
+	return (e->flags & KVS_RECORD_TOMBSTONE) &&
+	       n->cc->tombstone_grace_s != 0 && now_s > t &&
+	       now_s - t > n->cc->tombstone_grace_s;
+}
+
 static void segkeys_back(void *ud, kvs__panswer *a)
 {
 	struct msg *m = ud;
@@ -546,7 +587,7 @@ static void segkeys_back(void *ud, kvs__panswer *a)
 	struct side theirs, ours;
 	kvs__precs it;
 	kvs_record rec;
-	size_t i = 0, j = 0;
+	size_t i = 0, j = 0, repairs = 0;
 	int ok = r != NULL && r->rc == KVS_OK;
 
 	memset(&theirs, 0, sizeof(theirs));
@@ -565,6 +606,8 @@ static void segkeys_back(void *ud, kvs__panswer *a)
 		                             &ours) == KVS_OK &&
 		     ours.keys.rc == KVS_OK;
 	if (ok) {
+		uint32_t now_s = wall_s(x->n);
+
 		for (size_t k = 0; k < ours.n; k++)
 			ours.e[k].key = (const unsigned char *)ours.keys.data +
 			                (uintptr_t)ours.e[k].key;
@@ -578,9 +621,17 @@ static void segkeys_back(void *ud, kvs__panswer *a)
 			                        : entry_cmp(&ours.e[i], &theirs.e[j]);
 
 			if (c < 0) {
-				push(x, &ours.e[i++]);
+				if (!expired_tombstone(x->n, &ours.e[i], now_s)) {
+					push(x, &ours.e[i]);
+					repairs++;
+				}
+				i++;
 			} else if (c > 0) {
-				pull(x, &theirs.e[j++]);
+				if (!expired_tombstone(x->n, &theirs.e[j], now_s)) {
+					pull(x, &theirs.e[j]);
+					repairs++;
+				}
+				j++;
 			} else {
 				int s = kvs_stamp_cmp(&ours.e[i].stamp,
 				                      &theirs.e[j].stamp);
@@ -589,10 +640,16 @@ static void segkeys_back(void *ud, kvs__panswer *a)
 					push(x, &ours.e[i]);
 				else if (s < 0)
 					pull(x, &theirs.e[j]);
+				repairs += s != 0;
 				i++;
 				j++;
 			}
 		}
+		/* Nothing to repair among the keys both own (the digests
+		 * differ by others' keys, or by a tombstone one side has
+		 * purged, which hides nothing on the other): in step. */
+		if (repairs == 0)
+			mark_synced(x, m->seg);
 	}
 	free(theirs.e);
 	free(ours.e);
@@ -657,6 +714,12 @@ static struct kvs__aae_xchg *xchg_new(kvs__node *n, size_t peer)
 	}
 	x->runs = n->aae.runs[peer];
 	x->n_runs = n->aae.n_runs[peer];
+	if (n->aae.synced == NULL)
+		n->aae.synced = calloc(n->n_shards, sizeof(*n->aae.synced));
+	if (n->aae.synced != NULL && n->aae.synced[peer] == NULL)
+		n->aae.synced[peer] =
+		        calloc(KVS__AAE_SEGMENTS, sizeof(**n->aae.synced));
+	x->synced = n->aae.synced != NULL ? n->aae.synced[peer] : NULL;
 	if ((x->run_differs = calloc(x->n_runs + 1, 1)) == NULL) {
 		xchg_free(x);
 		return NULL;
@@ -691,6 +754,125 @@ static int xchg_step(struct kvs__aae_xchg *x)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* Tombstone purge                                                      */
+
+struct purgeable {
+	kvs__node *n;
+	uint32_t seg, now_s, skew_s;
+	kvs__buf keys;    /* the keys to purge, one after the other */
+	size_t n_found;
+	size_t lens[64];
+	kvs_stamp stamps[64];
+};
+
+/* Whether every other owner of key is known to have had this tombstone:
+ * an exchange found their segment equal after it was written (allowing
+ * for clock skew). */
+static int seen_everywhere(struct purgeable *pg, const void *key,
+                           size_t key_len, uint32_t t)
+{
+	kvs__node *n = pg->n;
+	kvs__route r;
+
+	kvs__node_route(n, key, key_len, &r);
+	for (size_t i = 0; i < r.n; i++) {
+		size_t p = r.owners[i];
+
+		if (p == n->self)
+			continue;
+		if (n->aae.synced == NULL || n->aae.synced[p] == NULL ||
+		    atomic_load_explicit(&n->aae.synced[p][pg->seg],
+		                         memory_order_relaxed) <=
+		            t + pg->skew_s)
+			return 0;
+	}
+	return 1;
+}
+
+static int find_purgeable(void *ud, const void *key, size_t key_len,
+                          const kvs_stamp *stamp, unsigned flags)
+{
+	struct purgeable *pg = ud;
+	uint32_t t = (uint32_t)(KVS_HLC_PHYSICAL(stamp->hlc) / 1000u);
+
+	if (pg->n_found == KVS_ARRAY_SIZE(pg->lens))
+		return 1;
+	if (!(flags & KVS_RECORD_TOMBSTONE) || pg->now_s <= t ||
+	    pg->now_s - t <= pg->n->cc->tombstone_grace_s ||
+	    !seen_everywhere(pg, key, key_len, t))
+		return 0;
+	kvs__buf_add(&pg->keys, key, key_len);
+	pg->lens[pg->n_found] = key_len;
+	pg->stamps[pg->n_found] = *stamp;
+	pg->n_found++;
+	return 0;
+}
+
+struct purge_one {
+	kvs__node *n;
+	unsigned char key[];
+};
+
+static void purged(void *ud, int rc, const kvs_stamp *stamp, int applied)
+{
+	struct purge_one *po = ud;
+
+	(void)stamp;
+	if (rc == KVS_OK && applied)
+		atomic_fetch_add(&po->n->aae.purged, 1);
+	free(po);
+}
+
+/* Purge, in the store, tombstones past tombstone_grace_s that every
+ * other owner is known to hold; a few segments per tick. */
+static void purge_tick(kvs__node *n)
+{
+	struct purgeable pg;
+	unsigned looked = 0, read = 0;
+
+	if (n->cc->tombstone_grace_s == 0)
+		return;
+	memset(&pg, 0, sizeof(pg));
+	pg.n = n;
+	pg.now_s = wall_s(n);
+	pg.skew_s = (n->cc->max_clock_skew_ms + 999u) / 1000u;
+	while (looked < PURGE_LOOK_PER_TICK && read < PURGE_SEGMENTS_PER_TICK) {
+		uint32_t seg = n->aae.sweep_seg;
+
+		n->aae.sweep_seg = (seg + 1) % KVS__AAE_SEGMENTS;
+		looked++;
+		if (kvs__store_segment_tombstones(n->store, seg) == 0)
+			continue;
+		read++;
+		pg.seg = seg;
+		pg.n_found = 0;
+		kvs__buf_init(&pg.keys, 0);
+		(void)kvs__store_segment_scan(n->store, seg, find_purgeable, &pg);
+		for (size_t i = 0, off = 0; pg.keys.rc == KVS_OK && i < pg.n_found;
+		     off += pg.lens[i], i++) {
+			struct purge_one *po = malloc(sizeof(*po) + pg.lens[i]);
+
+			if (po == NULL)
+				break;
+			po->n = n;
+			memcpy(po->key, pg.keys.data + off, pg.lens[i]);
+			if (n->o.inline_local_writes) {
+				int rc = kvs__store_purge(n->store, po->key,
+				                          pg.lens[i], &pg.stamps[i],
+				                          NULL, NULL);
+
+				purged(po, KVS_OK, NULL, rc == KVS_OK);
+			} else if (kvs__store_purge(n->store, po->key, pg.lens[i],
+			                            &pg.stamps[i], purged,
+			                            po) != KVS_OK) {
+				free(po);
+			}
+		}
+		kvs__buf_free(&pg.keys);
+	}
+}
+
 void kvs__aae_tick(kvs__node *n)
 {
 	struct kvs__aae *a = &n->aae;
@@ -700,6 +882,7 @@ void kvs__aae_tick(kvs__node *n)
 
 	if (interval == 0 || n->n_shards < 2)
 		return;
+	purge_tick(n);
 	if (!a->scheduled) { /* the first pass, one interval after opening */
 		a->scheduled = 1;
 		a->next_ms = now + interval;
@@ -766,6 +949,10 @@ void kvs__aae_close(kvs__node *n)
 	free(n->aae.n_runs);
 	n->aae.runs = NULL;
 	n->aae.n_runs = NULL;
+	for (size_t i = 0; n->aae.synced != NULL && i < n->n_shards; i++)
+		free((void *)n->aae.synced[i]);
+	free((void *)n->aae.synced);
+	n->aae.synced = NULL;
 }
 
 void kvs__node_aae_stats(kvs__node *n, kvs__aae_stats *st)
@@ -774,4 +961,5 @@ void kvs__node_aae_stats(kvs__node *n, kvs__aae_stats *st)
 	st->last_pass_ms = atomic_load(&n->aae.last_pass_ms);
 	st->keys_repaired = atomic_load(&n->aae.keys_repaired);
 	st->bytes_moved = atomic_load(&n->aae.bytes_moved);
+	st->tombstones_purged = atomic_load(&n->aae.purged);
 }

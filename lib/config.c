@@ -38,6 +38,8 @@
 #define MAX_CLOCK_SKEW_MS 86400000u
 /* A week: hints older than that are better replaced by anti-entropy. */
 #define MAX_HINT_AGE_S 604800u
+/* A year. */
+#define MAX_TOMBSTONE_GRACE_S 31536000u
 #define MAX_CONNECT_TIMEOUT_MS 60000u
 #define MIN_MAP_SIZE ((size_t)1 << 20)
 #define MAX_CONNECTIONS 1000000u
@@ -68,6 +70,7 @@ struct ctx {
 	int have_replication, have_w, have_r;
 	unsigned w_line, w_col, r_line, r_col;
 	unsigned spec_line, spec_col; /* speculative_retry_min_ms */
+	unsigned grace_line, grace_col; /* tombstone_grace_s */
 };
 
 #if defined(__GNUC__)
@@ -536,6 +539,11 @@ static int load_cluster(struct ctx *x, const kvs__toml_value *t)
 		} else if (is_key(kv, "anti_entropy_interval_s")) {
 			rc = get_unsigned(x, kv, 0, MAX_HINT_AGE_S,
 			                  &c->anti_entropy_interval_s);
+		} else if (is_key(kv, "tombstone_grace_s")) {
+			rc = get_unsigned(x, kv, 0, MAX_TOMBSTONE_GRACE_S,
+			                  &c->tombstone_grace_s);
+			x->grace_line = kv->value->line;
+			x->grace_col = kv->value->col;
 		} else if (is_key(kv, "hint_max_bytes")) {
 			rc = get_size(x, kv, 0, SIZE_MAX / 2, &c->hint_max_bytes);
 		} else if (is_key(kv, "hint_rate_bytes")) {
@@ -685,6 +693,17 @@ static int finish(struct ctx *x)
 		            "factor %u (capped at the number of shards that "
 		            "hold data)",
 		            c->write_quorum, c->replication);
+	/* A hint older than the grace period could bring back a value its
+	 * purged tombstone hid (Cassandra's rule: hints expire first). */
+	if (c->tombstone_grace_s != 0 && c->hint_max_bytes != 0 &&
+	    c->tombstone_grace_s <= c->hint_max_age_s)
+		return fail(x, x->grace_line ? x->grace_line : x->cluster_line,
+		            x->grace_line ? x->grace_col : x->cluster_col,
+		            "'tombstone_grace_s' %u must be longer than "
+		            "'hint_max_age_s' %u (or hints off: hint_max_bytes "
+		            "= 0), or a late hint could bring back a deleted "
+		            "value",
+		            c->tombstone_grace_s, c->hint_max_age_s);
 	if (c->speculative_retry_max_ms != 0 &&
 	    c->speculative_retry_min_ms > c->speculative_retry_max_ms)
 		return fail(x, x->spec_line, x->spec_col,
@@ -717,6 +736,7 @@ static void set_defaults(kvs_cluster_config *c)
 	c->hint_max_bytes = KVS_DEFAULT_HINT_MAX_BYTES;
 	c->hint_rate_bytes = KVS_DEFAULT_HINT_RATE_BYTES;
 	c->anti_entropy_interval_s = KVS_DEFAULT_ANTI_ENTROPY_INTERVAL_S;
+	c->tombstone_grace_s = KVS_DEFAULT_TOMBSTONE_GRACE_S;
 	c->sync = KVS_SYNC_FULL;
 	c->max_key_bytes = KVS_DEFAULT_MAX_KEY_BYTES;
 	c->max_value_bytes = KVS_DEFAULT_MAX_VALUE_BYTES;

@@ -249,6 +249,7 @@ typedef struct kvs__aae_stats {
 	uint64_t last_pass_ms;
 	uint64_t keys_repaired;
 	uint64_t bytes_moved;
+	uint64_t tombstones_purged;
 } kvs__aae_stats;
 
 void kvs__node_aae_stats(kvs__node *n, kvs__aae_stats *st);

@@ -145,6 +145,12 @@ struct kvs__aae {
 	 * ring does not change while the node is open). */
 	struct kvs__aae_run **runs;
 	size_t *n_runs;
+	/* Per peer, per segment: when (wall-clock seconds) an exchange last
+	 * found the segment equal on both sides, a lower bound of what the
+	 * peer had; NULL until the first. Tombstone purge reads it. */
+	_Atomic uint32_t **synced;
+	uint32_t sweep_seg; /* where the purge sweep goes on */
+	_Atomic uint64_t purged;
 	_Atomic uint64_t passes, last_pass_ms, keys_repaired, bytes_moved;
 };
 

@@ -74,7 +74,7 @@
 
 /* OP_HINT and OP_UNHINT write and delete in the hints database (key and
  * value as given), for the node's hinted handoff. */
-enum op_kind { OP_PUT, OP_DELETE, OP_APPLY, OP_HINT, OP_UNHINT };
+enum op_kind { OP_PUT, OP_DELETE, OP_APPLY, OP_HINT, OP_UNHINT, OP_PURGE };
 
 struct write_op {
 	enum op_kind kind;
@@ -104,6 +104,8 @@ struct kvs_store {
 	 * by the writer thread after each commit, read by anyone. */
 	MDB_dbi aae;
 	_Atomic uint64_t *seg;
+	_Atomic uint32_t *seg_tombs; /* tombstones per segment */
+	_Atomic uint64_t purged;
 	int lock_fd;
 	size_t max_key;
 	kvs_store_options opts;
@@ -458,6 +460,7 @@ out:
 /* Counter changes of one batch, applied only when it commits. */
 struct seg_delta {
 	uint32_t seg;
+	int32_t tombs; /* change of its tombstone count */
 	uint64_t x;
 };
 
@@ -515,7 +518,8 @@ static size_t aae_key(const kvs_store *s, unsigned char *buf, uint64_t hash,
 	return AAE_HASH + n;
 }
 
-static int note_segment(struct batch_delta *d, uint32_t seg, uint64_t x)
+static int note_segment(struct batch_delta *d, uint32_t seg, uint64_t x,
+                        int tombs)
 {
 	if (d->n_segs == d->cap_segs) {
 		size_t cap = d->cap_segs ? 2 * d->cap_segs : 64;
@@ -528,6 +532,7 @@ static int note_segment(struct batch_delta *d, uint32_t seg, uint64_t x)
 	}
 	d->segs[d->n_segs].seg = seg;
 	d->segs[d->n_segs].x = x;
+	d->segs[d->n_segs].tombs = tombs;
 	d->n_segs++;
 	return MDB_SUCCESS;
 }
@@ -561,7 +566,39 @@ static int aae_write(kvs_store *s, MDB_txn *txn, struct batch_delta *d,
 		memcpy((unsigned char *)v.mv_data + AAE_VALUE, key, key_len);
 	if (old != NULL)
 		x ^= kvs__record_hash(key, key_len, &old->stamp, old->flags);
-	return note_segment(d, KVS__AAE_SEGMENT_OF(hash), x);
+	return note_segment(
+	        d, KVS__AAE_SEGMENT_OF(hash), x,
+	        ((flags & KVS_RECORD_TOMBSTONE) ? 1 : 0) -
+	                ((old != NULL && (old->flags & KVS_RECORD_TOMBSTONE)) ? 1
+	                                                                     : 0));
+}
+
+/* Take key's record (old) out of the index and of its segment. */
+static int aae_remove(kvs_store *s, MDB_txn *txn, struct batch_delta *d,
+                      const void *key, size_t key_len, const kvs_record *old)
+{
+	unsigned char kbuf[1024];
+	uint64_t hash = kvs_ring_hash(key, key_len);
+	MDB_val k;
+	int cut, mrc;
+
+	if (s->max_key > sizeof(kbuf))
+		return MDB_BAD_VALSIZE;
+	k.mv_size = aae_key(s, kbuf, hash, key, key_len, &cut);
+	k.mv_data = kbuf;
+	mrc = mdb_del(txn, s->aae, &k, NULL);
+	if (mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
+		return mrc;
+	return note_segment(d, KVS__AAE_SEGMENT_OF(hash),
+	                    kvs__record_hash(key, key_len, &old->stamp,
+	                                     old->flags),
+	                    (old->flags & KVS_RECORD_TOMBSTONE) ? -1 : 0);
+}
+
+uint32_t kvs__store_segment_tombstones(kvs_store *s, uint32_t seg)
+{
+	return atomic_load_explicit(&s->seg_tombs[seg % KVS__AAE_SEGMENTS],
+	                            memory_order_relaxed);
 }
 
 uint64_t kvs__store_segment_digest(kvs_store *s, uint32_t seg)
@@ -625,7 +662,8 @@ static int aae_open(kvs_store *s)
 	int mrc;
 
 	s->seg = calloc(KVS__AAE_SEGMENTS, sizeof(*s->seg));
-	if (s->seg == NULL)
+	s->seg_tombs = calloc(KVS__AAE_SEGMENTS, sizeof(*s->seg_tombs));
+	if (s->seg == NULL || s->seg_tombs == NULL)
 		return KVS_ENOMEM;
 	mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
 	if (mrc != MDB_SUCCESS)
@@ -725,6 +763,8 @@ static int aae_open(kvs_store *s)
 				        atomic_load_explicit(&s->seg[sg],
 				                             memory_order_relaxed) ^ x,
 				        memory_order_relaxed);
+				if (vp[12] & KVS_RECORD_TOMBSTONE)
+					atomic_fetch_add(&s->seg_tombs[sg], 1);
 			}
 			mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
 		}
@@ -785,6 +825,31 @@ static int apply_op(kvs_store *s, MDB_txn *txn, struct write_op *op,
 		}
 		op->applied = mrc == MDB_SUCCESS;
 		return mrc;
+	}
+	if (op->kind == OP_PURGE) {
+		/* Only the very tombstone the caller judged: a write since
+		 * then (or a newer tombstone) stays. */
+		op->rc = KVS_OK;
+		mrc = mdb_get(txn, s->kv, &k, &v);
+		if (mrc == MDB_NOTFOUND)
+			return MDB_SUCCESS;
+		if (mrc != MDB_SUCCESS)
+			return mrc;
+		if (decode_record(&v, &old) != KVS_OK) {
+			op->rc = KVS_ECORRUPT;
+			return MDB_SUCCESS;
+		}
+		if (!(old.flags & KVS_RECORD_TOMBSTONE) ||
+		    kvs_stamp_cmp(&old.stamp, &op->stamp) != 0)
+			return MDB_SUCCESS;
+		mrc = mdb_del(txn, s->kv, &k, NULL);
+		if (mrc == MDB_SUCCESS)
+			mrc = aae_remove(s, txn, d, op->key, op->key_len, &old);
+		if (mrc != MDB_SUCCESS)
+			return mrc;
+		d->tombstones -= 1;
+		op->applied = 1;
+		return MDB_SUCCESS;
 	}
 	unsigned new_flags;
 	const void *value = op->value;
@@ -1072,6 +1137,10 @@ static void *writer_main(void *arg)
 				                sg, memory_order_relaxed) ^
 				                d.segs[i].x,
 				        memory_order_relaxed);
+				if (d.segs[i].tombs != 0)
+					atomic_fetch_add(
+					        &s->seg_tombs[d.segs[i].seg],
+					        (uint32_t)d.segs[i].tombs);
 			}
 			atomic_fetch_add(&s->keys, (uint64_t)d.keys);
 			atomic_fetch_add(&s->tombstones,
@@ -1219,6 +1288,32 @@ int kvs__store_hint_write(kvs_store *s, int remove, const void *key,
 	if (cb != NULL)
 		return run_async(s, &op, cb, ud);
 	return run_sync(s, &op, NULL, NULL);
+}
+
+int kvs__store_purge(kvs_store *s, const void *key, size_t key_len,
+                     const kvs_stamp *stamp, kvs_write_cb cb, void *ud)
+{
+	struct write_op op;
+	int rc;
+
+	if (s == NULL || stamp == NULL)
+		return KVS_EINVAL;
+	rc = check_key(s, key, key_len);
+	if (rc != KVS_OK)
+		return rc;
+	memset(&op, 0, sizeof(op));
+	op.kind = OP_PURGE;
+	op.key = key;
+	op.key_len = key_len;
+	op.stamp = *stamp;
+	if (cb != NULL)
+		return run_async(s, &op, cb, ud);
+	{
+		int applied = 0;
+
+		rc = run_sync(s, &op, NULL, &applied);
+		return rc == KVS_OK && !applied ? KVS_NOTFOUND : rc;
+	}
 }
 
 int kvs__store_hints_scan(kvs_store *s, const void *from, size_t from_len,
@@ -1626,6 +1721,7 @@ fail:
 		close(s->lock_fd);
 	free(s->pool);
 	free((void *)s->seg);
+	free((void *)s->seg_tombs);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	pthread_mutex_destroy(&s->pool_mu);
@@ -1650,6 +1746,7 @@ void kvs_store_close(kvs_store *s)
 	close(s->lock_fd);
 	free(s->pool);
 	free((void *)s->seg);
+	free((void *)s->seg_tombs);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	pthread_mutex_destroy(&s->pool_mu);

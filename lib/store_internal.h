@@ -84,6 +84,18 @@ typedef int (*kvs__seg_cb)(void *ud, const void *key, size_t key_len,
 int kvs__store_segment_scan(kvs_store *s, uint32_t seg, kvs__seg_cb cb,
                             void *ud);
 
+/** Tombstones in segment seg (as of the last commit). */
+uint32_t kvs__store_segment_tombstones(kvs_store *s, uint32_t seg);
+
+/**
+ * Delete key's tombstone for good, if it is still the one of version
+ * stamp (a later write, or another tombstone, stays). With cb,
+ * asynchronously (applied: 1 if purged; key must live until cb);
+ * without, synchronously: KVS_OK if purged, KVS_NOTFOUND if not.
+ */
+int kvs__store_purge(kvs_store *s, const void *key, size_t key_len,
+                     const kvs_stamp *stamp, kvs_write_cb cb, void *ud);
+
 /*
  * The hints database: opaque keys and values beside the records, written
  * through the same writer (so in the same group commits) and never seen

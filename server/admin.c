@@ -116,6 +116,8 @@ void handle_status(struct req *r)
 			                        (double)a.keys_repaired);
 			cJSON_AddNumberToObject(ae, "bytes_moved",
 			                        (double)a.bytes_moved);
+			cJSON_AddNumberToObject(ae, "tombstones_purged",
+			                        (double)a.tombstones_purged);
 		}
 	}
 	answer_json(r, doc);
@@ -284,11 +286,17 @@ void handle_metrics(struct req *r)
 		          "# HELP kvshard_aae_bytes_moved_total Bytes of the keys "
 		          "and values it moved.\n"
 		          "# TYPE kvshard_aae_bytes_moved_total counter\n"
-		          "kvshard_aae_bytes_moved_total %llu\n",
+		          "kvshard_aae_bytes_moved_total %llu\n"
+		          "# HELP kvshard_tombstones_purged_total Tombstones "
+		          "deleted for good: past tombstone_grace_s and seen on "
+		          "every owner.\n"
+		          "# TYPE kvshard_tombstones_purged_total counter\n"
+		          "kvshard_tombstones_purged_total %llu\n",
 		          (unsigned long long)a.passes,
 		          (double)a.last_pass_ms / 1000.0,
 		          (unsigned long long)a.keys_repaired,
-		          (unsigned long long)a.bytes_moved);
+		          (unsigned long long)a.bytes_moved,
+		          (unsigned long long)a.tombstones_purged);
 	}
 	kvs__buf_adds(&b, "# HELP kvshard_hints_pending Hints kept for the "
 	                  "shard, not yet delivered.\n# TYPE "

@@ -238,6 +238,10 @@ START_TEST(errors_point_at_the_mistake)
 	parse_err(ONE_SHARD "[cluster]\nspeculative_retry_min_ms = 0\n",
 	          "t.toml:6:28: 'speculative_retry_min_ms' must be between 1 "
 	          "and 600000, not 0");
+	parse_err(ONE_SHARD "[cluster]\ntombstone_grace_s = 3600\n",
+	          "t.toml:6:21: 'tombstone_grace_s' 3600 must be longer than "
+	          "'hint_max_age_s' 10800 (or hints off: hint_max_bytes = 0), "
+	          "or a late hint could bring back a deleted value");
 	parse_err(ONE_SHARD "[cluster]\nmax_clock_skew_ms = 0\n",
 	          "t.toml:6:21: 'max_clock_skew_ms' must be between 1 "
 	          "and 86400000, not 0");

@@ -1011,6 +1011,89 @@ static void concurrent_writers(uint64_t seed)
 	sim_close(&s);
 }
 
+/* Tombstone purge: a delete's tombstones go once past their grace period
+ * and seen on every owner, never while an owner that missed the delete
+ * still holds the old value, which therefore never comes back. */
+static void tombstone_purge(uint64_t seed)
+{
+	struct sim s;
+	char key[8][8];
+	uint64_t purged = 0;
+	int stale;
+
+	set_where("tombstone_purge", seed);
+	sim_open(&s, seed, 3,
+	         "hint_max_bytes = 0\nanti_entropy_interval_s = 5\n"
+	         "tombstone_grace_s = 20\n");
+	for (int k = 0; k < 8; k++) {
+		struct sim_op *w;
+
+		snprintf(key[k], sizeof(key[k]), "t%d", k);
+		w = sim_put(&s, s.now + 1, (int)sim_rand(&s, 3), key[k], "old");
+		sim_settle(&s);
+		CHECK(w->res.rc == KVS_OK, "the write of %s failed", where,
+		      key[k]);
+	}
+	stale = (int)sim_rand(&s, 3);
+	s.nodes[stale].down = 1;
+	for (int k = 0; k < 8; k++) {
+		struct sim_op *d = sim_del(&s, s.now + 1,
+		                           (stale + 1 + (int)sim_rand(&s, 2)) % 3,
+		                           key[k]);
+
+		sim_settle(&s);
+		CHECK(d->res.rc == KVS_OK, "the delete of %s failed: %s", where,
+		      key[k], kvs_strerror(d->res.rc));
+	}
+	/* Three grace periods with the stale owner away: nothing purged. */
+	sim_run(&s, s.now + 60000);
+	for (int i = 0; i < 3; i++)
+		for (int k = 0; k < 8 && i != stale; k++) {
+			kvs_record rec;
+			char v[64];
+
+			CHECK(sim_local(&s, i, key[k], &rec, v, sizeof(v)) &&
+			              (rec.flags & KVS_RECORD_TOMBSTONE),
+			      "node %d purged %s while node %d still has the old "
+			      "value",
+			      where, i, key[k], stale);
+		}
+	/* Back: it gets the tombstones, everyone has seen them, they go. */
+	s.nodes[stale].down = 0;
+	s.faults.loss = 50;
+	s.faults.dup = 50;
+	sim_run(&s, s.now + 60000);
+	s.faults.loss = s.faults.dup = 0;
+	sim_run(&s, s.now + 60000);
+	sim_settle(&s);
+	for (int i = 0; i < 3; i++) {
+		kvs__aae_stats st;
+
+		kvs__node_aae_stats(s.nodes[i].node, &st);
+		purged += st.tombstones_purged;
+		for (int k = 0; k < 8; k++) {
+			kvs_record rec;
+			char v[64];
+
+			CHECK(!sim_local(&s, i, key[k], &rec, v, sizeof(v)),
+			      "node %d still has %s (%s)", where, i, key[k],
+			      (rec.flags & KVS_RECORD_TOMBSTONE) ? "a tombstone"
+			                                         : v);
+		}
+	}
+	CHECK(purged >= 24, "only %llu tombstones purged, not 24", where,
+	      (unsigned long long)purged);
+	/* And the old value is gone for good, through every node. */
+	for (int k = 0; k < 8; k++) {
+		struct sim_op *g = sim_get(&s, s.now + 1, k % 3, key[k], 3);
+
+		sim_settle(&s);
+		CHECK(g->res.rc == KVS_NOTFOUND, "%s came back: %s", where,
+		      key[k], kvs_strerror(g->res.rc));
+	}
+	sim_close(&s);
+}
+
 static void scan_merge(uint64_t seed)
 {
 	struct sim s;
@@ -1227,6 +1310,12 @@ START_TEST(sim_concurrent_writers)
 }
 END_TEST
 
+START_TEST(sim_tombstone_purge)
+{
+	run_scenario("tombstone_purge", tombstone_purge);
+}
+END_TEST
+
 START_TEST(a_seed_replays_exactly)
 {
 	if (getenv("KVS_SIM_SCENARIO") != NULL)
@@ -1260,6 +1349,7 @@ int main(void)
 	tcase_add_test(tc, sim_hinted_handoff);
 	tcase_add_test(tc, sim_anti_entropy);
 	tcase_add_test(tc, sim_concurrent_writers);
+	tcase_add_test(tc, sim_tombstone_purge);
 	tcase_add_test(tc, a_seed_replays_exactly);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);

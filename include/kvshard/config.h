@@ -35,6 +35,7 @@ typedef struct kvs_config kvs_config;
 #define KVS_DEFAULT_HINT_MAX_BYTES ((size_t)1 << 30)
 #define KVS_DEFAULT_HINT_RATE_BYTES ((size_t)4 << 20)
 #define KVS_DEFAULT_ANTI_ENTROPY_INTERVAL_S 600u
+#define KVS_DEFAULT_TOMBSTONE_GRACE_S 864000u /* 10 days */
 #define KVS_DEFAULT_MAX_KEY_BYTES 511u
 #define KVS_DEFAULT_MAX_VALUE_BYTES (16u * 1024u * 1024u)
 #define KVS_DEFAULT_MAX_CONNECTIONS 1024u
@@ -114,6 +115,9 @@ typedef struct kvs_cluster_config {
 	/* [cluster]: anti-entropy: a pass with every other shard this
 	 * often (0: never). */
 	unsigned anti_entropy_interval_s;
+	/* [cluster]: a tombstone older than this, which anti-entropy has
+	 * seen on every owner, is deleted for good (0: never). */
+	unsigned tombstone_grace_s;
 } kvs_cluster_config;
 
 /**
