@@ -5,6 +5,7 @@
  */
 #include <check.h>
 #include <curl/curl.h>
+#include <lmdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -160,7 +161,34 @@ static int count_missing(const struct writer *w, int node)
 	return missing;
 }
 
-enum fault { KILL_ONCE, STOP_10S, KILL_20_TIMES, KILL_NO_HINTS };
+enum fault {
+	KILL_ONCE,
+	STOP_10S,
+	KILL_20_TIMES,
+	KILL_NO_HINTS, /* hints off */
+	KILL_DROP_HINTS /* hints kept, then deleted before the node returns */
+};
+
+/* Delete every hint shard i keeps (it must be stopped): drop the hints
+ * database of its store. */
+static void drop_hints(int i)
+{
+	char path[700];
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+
+	snprintf(path, sizeof(path), "%s/data/%s", C.dir, C.node[i].name);
+	ck_assert_int_eq(mdb_env_create(&env), 0);
+	ck_assert_int_eq(mdb_env_set_maxdbs(env, 8), 0);
+	ck_assert_int_eq(mdb_env_set_mapsize(env, (size_t)1 << 30), 0);
+	ck_assert_int_eq(mdb_env_open(env, path, 0, 0600), 0);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "hints", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_drop(txn, dbi, 0), 0);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
 
 /* How long anti-entropy may take to repair a node that lost its hints. */
 #define REPAIR_MS 60000
@@ -200,7 +228,7 @@ static void stream_through(enum fault fault)
 	struct writer w;
 	pthread_t t;
 	long long written, delivered = 0;
-	int missing = 0;
+	int missing = 0, joined = 0;
 
 	memset(&w, 0, sizeof(w));
 	w.acked = calloc(MAX_WRITES, 1);
@@ -211,6 +239,8 @@ static void stream_through(enum fault fault)
 	         fault == KILL_NO_HINTS
 	                 ? "[cluster]\nhint_max_bytes = 0\n"
 	                   "anti_entropy_interval_s = 2\n"
+	         : fault == KILL_DROP_HINTS
+	                 ? "[cluster]\nanti_entropy_interval_s = 2\n"
 	                 : NULL);
 	ck_assert_int_eq(pthread_create(&t, NULL, write_stream, &w), 0);
 	sleep_ms(500);
@@ -220,6 +250,28 @@ static void stream_through(enum fault fault)
 		tc_stop_node(&C, 2, SIGKILL);
 		sleep_ms(2000);
 		tc_start_node(&C, 2); /* the store must open: fails if not */
+		break;
+	case KILL_DROP_HINTS:
+		tc_stop_node(&C, 2, SIGKILL);
+		sleep_ms(2000);
+		atomic_store(&w.stop, 1);
+		pthread_join(t, NULL);
+		joined = 1;
+		ck_assert_int_gt(metric(0, "kvshard_hints_written_total") +
+		                         metric(1, "kvshard_hints_written_total"),
+		                 0);
+		for (int i = 0; i < 2; i++) {
+			char pending[128];
+
+			tc_stop_node(&C, i, SIGTERM);
+			drop_hints(i);
+			tc_start_node(&C, i);
+			snprintf(pending, sizeof(pending),
+			         "kvshard_hints_pending{shard=\"%s\"}",
+			         C.node[2].name);
+			ck_assert_int_eq(metric(i, pending), 0);
+		}
+		tc_start_node(&C, 2);
 		break;
 	case STOP_10S:
 		ck_assert_int_eq(kill(C.node[2].pid, SIGSTOP), 0);
@@ -235,17 +287,20 @@ static void stream_through(enum fault fault)
 		}
 		break;
 	}
-	sleep_ms(500);
-	atomic_store(&w.stop, 1);
-	pthread_join(t, NULL);
+	if (!joined) {
+		sleep_ms(500);
+		atomic_store(&w.stop, 1);
+		pthread_join(t, NULL);
+	}
 	ck_assert_msg(w.n_acked > 100, "only %d writes acknowledged",
 	              w.n_acked);
 	written = metric(0, "kvshard_hints_written_total") +
 	          metric(1, "kvshard_hints_written_total");
-	if (fault == KILL_NO_HINTS) {
+	if (fault == KILL_NO_HINTS || fault == KILL_DROP_HINTS) {
 		long long repaired;
 
-		ck_assert_int_eq(written, 0);
+		if (fault == KILL_NO_HINTS)
+			ck_assert_int_eq(written, 0);
 		wait_aae_passes();
 		repaired = metric(0, "kvshard_aae_keys_repaired_total") +
 		           metric(1, "kvshard_aae_keys_repaired_total") +
@@ -294,6 +349,12 @@ END_TEST
 START_TEST(anti_entropy_repairs_a_node_without_hints)
 {
 	stream_through(KILL_NO_HINTS);
+}
+END_TEST
+
+START_TEST(anti_entropy_repairs_a_node_whose_hints_were_lost)
+{
+	stream_through(KILL_DROP_HINTS);
 }
 END_TEST
 
@@ -356,6 +417,7 @@ int main(void)
 	tcase_add_test(tc, a_stopped_node_gets_what_it_missed);
 	tcase_add_test(tc, twenty_kills_lose_nothing);
 	tcase_add_test(tc, anti_entropy_repairs_a_node_without_hints);
+	tcase_add_test(tc, anti_entropy_repairs_a_node_whose_hints_were_lost);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
