@@ -4,9 +4,12 @@
 #include <arpa/inet.h>
 #include <check.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +23,8 @@
 #include "cluster.h"
 #include "kvshard.h"
 #include "testutil.h"
+
+extern char **environ;
 
 #define START_TIMEOUT_MS 10000
 #define STOP_TIMEOUT_MS 10000
@@ -84,27 +89,84 @@ void tc_prepare(struct tc_cluster *c, int n, const char *extra_toml)
 	ck_assert_int_eq(fclose(f), 0);
 }
 
+/* What each thread of a process that does not answer is doing (state
+ * and kernel wait channel), for the test's failure message. */
+static void dump_threads(pid_t pid)
+{
+	char path[96];
+	DIR *d;
+	struct dirent *e;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	if (d == NULL)
+		return;
+	fprintf(stderr, "---- threads of pid %d ----\n", (int)pid);
+	while ((e = readdir(d)) != NULL) {
+		char file[400], comm[64] = "", wchan[64] = "", stat[512] = "";
+		FILE *f;
+		const char *st;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(file, sizeof(file), "%s/%s/comm", path, e->d_name);
+		if ((f = fopen(file, "r")) != NULL) {
+			if (fgets(comm, sizeof(comm), f) == NULL)
+				comm[0] = '\0';
+			fclose(f);
+		}
+		snprintf(file, sizeof(file), "%s/%s/wchan", path, e->d_name);
+		if ((f = fopen(file, "r")) != NULL) {
+			if (fgets(wchan, sizeof(wchan), f) == NULL)
+				wchan[0] = '\0';
+			fclose(f);
+		}
+		snprintf(file, sizeof(file), "%s/%s/stat", path, e->d_name);
+		if ((f = fopen(file, "r")) != NULL) {
+			if (fgets(stat, sizeof(stat), f) == NULL)
+				stat[0] = '\0';
+			fclose(f);
+		}
+		comm[strcspn(comm, "\n")] = '\0';
+		st = strrchr(stat, ')');
+		fprintf(stderr, "tid %s %s: state %c, waiting in %s\n", e->d_name,
+		        comm, st != NULL && st[1] == ' ' ? st[2] : '?',
+		        wchan[0] ? wchan : "?");
+	}
+	closedir(d);
+}
+
 void tc_start_node(struct tc_cluster *c, int i)
 {
 	struct tc_node *nd = &c->node[i];
-	char log[700], data[700], health[96];
+	char log[700], data[700], exe[4096], health[96];
 	uint64_t deadline;
 	pid_t pid;
 
 	snprintf(log, sizeof(log), "%s/%s.log", c->dir, nd->name);
 	snprintf(data, sizeof(data), "%s/data/%s", c->dir, nd->name);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		FILE *out = freopen(log, "a", stderr);
+	snprintf(exe, sizeof(exe), "%s", tu_build_path("server/kvshard-server"));
+	{
+		/* posix_spawn, not fork and stdio in the child: tests start
+		 * servers while their own threads run (a client streaming
+		 * writes), and a forked child must not touch a lock one of
+		 * them held. */
+		char *argv[] = {"kvshard-server", "--config", c->config,
+		                "--shard", nd->name, "--data-dir", data, NULL};
+		posix_spawn_file_actions_t fa;
+		int rc;
 
-		if (out == NULL)
-			_exit(126);
-		dup2(STDERR_FILENO, STDOUT_FILENO);
-		execl(tu_build_path("server/kvshard-server"), "kvshard-server",
-		      "--config", c->config, "--shard", nd->name, "--data-dir",
-		      data, (char *)NULL);
-		_exit(127);
+		ck_assert_int_eq(posix_spawn_file_actions_init(&fa), 0);
+		ck_assert_int_eq(posix_spawn_file_actions_addopen(
+		                         &fa, STDERR_FILENO, log,
+		                         O_WRONLY | O_CREAT | O_APPEND, 0644),
+		                 0);
+		ck_assert_int_eq(posix_spawn_file_actions_adddup2(
+		                         &fa, STDERR_FILENO, STDOUT_FILENO),
+		                 0);
+		rc = posix_spawn(&pid, exe, &fa, NULL, argv, environ);
+		posix_spawn_file_actions_destroy(&fa);
+		ck_assert_msg(rc == 0, "cannot start %s: %s", exe, strerror(rc));
 	}
 	nd->pid = pid;
 	snprintf(health, sizeof(health), "%s/health", nd->url);
@@ -130,6 +192,7 @@ void tc_start_node(struct tc_cluster *c, int i)
 		usleep(POLL_MS * 1000);
 	}
 	tc_dump_logs(c);
+	dump_threads(pid);
 	ck_abort_msg("%s did not answer /health within %d ms", nd->name,
 	             START_TIMEOUT_MS);
 }
