@@ -75,21 +75,6 @@ struct msg {
 	uint32_t seg;        /* step 3 */
 };
 
-static void put_le32(unsigned char *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++, v >>= 8)
-		p[i] = (unsigned char)v;
-}
-
-static uint64_t get_le64(const unsigned char *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
 static int owns(const size_t *owners, size_t n, size_t who)
 {
 	for (size_t i = 0; i < n; i++)
@@ -201,7 +186,7 @@ static void folds_back(void *ud, kvs__panswer *a)
 
 	for (size_t i = 0; ok && i < m->count; i++) {
 		const struct kvs__aae_run *run = &x->runs[m->first + i];
-		uint64_t theirs = get_le64((const unsigned char *)r->value + 8 * i);
+		uint64_t theirs = kvs__get_le64((const unsigned char *)r->value + 8 * i);
 
 		x->run_differs[m->first + i] = theirs != local_fold(x->n, run);
 		if (!x->run_differs[m->first + i])
@@ -235,8 +220,8 @@ static void step_folds(struct kvs__aae_xchg *x)
 		m->first = first;
 		m->count = count;
 		for (size_t i = 0; i < count; i++) {
-			put_le32(v + 8 * i, x->runs[first + i].first);
-			put_le32(v + 8 * i + 4, x->runs[first + i].count);
+			kvs__put_le32(v + 8 * i, x->runs[first + i].first);
+			kvs__put_le32(v + 8 * i + 4, x->runs[first + i].count);
 		}
 		memset(&op, 0, sizeof(op));
 		op.code = KVS__P_DIGESTS;
@@ -269,7 +254,7 @@ static void digests_back(void *ud, kvs__panswer *a)
 		for (size_t i = 0; i < m->n_pairs; i++)
 			for (uint32_t s = m->pairs[i].first;
 			     s < m->pairs[i].first + m->pairs[i].count; s++, p += 8)
-				if (get_le64(p) ==
+				if (kvs__get_le64(p) ==
 				    kvs__store_segment_digest(x->n->store, s))
 					mark_synced(x, s);
 				else if (x->n_segs < AAE_MAX_SEGMENTS)
@@ -298,8 +283,8 @@ static void flush_pairs(struct kvs__aae_xchg *x, struct kvs__aae_run *pairs,
 	m->pairs = pairs;
 	m->n_pairs = n_pairs;
 	for (size_t i = 0; i < n_pairs; i++) {
-		put_le32(v + 8 * i, pairs[i].first);
-		put_le32(v + 8 * i + 4, pairs[i].count);
+		kvs__put_le32(v + 8 * i, pairs[i].first);
+		kvs__put_le32(v + 8 * i + 4, pairs[i].count);
 	}
 	memset(&op, 0, sizeof(op));
 	op.code = KVS__P_DIGESTS;

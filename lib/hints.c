@@ -36,57 +36,6 @@
 /* Most hints one round sends. */
 #define ROUND_MAX 512u
 
-static void put_be32(unsigned char *p, uint32_t v)
-{
-	for (int i = 3; i >= 0; i--, v >>= 8)
-		p[i] = (unsigned char)v;
-}
-
-static void put_be64(unsigned char *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (unsigned char)v;
-}
-
-static uint32_t get_be32(const unsigned char *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	       (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t get_be64(const unsigned char *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static void put_le(unsigned char *p, uint64_t v, int bytes)
-{
-	for (int i = 0; i < bytes; i++, v >>= 8)
-		p[i] = (unsigned char)v;
-}
-
-static uint64_t get_le(const unsigned char *p, int bytes)
-{
-	uint64_t v = 0;
-
-	for (int i = bytes - 1; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
-/* The position of the shard with this idx, or n_shards. */
-static size_t peer_of_idx(const kvs__node *n, uint32_t idx)
-{
-	for (size_t i = 0; i < n->n_shards; i++)
-		if (kvs_config_shard(n->cfg, i)->idx == idx)
-			return i;
-	return n->n_shards;
-}
-
 /* Decode a hint's value into rec (pointing into it); 0 if malformed. */
 static int decode(const unsigned char *v, size_t len, kvs_record *rec)
 {
@@ -95,10 +44,10 @@ static int decode(const unsigned char *v, size_t len, kvs_record *rec)
 	if (len < HINT_HEAD)
 		return 0;
 	memset(rec, 0, sizeof(*rec));
-	rec->stamp.hlc = get_le(v, 8);
-	rec->stamp.shard = (uint32_t)get_le(v + 8, 4);
+	rec->stamp.hlc = kvs__get_le64(v);
+	rec->stamp.shard = kvs__get_le32(v + 8);
 	rec->flags = v[12];
-	klen = (size_t)get_le(v + 13, 4);
+	klen = kvs__get_le32(v + 13);
 	if (klen == 0 || klen > len - HINT_HEAD)
 		return 0;
 	rec->key = v + HINT_HEAD;
@@ -159,13 +108,13 @@ void kvs__hint_add(kvs__node *n, size_t peer, const kvs_record *rec)
 	k->n = n;
 	k->peer = peer;
 	k->len = len;
-	put_be32(k->data, kvs_config_shard(n->cfg, peer)->idx);
-	put_be64(k->data + 4, kvs__store_clock_now(n->store));
+	kvs__put_be32(k->data, kvs_config_shard(n->cfg, peer)->idx);
+	kvs__put_be64(k->data + 4, kvs__store_clock_now(n->store));
 	v = k->data + HINT_KEY;
-	put_le(v, rec->stamp.hlc, 8);
-	put_le(v + 8, rec->stamp.shard, 4);
+	kvs__put_le64(v, rec->stamp.hlc);
+	kvs__put_le32(v + 8, rec->stamp.shard);
 	v[12] = (unsigned char)(rec->flags & KVS_RECORD_TOMBSTONE);
-	put_le(v + 13, rec->key_len, 4);
+	kvs__put_le32(v + 13, (uint32_t)rec->key_len);
 	memcpy(v + HINT_HEAD, rec->key, rec->key_len);
 	if (rec->value_len > 0)
 		memcpy(v + HINT_HEAD + rec->key_len, rec->value, rec->value_len);
@@ -309,7 +258,7 @@ static int gather(void *ud, const void *key, size_t key_len,
 	size_t len = key_len + value_len;
 
 	if (key_len != HINT_KEY ||
-	    get_be32(k) != kvs_config_shard(r->n->cfg, r->peer)->idx ||
+	    kvs__get_be32(k) != kvs_config_shard(r->n->cfg, r->peer)->idx ||
 	    r->n_items == ROUND_MAX)
 		return 1; /* past this peer's hints, or full */
 	if (r->n_items > 0 && len > r->budget)
@@ -320,7 +269,7 @@ static int gather(void *ud, const void *key, size_t key_len,
 	it->len = len;
 	r->budget = len > r->budget ? 0 : r->budget - len;
 	if (!decode(value, value_len, &rec) ||
-	    get_be64(k + 4) < r->oldest_ok) {
+	    kvs__get_be64(k + 4) < r->oldest_ok) {
 		it->expired = 1; /* too old, or unreadable: never sent */
 		r->n_items++;
 		return 0;
@@ -377,8 +326,8 @@ static void hand_off(kvs__node *n, size_t peer)
 	r->oldest_ok = KVS_HLC_PHYSICAL(now) > age
 	                       ? KVS_HLC_MAKE(KVS_HLC_PHYSICAL(now) - age, 0)
 	                       : 0;
-	put_be32(from, kvs_config_shard(n->cfg, peer)->idx);
-	put_be64(from + 4, 0);
+	kvs__put_be32(from, kvs_config_shard(n->cfg, peer)->idx);
+	kvs__put_be64(from + 4, 0);
 	(void)kvs__store_hints_scan(n->store, from, sizeof(from), gather, r);
 	for (size_t i = 0; i < r->n_items; i++) {
 		struct item *it = &r->items[i];
@@ -435,7 +384,7 @@ static int count_one(void *ud, const void *key, size_t key_len,
 	(void)value;
 	if (key_len != HINT_KEY)
 		return 0;
-	peer = peer_of_idx(n, get_be32(key));
+	peer = kvs__node_position(n, kvs__get_be32(key));
 	if (peer < n->n_shards && peer != n->self)
 		count_add(n, peer, 1, (int64_t)(key_len + value_len));
 	return 0;

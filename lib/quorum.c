@@ -386,15 +386,36 @@ static void slow(void *ud)
 	kvs__op_release(&q->op);
 }
 
-static void qread_answer(void *ud, kvs__panswer *a)
+/* An answer to ask came: take the lock, count it. */
+static struct qread *answer_begins(struct qask *ask)
 {
-	struct qask *ask = ud;
 	struct qread *q = ask->q;
-	int kept = 0, do_answer, do_repair;
 
 	pthread_mutex_lock(&q->mu);
 	ask->done = 1;
 	q->asking--;
+	return q;
+}
+
+/* Done with answer a (kept: q holds it now): decide, unlock, act. */
+static void answer_ends(struct qread *q, kvs__panswer *a, int kept)
+{
+	int do_answer, do_repair;
+
+	step(q, &do_answer, &do_repair);
+	pthread_mutex_unlock(&q->mu);
+	if (!kept)
+		kvs__panswer_free(a);
+	act(q, do_answer, do_repair);
+	kvs__op_release(&q->op);
+}
+
+static void qread_answer(void *ud, kvs__panswer *a)
+{
+	struct qread *q = answer_begins(ud);
+	struct qask *ask = ud;
+	int kept = 0;
+
 	if (a->rc == KVS_OK && a->n == 1 &&
 	    (a->res[0].rc == KVS_OK || a->res[0].rc == KVS_NOTFOUND)) {
 		const kvs__pres *r = &a->res[0];
@@ -411,24 +432,15 @@ static void qread_answer(void *ud, kvs__panswer *a)
 		         (r->flags & KVS__PA_DIGEST) != 0, a, &kept);
 	}
 	/* A failed replica: step() asks the next candidate. */
-	step(q, &do_answer, &do_repair);
-	pthread_mutex_unlock(&q->mu);
-	if (!kept)
-		kvs__panswer_free(a);
-	act(q, do_answer, do_repair);
-	kvs__op_release(&q->op);
+	answer_ends(q, a, kept);
 }
 
 /* The value of the newest version came (or not). */
 static void fetched(void *ud, kvs__panswer *a)
 {
-	struct qask *ask = ud;
-	struct qread *q = ask->q;
-	int kept = 0, do_answer, do_repair;
+	struct qread *q = answer_begins(ud);
+	int kept = 0;
 
-	pthread_mutex_lock(&q->mu);
-	ask->done = 1;
-	q->asking--;
 	q->fetching = 0;
 	if (a->rc == KVS_OK && a->n == 1 && a->res[0].rc == KVS_OK &&
 	    !(a->res[0].flags & KVS__PA_DIGEST) &&
@@ -448,12 +460,7 @@ static void fetched(void *ud, kvs__panswer *a)
 	} else {
 		q->fetch_failed = 1;
 	}
-	step(q, &do_answer, &do_repair);
-	pthread_mutex_unlock(&q->mu);
-	if (!kept)
-		kvs__panswer_free(a);
-	act(q, do_answer, do_repair);
-	kvs__op_release(&q->op);
+	answer_ends(q, a, kept);
 }
 
 struct local_copy {

@@ -160,12 +160,6 @@ static void op_scan(struct kvs__serving *s, size_t i)
 	r->recs_len = s->bufs[i].len;
 }
 
-static uint32_t le32(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
 /* Digests of the segment ranges in the value ((u32 first, u32 count)
  * pairs): one per range (fold), or one per segment, as u64s. */
 static void op_digests(struct kvs__serving *s, size_t i)
@@ -181,7 +175,7 @@ static void op_digests(struct kvs__serving *s, size_t i)
 		return;
 	}
 	for (size_t k = 0; k < ranges; k++) {
-		uint32_t first = le32(p + 8 * k), count = le32(p + 8 * k + 4);
+		uint32_t first = kvs__get_le32(p + 8 * k), count = kvs__get_le32(p + 8 * k + 4);
 
 		total += count;
 		if ((uint64_t)first + count > KVS__AAE_SEGMENTS ||
@@ -191,7 +185,7 @@ static void op_digests(struct kvs__serving *s, size_t i)
 		}
 	}
 	for (size_t k = 0; k < ranges; k++) {
-		uint32_t first = le32(p + 8 * k), count = le32(p + 8 * k + 4);
+		uint32_t first = kvs__get_le32(p + 8 * k), count = kvs__get_le32(p + 8 * k + 4);
 		uint64_t fold = 0;
 
 		for (uint32_t g = first; g < first + count; g++) {
@@ -202,15 +196,13 @@ static void op_digests(struct kvs__serving *s, size_t i)
 				fold ^= d;
 				continue;
 			}
-			for (int j = 0; j < 8; j++)
-				out[j] = (unsigned char)(d >> (8 * j));
+			kvs__put_le64(out, d);
 			kvs__buf_add(b, out, 8);
 		}
 		if (q->flags & KVS__PQ_FOLD) {
 			unsigned char out[8];
 
-			for (int j = 0; j < 8; j++)
-				out[j] = (unsigned char)(fold >> (8 * j));
+			kvs__put_le64(out, fold);
 			kvs__buf_add(b, out, 8);
 		}
 	}

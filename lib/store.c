@@ -56,6 +56,7 @@
 #include "kvshard/ring.h"
 #include "kvshard/store.h"
 #include "store_internal.h"
+#include "util.h"
 
 #define FORMAT_VERSION 1u
 #define HDR_SIZE 16u
@@ -141,38 +142,11 @@ struct kvs_store {
 /* ------------------------------------------------------------------ */
 /* Encoding                                                             */
 
-static void put_le64(unsigned char *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get_le64(const unsigned char *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
-}
-
-static void put_le32(unsigned char *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint32_t get_le32(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
 static void encode_header(unsigned char *p, const kvs_stamp *st,
                           unsigned flags)
 {
-	put_le64(p, st->hlc);
-	put_le32(p + 8, st->shard);
+	kvs__put_le64(p, st->hlc);
+	kvs__put_le32(p + 8, st->shard);
 	p[12] = (unsigned char)(flags & HDR_FLAG_TOMBSTONE);
 	p[13] = p[14] = p[15] = 0;
 }
@@ -184,8 +158,8 @@ static int decode_record(const MDB_val *v, kvs_record *rec)
 
 	if (v->mv_size < HDR_SIZE)
 		return KVS_ECORRUPT;
-	rec->stamp.hlc = get_le64(p);
-	rec->stamp.shard = get_le32(p + 8);
+	rec->stamp.hlc = kvs__get_le64(p);
+	rec->stamp.shard = kvs__get_le32(p + 8);
 	rec->flags = (p[12] & HDR_FLAG_TOMBSTONE) ? KVS_RECORD_TOMBSTONE : 0;
 	rec->value = p + HDR_SIZE;
 	rec->value_len = v->mv_size - HDR_SIZE;
@@ -490,21 +464,6 @@ uint64_t kvs__record_hash(const void *key, size_t key_len,
 	return XXH3_64bits_withSeed(key, key_len, seed);
 }
 
-static void put_be64(unsigned char *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (unsigned char)v;
-}
-
-static uint64_t get_be64(const unsigned char *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
 /* Fill buf (s->max_key bytes) with key's index key; returns its length. */
 static size_t aae_key(const kvs_store *s, unsigned char *buf, uint64_t hash,
                       const void *key, size_t key_len, int *cut)
@@ -512,7 +471,7 @@ static size_t aae_key(const kvs_store *s, unsigned char *buf, uint64_t hash,
 	size_t room = s->max_key - AAE_HASH;
 	size_t n = key_len < room ? key_len : room;
 
-	put_be64(buf, hash);
+	kvs__put_be64(buf, hash);
 	memcpy(buf + AAE_HASH, key, n);
 	*cut = n < key_len;
 	return AAE_HASH + n;
@@ -558,8 +517,8 @@ static int aae_write(kvs_store *s, MDB_txn *txn, struct batch_delta *d,
 	mrc = mdb_put(txn, s->aae, &k, &v, MDB_RESERVE);
 	if (mrc != MDB_SUCCESS)
 		return mrc;
-	put_le64(v.mv_data, stamp->hlc);
-	put_le32((unsigned char *)v.mv_data + 8, stamp->shard);
+	kvs__put_le64(v.mv_data, stamp->hlc);
+	kvs__put_le32((unsigned char *)v.mv_data + 8, stamp->shard);
 	((unsigned char *)v.mv_data)[12] =
 	        (unsigned char)(flags & KVS_RECORD_TOMBSTONE);
 	if (cut)
@@ -607,48 +566,113 @@ uint64_t kvs__store_segment_digest(kvs_store *s, uint32_t seg)
 	                            memory_order_relaxed);
 }
 
-int kvs__store_segment_scan(kvs_store *s, uint32_t seg, kvs__seg_cb cb,
-                            void *ud)
+/* Walk dbi in key order from the first key >= from (from_len 0: from
+ * the first), in one read transaction, until visit returns non-zero. */
+static int walk(kvs_store *s, MDB_dbi dbi, const void *from, size_t from_len,
+                int (*visit)(void *ud, const MDB_val *k, const MDB_val *v),
+                void *ud)
 {
 	MDB_txn *txn;
 	MDB_cursor *cur;
-	unsigned char from[AAE_HASH];
-	MDB_val k = {sizeof(from), from}, v;
+	MDB_val k = {from_len, (void *)from}, v;
 	int rc, mrc;
 
-	if (s == NULL || cb == NULL || seg >= KVS__AAE_SEGMENTS)
-		return KVS_EINVAL;
-	put_be64(from, (uint64_t)seg << 48);
 	rc = read_begin(s, &txn);
 	if (rc != KVS_OK)
 		return rc;
-	mrc = mdb_cursor_open(txn, s->aae, &cur);
+	mrc = mdb_cursor_open(txn, dbi, &cur);
 	if (mrc == MDB_SUCCESS) {
-		mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-		while (mrc == MDB_SUCCESS) {
-			const unsigned char *kp = k.mv_data, *vp = v.mv_data;
-			kvs_stamp st;
-
-			if (k.mv_size < AAE_HASH || v.mv_size < AAE_VALUE ||
-			    KVS__AAE_SEGMENT_OF(get_be64(kp)) != seg)
-				break;
-			st.hlc = get_le64(vp);
-			st.shard = get_le32(vp + 8);
-			if (v.mv_size > AAE_VALUE) {
-				if (cb(ud, vp + AAE_VALUE, v.mv_size - AAE_VALUE,
-				       &st, vp[12]) != 0)
-					break;
-			} else if (cb(ud, kp + AAE_HASH, k.mv_size - AAE_HASH,
-			              &st, vp[12]) != 0) {
-				break;
-			}
+		mrc = mdb_cursor_get(cur, &k, &v,
+		                     from_len > 0 ? MDB_SET_RANGE : MDB_FIRST);
+		while (mrc == MDB_SUCCESS && visit(ud, &k, &v) == 0)
 			mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-		}
 		mdb_cursor_close(cur);
 	}
 	read_end(s, txn);
 	return mrc == MDB_SUCCESS || mrc == MDB_NOTFOUND ? KVS_OK
 	                                                 : map_mdb_error(mrc);
+}
+
+/* One entry of the index: its record's key, version and flags, and the
+ * segment; 0 if malformed. */
+struct aae_entry {
+	const void *key;
+	size_t key_len;
+	kvs_stamp stamp;
+	unsigned flags;
+	uint32_t seg;
+};
+
+static int aae_decode(const MDB_val *k, const MDB_val *v, struct aae_entry *e)
+{
+	const unsigned char *kp = k->mv_data, *vp = v->mv_data;
+
+	if (k->mv_size < AAE_HASH || v->mv_size < AAE_VALUE)
+		return 0;
+	e->seg = KVS__AAE_SEGMENT_OF(kvs__get_be64(kp));
+	e->stamp.hlc = kvs__get_le64(vp);
+	e->stamp.shard = kvs__get_le32(vp + 8);
+	e->flags = vp[12] & KVS_RECORD_TOMBSTONE;
+	if (v->mv_size > AAE_VALUE) { /* a long key, kept whole here */
+		e->key = vp + AAE_VALUE;
+		e->key_len = v->mv_size - AAE_VALUE;
+	} else {
+		e->key = kp + AAE_HASH;
+		e->key_len = k->mv_size - AAE_HASH;
+	}
+	return 1;
+}
+
+/* XOR x into segment seg's digest (by the writer, or at open). */
+static void seg_xor(kvs_store *s, uint32_t seg, uint64_t x, int tombs)
+{
+	atomic_store_explicit(&s->seg[seg],
+	                      atomic_load_explicit(&s->seg[seg],
+	                                           memory_order_relaxed) ^ x,
+	                      memory_order_relaxed);
+	if (tombs != 0)
+		atomic_fetch_add(&s->seg_tombs[seg], (uint32_t)tombs);
+}
+
+struct seg_walk {
+	uint32_t seg;
+	kvs__seg_cb cb;
+	void *ud;
+};
+
+static int visit_segment(void *ud, const MDB_val *k, const MDB_val *v)
+{
+	struct seg_walk *w = ud;
+	struct aae_entry e;
+
+	if (!aae_decode(k, v, &e) || e.seg != w->seg)
+		return 1; /* past the segment */
+	return w->cb(w->ud, e.key, e.key_len, &e.stamp, e.flags);
+}
+
+int kvs__store_segment_scan(kvs_store *s, uint32_t seg, kvs__seg_cb cb,
+                            void *ud)
+{
+	struct seg_walk w = {seg, cb, ud};
+	unsigned char from[AAE_HASH];
+
+	if (s == NULL || cb == NULL || seg >= KVS__AAE_SEGMENTS)
+		return KVS_EINVAL;
+	kvs__put_be64(from, (uint64_t)seg << 48);
+	return walk(s, s->aae, from, sizeof(from), visit_segment, &w);
+}
+
+/* Count an index entry in its segment's digest (at open). */
+static int visit_digest(void *ud, const MDB_val *k, const MDB_val *v)
+{
+	kvs_store *s = ud;
+	struct aae_entry e;
+
+	if (aae_decode(k, v, &e))
+		seg_xor(s, e.seg,
+		        kvs__record_hash(e.key, e.key_len, &e.stamp, e.flags),
+		        (e.flags & KVS_RECORD_TOMBSTONE) ? 1 : 0);
+	return 0;
 }
 
 /* Build the index from the records (a store written before it existed),
@@ -737,42 +761,7 @@ static int aae_open(kvs_store *s)
 			return map_mdb_error(mrc);
 	}
 	/* The digests, from the index. */
-	mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
-	if (mrc != MDB_SUCCESS)
-		return map_mdb_error(mrc);
-	mrc = mdb_cursor_open(txn, s->aae, &cur);
-	if (mrc == MDB_SUCCESS) {
-		mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-		while (mrc == MDB_SUCCESS) {
-			const unsigned char *kp = k.mv_data, *vp = v.mv_data;
-
-			if (k.mv_size >= AAE_HASH && v.mv_size >= AAE_VALUE) {
-				kvs_stamp st = {get_le64(vp), get_le32(vp + 8)};
-				uint32_t sg = KVS__AAE_SEGMENT_OF(get_be64(kp));
-				uint64_t x =
-				        v.mv_size > AAE_VALUE
-				                ? kvs__record_hash(vp + AAE_VALUE,
-				                                   v.mv_size - AAE_VALUE,
-				                                   &st, vp[12])
-				                : kvs__record_hash(kp + AAE_HASH,
-				                                   k.mv_size - AAE_HASH,
-				                                   &st, vp[12]);
-
-				atomic_store_explicit(
-				        &s->seg[sg],
-				        atomic_load_explicit(&s->seg[sg],
-				                             memory_order_relaxed) ^ x,
-				        memory_order_relaxed);
-				if (vp[12] & KVS_RECORD_TOMBSTONE)
-					atomic_fetch_add(&s->seg_tombs[sg], 1);
-			}
-			mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-		}
-		mdb_cursor_close(cur);
-	}
-	mdb_txn_abort(txn);
-	return mrc == MDB_NOTFOUND || mrc == MDB_SUCCESS ? KVS_OK
-	                                                 : map_mdb_error(mrc);
+	return walk(s, s->aae, NULL, 0, visit_digest, s);
 }
 
 static int meta_put_u64(kvs_store *s, MDB_txn *txn, const char *name,
@@ -781,7 +770,7 @@ static int meta_put_u64(kvs_store *s, MDB_txn *txn, const char *name,
 	unsigned char buf[8];
 	MDB_val k = {strlen(name), (void *)name}, v = {sizeof(buf), buf};
 
-	put_le64(buf, value);
+	kvs__put_le64(buf, value);
 	return mdb_put(txn, s->meta, &k, &v, 0);
 }
 
@@ -795,7 +784,7 @@ static int meta_get_u64(kvs_store *s, MDB_txn *txn, const char *name,
 		return rc;
 	if (v.mv_size != 8)
 		return MDB_CORRUPTED;
-	*value = get_le64(v.mv_data);
+	*value = kvs__get_le64(v.mv_data);
 	return MDB_SUCCESS;
 }
 
@@ -1128,20 +1117,9 @@ static void *writer_main(void *arg)
 
 			for (const struct write_op *o = batch; o; o = o->next)
 				n++;
-			for (size_t i = 0; i < d.n_segs; i++) {
-				_Atomic uint64_t *sg = &s->seg[d.segs[i].seg];
-
-				atomic_store_explicit(
-				        sg,
-				        atomic_load_explicit(
-				                sg, memory_order_relaxed) ^
-				                d.segs[i].x,
-				        memory_order_relaxed);
-				if (d.segs[i].tombs != 0)
-					atomic_fetch_add(
-					        &s->seg_tombs[d.segs[i].seg],
-					        (uint32_t)d.segs[i].tombs);
-			}
+			for (size_t i = 0; i < d.n_segs; i++)
+				seg_xor(s, d.segs[i].seg, d.segs[i].x,
+				        d.segs[i].tombs);
 			atomic_fetch_add(&s->keys, (uint64_t)d.keys);
 			atomic_fetch_add(&s->tombstones,
 			                 (uint64_t)d.tombstones);
@@ -1316,31 +1294,26 @@ int kvs__store_purge(kvs_store *s, const void *key, size_t key_len,
 	}
 }
 
+struct hint_walk {
+	kvs__hint_cb cb;
+	void *ud;
+};
+
+static int visit_hint(void *ud, const MDB_val *k, const MDB_val *v)
+{
+	struct hint_walk *w = ud;
+
+	return w->cb(w->ud, k->mv_data, k->mv_size, v->mv_data, v->mv_size);
+}
+
 int kvs__store_hints_scan(kvs_store *s, const void *from, size_t from_len,
                           kvs__hint_cb cb, void *ud)
 {
-	MDB_txn *txn;
-	MDB_cursor *cur;
-	MDB_val k = {from_len, (void *)from}, v;
-	int rc, mrc;
+	struct hint_walk w = {cb, ud};
 
 	if (s == NULL || cb == NULL)
 		return KVS_EINVAL;
-	rc = read_begin(s, &txn);
-	if (rc != KVS_OK)
-		return rc;
-	mrc = mdb_cursor_open(txn, s->hints, &cur);
-	if (mrc == MDB_SUCCESS) {
-		mrc = mdb_cursor_get(cur, &k, &v,
-		                     from_len > 0 ? MDB_SET_RANGE : MDB_FIRST);
-		while (mrc == MDB_SUCCESS &&
-		       cb(ud, k.mv_data, k.mv_size, v.mv_data, v.mv_size) == 0)
-			mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-		mdb_cursor_close(cur);
-	}
-	read_end(s, txn);
-	return mrc == MDB_SUCCESS || mrc == MDB_NOTFOUND ? KVS_OK
-	                                                 : map_mdb_error(mrc);
+	return walk(s, s->hints, from, from_len, visit_hint, &w);
 }
 
 /* Validate and fill an op for put/delete/apply. */

@@ -120,4 +120,53 @@ int kvs__hex_value(int ch);
 int kvs__url_decode(const char *in, size_t len, char *out, size_t *out_len,
                     int plus_is_space);
 
+/* Fixed-width integers in byte order: little endian (records, frames)
+ * and big endian (keys that must sort by number). */
+static inline void kvs__put_le32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static inline void kvs__put_le64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static inline uint32_t kvs__get_le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t kvs__get_le64(const unsigned char *p)
+{
+	return (uint64_t)kvs__get_le32(p) |
+	       (uint64_t)kvs__get_le32(p + 4) << 32;
+}
+
+static inline void kvs__put_be32(unsigned char *p, uint32_t v)
+{
+	for (int i = 3; i >= 0; i--, v >>= 8)
+		p[i] = (unsigned char)v;
+}
+
+static inline void kvs__put_be64(unsigned char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (unsigned char)v;
+}
+
+static inline uint32_t kvs__get_be32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline uint64_t kvs__get_be64(const unsigned char *p)
+{
+	return (uint64_t)kvs__get_be32(p) << 32 | kvs__get_be32(p + 4);
+}
+
 #endif /* KVS_UTIL_H */

@@ -5,7 +5,6 @@
  */
 #include <check.h>
 #include <curl/curl.h>
-#include <lmdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -174,20 +173,9 @@ enum fault {
 static void drop_hints(int i)
 {
 	char path[700];
-	MDB_env *env;
-	MDB_txn *txn;
-	MDB_dbi dbi;
 
 	snprintf(path, sizeof(path), "%s/data/%s", C.dir, C.node[i].name);
-	ck_assert_int_eq(mdb_env_create(&env), 0);
-	ck_assert_int_eq(mdb_env_set_maxdbs(env, 8), 0);
-	ck_assert_int_eq(mdb_env_set_mapsize(env, (size_t)1 << 30), 0);
-	ck_assert_int_eq(mdb_env_open(env, path, 0, 0600), 0);
-	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-	ck_assert_int_eq(mdb_dbi_open(txn, "hints", 0, &dbi), 0);
-	ck_assert_int_eq(mdb_drop(txn, dbi, 0), 0);
-	ck_assert_int_eq(mdb_txn_commit(txn), 0);
-	mdb_env_close(env);
+	tu_lmdb_drop(path, "hints");
 }
 
 /* How long anti-entropy may take to repair a node that lost its hints. */

@@ -353,20 +353,9 @@ static uint32_t seg_of(const char *key)
 /* Drop the anti-entropy index as a store from before it would lack it. */
 static void drop_index(void)
 {
-	MDB_env *env;
-	MDB_txn *txn;
-	MDB_dbi dbi;
-
 	kvs_store_close(st);
 	st = NULL;
-	ck_assert_int_eq(mdb_env_create(&env), 0);
-	ck_assert_int_eq(mdb_env_set_maxdbs(env, 8), 0);
-	ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
-	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-	ck_assert_int_eq(mdb_dbi_open(txn, "aae", 0, &dbi), 0);
-	ck_assert_int_eq(mdb_drop(txn, dbi, 0), 0);
-	ck_assert_int_eq(mdb_txn_commit(txn), 0);
-	mdb_env_close(env);
+	tu_lmdb_drop(dir, "aae");
 	ck_assert_int_eq(kvs_store_open(&st, dir, NULL), KVS_OK);
 }
 

@@ -4,6 +4,7 @@
 #include <check.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <lmdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,4 +80,20 @@ int tu_write_file(const char *path, const void *data, size_t len)
 	if (fclose(f) != 0 || n != len)
 		return -1;
 	return 0;
+}
+
+void tu_lmdb_drop(const char *dir, const char *name)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+
+	ck_assert_int_eq(mdb_env_create(&env), 0);
+	ck_assert_int_eq(mdb_env_set_maxdbs(env, 8), 0);
+	ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, name, 0, &dbi), 0);
+	ck_assert_int_eq(mdb_drop(txn, dbi, 0), 0);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
 }

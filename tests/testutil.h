@@ -25,6 +25,10 @@ const char *tu_build_path(const char *rel);
 const char *tu_source_path(const char *rel);
 
 /* Write len bytes to a new file; returns 0 or -1. */
+/* Drop (empty) the LMDB database name of the environment in dir, which
+ * no process may have open: what a store looks like without it. */
+void tu_lmdb_drop(const char *dir, const char *name);
+
 int tu_write_file(const char *path, const void *data, size_t len);
 
 #endif
