@@ -1,8 +1,10 @@
 /*
  * store.c - a node's durable local storage over LMDB.
  *
- * Layout. One LMDB environment per store directory. The named database "kv"
- * maps each user key to a record. The store's own bookkeeping (format
+ * Layout. One LMDB environment per store directory for the records, and
+ * one more, never synced, for the anti-entropy index that is derived from
+ * them (see "The anti-entropy index" below). The named database "kv"
+ * maps each user key to a record; "hints" holds hinted handoff. The store's own bookkeeping (format
  * version, the newest clock reading, key counts) is
  * kept in LMDB's main database beside the catalog of named databases: that
  * page is rewritten by every commit anyway, so updating the bookkeeping in
@@ -41,6 +43,7 @@
 #include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,20 +96,43 @@ struct write_op {
 	struct write_op *next;
 };
 
+/* Changes to the anti-entropy index, in commit order: a sequence of
+ * struct aae_change, each followed by its key, padded to 8 bytes. */
+struct aae_log {
+	unsigned char *buf;
+	size_t len, cap;
+	size_t n;
+};
+
 struct kvs_store {
 	MDB_env *env;
 	MDB_dbi kv;
 	MDB_dbi meta;
 	MDB_dbi hints;
-	/* Anti-entropy: every record's version again, keyed by the key's
-	 * ring hash (big endian) then the key, so that the records of one
-	 * segment of the ring are listed together; and the digest of each
-	 * segment (XOR of a hash of each record's key and version), written
-	 * by the writer thread after each commit, read by anyone. */
-	MDB_dbi aae;
+	char *path;
+
+	/* Anti-entropy: the digest of each segment (XOR of a hash of each
+	 * record's key and version), written by the writer thread after
+	 * each commit, read by anyone; and the index of versions by ring
+	 * hash, in an environment of its own (see "The anti-entropy index"
+	 * below). */
 	_Atomic uint64_t *seg;
 	_Atomic uint32_t *seg_tombs; /* tombstones per segment */
 	_Atomic uint64_t purged;
+	MDB_env *ienv;
+	MDB_dbi aae;
+	size_t imap_size;
+	pthread_rwlock_t imap_lock; /* as map_lock, for the index's map */
+	pthread_mutex_t iapply_mu; /* one index_drain at a time */
+	pthread_mutex_t imu;
+	pthread_cond_t icv; /* to the indexer: a log, closing */
+	struct aae_log ilog;  /* committed changes not yet indexed */
+	uint64_t ilogged;     /* batches handed to the indexer */
+	uint64_t iapplied;    /* of those, in the index */
+	int iclosing;
+	int ibroken; /* an index write failed: rebuilt at the next open */
+	int indexer_running;
+	pthread_t indexer;
 	int lock_fd;
 	size_t max_key;
 	kvs_store_options opts;
@@ -438,15 +464,82 @@ struct seg_delta {
 	uint64_t x;
 };
 
+struct aae_change {
+	uint64_t hash; /* the key's ring hash */
+	uint64_t hlc;
+	uint32_t shard;
+	uint16_t key_len;
+	uint8_t remove; /* 1: the key leaves the index */
+	uint8_t flags;  /* KVS_RECORD_TOMBSTONE */
+};
+
+#define CHANGE_SIZE(key_len) \
+	((sizeof(struct aae_change) + (key_len) + 7u) & ~(size_t)7u)
+
 struct batch_delta {
 	int64_t keys;
 	int64_t tombstones;
 	struct seg_delta *segs; /* segment digests to change */
 	size_t n_segs, cap_segs;
+	struct aae_log log; /* index changes */
 };
+
+static int meta_put_u64(kvs_store *s, MDB_txn *txn, const char *name,
+                        uint64_t value)
+{
+	unsigned char buf[8];
+	MDB_val k = {strlen(name), (void *)name}, v = {sizeof(buf), buf};
+
+	kvs__put_le64(buf, value);
+	return mdb_put(txn, s->meta, &k, &v, 0);
+}
+
+static int meta_get_u64(kvs_store *s, MDB_txn *txn, const char *name,
+                        uint64_t *value)
+{
+	MDB_val k = {strlen(name), (void *)name}, v;
+	int rc = mdb_get(txn, s->meta, &k, &v);
+
+	if (rc != MDB_SUCCESS)
+		return rc;
+	if (v.mv_size != 8)
+		return MDB_CORRUPTED;
+	*value = kvs__get_le64(v.mv_data);
+	return MDB_SUCCESS;
+}
 
 /* ------------------------------------------------------------------ */
 /* The anti-entropy index                                               */
+
+/*
+ * The index lists every record's version by the key's ring hash, so that
+ * the records of one segment of the ring are read together. It lives in an
+ * environment of its own, aae.mdb in the store's directory, which is never
+ * synced and is written off the writer's path: the writer appends each
+ * committed change to a log in memory, and the indexer thread applies the
+ * log, sorted by hash, in one transaction per window (INDEX_WINDOW_MS, or
+ * sooner once INDEX_LOG_FLUSH bytes are waiting). A durable write pays an
+ * append to that log; the index pays one page copy per page a whole window
+ * touches, and no sync. Reading a segment applies the waiting log first.
+ *
+ * The index is derived data. A clean close applies the log, syncs the
+ * index and writes aae.clean (the records' entry count and clock, and the
+ * segment digests); an open removes aae.clean (durably) before anything
+ * else, and without a valid one it deletes aae.mdb unread and rebuilds it
+ * from the records. A crash of the process or of the machine therefore
+ * costs a scan of the records at the next start, never a wrong index, and
+ * a clean start reads neither.
+ */
+#define INDEX_FILE "aae.mdb"
+#define INDEX_CLEAN_FILE "aae.clean"
+#define INDEX_CLEAN_MAGIC 0x31454541534b564bull /* "KVSAAE1" */
+#define INDEX_WINDOW_MS 200
+#define INDEX_LOG_FLUSH ((size_t)8 << 20)
+/* Past this many bytes waiting, the writer waits for the indexer. */
+#define INDEX_LOG_MAX ((size_t)64 << 20)
+/* Changes per index transaction (LMDB caps a transaction's dirty pages). */
+#define INDEX_TXN_CHANGES 20000u
+#define INDEX_INITIAL_MAP ((size_t)64 << 20)
 
 /* Bytes of an index key before the record's key; keys longer than the
  * index can hold are cut (the hash, of the whole key, keeps them apart)
@@ -477,6 +570,48 @@ static size_t aae_key(const kvs_store *s, unsigned char *buf, uint64_t hash,
 	return AAE_HASH + n;
 }
 
+/* Append one change to log; returns an errno code. */
+static int log_change(struct aae_log *log, uint64_t hash, const void *key,
+                      size_t key_len, const kvs_stamp *stamp,
+                      unsigned flags, int remove)
+{
+	size_t need = CHANGE_SIZE(key_len);
+	struct aae_change c;
+
+	if (key_len > UINT16_MAX)
+		return MDB_BAD_VALSIZE;
+	if (log->len + need > log->cap) {
+		size_t cap = log->cap ? 2 * log->cap : 4096;
+		unsigned char *b;
+
+		while (cap < log->len + need)
+			cap *= 2;
+		b = realloc(log->buf, cap);
+		if (b == NULL)
+			return ENOMEM;
+		log->buf = b;
+		log->cap = cap;
+	}
+	memset(&c, 0, sizeof(c));
+	c.hash = hash;
+	c.hlc = stamp->hlc;
+	c.shard = stamp->shard;
+	c.key_len = (uint16_t)key_len;
+	c.remove = (uint8_t)(remove != 0);
+	c.flags = (uint8_t)(flags & KVS_RECORD_TOMBSTONE);
+	memcpy(log->buf + log->len, &c, sizeof(c));
+	memcpy(log->buf + log->len + sizeof(c), key, key_len);
+	log->len += need;
+	log->n++;
+	return MDB_SUCCESS;
+}
+
+static void log_clear(struct aae_log *log)
+{
+	log->len = 0;
+	log->n = 0;
+}
+
 static int note_segment(struct batch_delta *d, uint32_t seg, uint64_t x,
                         int tombs)
 {
@@ -496,33 +631,18 @@ static int note_segment(struct batch_delta *d, uint32_t seg, uint64_t x,
 	return MDB_SUCCESS;
 }
 
-/* Record key's new version (old: the one it replaces, or NULL) in the
- * index, and the change of its segment's digest in d. */
-static int aae_write(kvs_store *s, MDB_txn *txn, struct batch_delta *d,
-                     const void *key, size_t key_len, const kvs_record *old,
-                     const kvs_stamp *stamp, unsigned flags)
+/* Note key's new version (old: the one it replaces, or NULL) for the
+ * index, and the change of its segment's digest, in d. */
+static int aae_write(struct batch_delta *d, const void *key, size_t key_len,
+                     const kvs_record *old, const kvs_stamp *stamp,
+                     unsigned flags)
 {
-	unsigned char kbuf[1024];
 	uint64_t hash = kvs_ring_hash(key, key_len);
 	uint64_t x = kvs__record_hash(key, key_len, stamp, flags);
-	MDB_val k, v;
-	int cut, mrc;
+	int mrc = log_change(&d->log, hash, key, key_len, stamp, flags, 0);
 
-	if (s->max_key > sizeof(kbuf))
-		return MDB_BAD_VALSIZE;
-	k.mv_size = aae_key(s, kbuf, hash, key, key_len, &cut);
-	k.mv_data = kbuf;
-	v.mv_size = AAE_VALUE + (cut ? key_len : 0);
-	v.mv_data = NULL;
-	mrc = mdb_put(txn, s->aae, &k, &v, MDB_RESERVE);
 	if (mrc != MDB_SUCCESS)
 		return mrc;
-	kvs__put_le64(v.mv_data, stamp->hlc);
-	kvs__put_le32((unsigned char *)v.mv_data + 8, stamp->shard);
-	((unsigned char *)v.mv_data)[12] =
-	        (unsigned char)(flags & KVS_RECORD_TOMBSTONE);
-	if (cut)
-		memcpy((unsigned char *)v.mv_data + AAE_VALUE, key, key_len);
 	if (old != NULL)
 		x ^= kvs__record_hash(key, key_len, &old->stamp, old->flags);
 	return note_segment(
@@ -532,21 +652,15 @@ static int aae_write(kvs_store *s, MDB_txn *txn, struct batch_delta *d,
 	                                                                     : 0));
 }
 
-/* Take key's record (old) out of the index and of its segment. */
-static int aae_remove(kvs_store *s, MDB_txn *txn, struct batch_delta *d,
-                      const void *key, size_t key_len, const kvs_record *old)
+/* Note that key's record (old) leaves the index and its segment. */
+static int aae_remove(struct batch_delta *d, const void *key, size_t key_len,
+                      const kvs_record *old)
 {
-	unsigned char kbuf[1024];
 	uint64_t hash = kvs_ring_hash(key, key_len);
-	MDB_val k;
-	int cut, mrc;
+	int mrc = log_change(&d->log, hash, key, key_len, &old->stamp,
+	                     old->flags, 1);
 
-	if (s->max_key > sizeof(kbuf))
-		return MDB_BAD_VALSIZE;
-	k.mv_size = aae_key(s, kbuf, hash, key, key_len, &cut);
-	k.mv_data = kbuf;
-	mrc = mdb_del(txn, s->aae, &k, NULL);
-	if (mrc != MDB_SUCCESS && mrc != MDB_NOTFOUND)
+	if (mrc != MDB_SUCCESS)
 		return mrc;
 	return note_segment(d, KVS__AAE_SEGMENT_OF(hash),
 	                    kvs__record_hash(key, key_len, &old->stamp,
@@ -567,19 +681,17 @@ uint64_t kvs__store_segment_digest(kvs_store *s, uint32_t seg)
 }
 
 /* Walk dbi in key order from the first key >= from (from_len 0: from
- * the first), in one read transaction, until visit returns non-zero. */
-static int walk(kvs_store *s, MDB_dbi dbi, const void *from, size_t from_len,
-                int (*visit)(void *ud, const MDB_val *k, const MDB_val *v),
-                void *ud)
+ * the first), in txn, until visit returns non-zero. */
+static int walk_txn(MDB_txn *txn, MDB_dbi dbi, const void *from,
+                    size_t from_len,
+                    int (*visit)(void *ud, const MDB_val *k,
+                                 const MDB_val *v),
+                    void *ud)
 {
-	MDB_txn *txn;
 	MDB_cursor *cur;
 	MDB_val k = {from_len, (void *)from}, v;
-	int rc, mrc;
+	int mrc;
 
-	rc = read_begin(s, &txn);
-	if (rc != KVS_OK)
-		return rc;
 	mrc = mdb_cursor_open(txn, dbi, &cur);
 	if (mrc == MDB_SUCCESS) {
 		mrc = mdb_cursor_get(cur, &k, &v,
@@ -588,9 +700,46 @@ static int walk(kvs_store *s, MDB_dbi dbi, const void *from, size_t from_len,
 			mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
 		mdb_cursor_close(cur);
 	}
-	read_end(s, txn);
 	return mrc == MDB_SUCCESS || mrc == MDB_NOTFOUND ? KVS_OK
 	                                                 : map_mdb_error(mrc);
+}
+
+/* walk_txn over a database of the records' environment, in one pooled
+ * read transaction. */
+static int walk(kvs_store *s, MDB_dbi dbi, const void *from, size_t from_len,
+                int (*visit)(void *ud, const MDB_val *k, const MDB_val *v),
+                void *ud)
+{
+	MDB_txn *txn;
+	int rc;
+
+	rc = read_begin(s, &txn);
+	if (rc != KVS_OK)
+		return rc;
+	rc = walk_txn(txn, dbi, from, from_len, visit, ud);
+	read_end(s, txn);
+	return rc;
+}
+
+/* walk_txn over the index, in a read transaction of its own. */
+static int walk_index(kvs_store *s, const void *from, size_t from_len,
+                      int (*visit)(void *ud, const MDB_val *k,
+                                   const MDB_val *v),
+                      void *ud)
+{
+	MDB_txn *txn;
+	int rc, mrc;
+
+	pthread_rwlock_rdlock(&s->imap_lock);
+	mrc = mdb_txn_begin(s->ienv, NULL, MDB_RDONLY, &txn);
+	if (mrc != MDB_SUCCESS) {
+		pthread_rwlock_unlock(&s->imap_lock);
+		return map_mdb_error(mrc);
+	}
+	rc = walk_txn(txn, s->aae, from, from_len, visit, ud);
+	mdb_txn_abort(txn);
+	pthread_rwlock_unlock(&s->imap_lock);
+	return rc;
 }
 
 /* One entry of the index: its record's key, version and flags, and the
@@ -634,6 +783,292 @@ static void seg_xor(kvs_store *s, uint32_t seg, uint64_t x, int tombs)
 		atomic_fetch_add(&s->seg_tombs[seg], (uint32_t)tombs);
 }
 
+/* Order changes by index key, then by their place in the log (so the
+ * last change of a key comes last). */
+static int change_cmp(const void *pa, const void *pb)
+{
+	const unsigned char *a = *(const unsigned char *const *)pa;
+	const unsigned char *b = *(const unsigned char *const *)pb;
+	struct aae_change ca, cb;
+	size_t n;
+	int c;
+
+	memcpy(&ca, a, sizeof(ca));
+	memcpy(&cb, b, sizeof(cb));
+	if (ca.hash != cb.hash)
+		return ca.hash < cb.hash ? -1 : 1;
+	n = ca.key_len < cb.key_len ? ca.key_len : cb.key_len;
+	c = memcmp(a + sizeof(ca), b + sizeof(cb), n);
+	if (c != 0)
+		return c;
+	if (ca.key_len != cb.key_len)
+		return ca.key_len < cb.key_len ? -1 : 1;
+	return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/* Whether two changes are of the same key. */
+static int same_key(const unsigned char *a, const unsigned char *b)
+{
+	struct aae_change ca, cb;
+
+	memcpy(&ca, a, sizeof(ca));
+	memcpy(&cb, b, sizeof(cb));
+	return ca.hash == cb.hash && ca.key_len == cb.key_len &&
+	       memcmp(a + sizeof(ca), b + sizeof(cb), ca.key_len) == 0;
+}
+
+/* Put or delete one change's entry in txn. */
+static int index_one(kvs_store *s, MDB_txn *txn, const unsigned char *p)
+{
+	unsigned char kbuf[1024];
+	struct aae_change c;
+	const unsigned char *key = p + sizeof(c);
+	MDB_val k, v;
+	int cut, mrc;
+
+	memcpy(&c, p, sizeof(c));
+	if (s->max_key > sizeof(kbuf))
+		return MDB_BAD_VALSIZE;
+	k.mv_size = aae_key(s, kbuf, c.hash, key, c.key_len, &cut);
+	k.mv_data = kbuf;
+	if (c.remove) {
+		mrc = mdb_del(txn, s->aae, &k, NULL);
+		return mrc == MDB_NOTFOUND ? MDB_SUCCESS : mrc;
+	}
+	v.mv_size = AAE_VALUE + (cut ? c.key_len : 0);
+	v.mv_data = NULL;
+	mrc = mdb_put(txn, s->aae, &k, &v, MDB_RESERVE);
+	if (mrc != MDB_SUCCESS)
+		return mrc;
+	kvs__put_le64(v.mv_data, c.hlc);
+	kvs__put_le32((unsigned char *)v.mv_data + 8, c.shard);
+	((unsigned char *)v.mv_data)[12] = c.flags;
+	if (cut)
+		memcpy((unsigned char *)v.mv_data + AAE_VALUE, key, c.key_len);
+	return MDB_SUCCESS;
+}
+
+/* Grow the index's map; returns an LMDB/errno code. */
+static int index_grow(kvs_store *s)
+{
+	size_t next = s->imap_size * 2;
+	int mrc;
+
+	if (s->opts.max_map_size != 0 && next > s->opts.max_map_size) {
+		if (s->imap_size >= s->opts.max_map_size)
+			return MDB_MAP_FULL;
+		next = s->opts.max_map_size;
+	}
+	pthread_rwlock_wrlock(&s->imap_lock);
+	mrc = mdb_env_set_mapsize(s->ienv, next);
+	pthread_rwlock_unlock(&s->imap_lock);
+	if (mrc == MDB_SUCCESS)
+		s->imap_size = next;
+	return mrc;
+}
+
+/* Apply log to the index: sorted, the last change of each key only, in
+ * transactions of at most INDEX_TXN_CHANGES. Returns a KVS_* code. */
+static int index_apply(kvs_store *s, const struct aae_log *log)
+{
+	const unsigned char **ch;
+	size_t n = 0, done = 0, per_txn = INDEX_TXN_CHANGES;
+	int mrc = MDB_SUCCESS;
+
+	if (log->n == 0)
+		return KVS_OK;
+	ch = malloc(log->n * sizeof(*ch));
+	if (ch == NULL)
+		return KVS_ENOMEM;
+	for (size_t off = 0; off < log->len && n < log->n; n++) {
+		struct aae_change c;
+
+		ch[n] = log->buf + off;
+		memcpy(&c, ch[n], sizeof(c));
+		off += CHANGE_SIZE(c.key_len);
+	}
+	qsort(ch, n, sizeof(*ch), change_cmp);
+	while (done < n) {
+		size_t end = done + per_txn < n ? done + per_txn : n;
+		MDB_txn *txn;
+
+		mrc = mdb_txn_begin(s->ienv, NULL, 0, &txn);
+		if (mrc != MDB_SUCCESS)
+			break;
+		for (size_t i = done; i < end && mrc == MDB_SUCCESS; i++)
+			if (i + 1 == n || !same_key(ch[i], ch[i + 1]))
+				mrc = index_one(s, txn, ch[i]);
+		if (mrc == MDB_SUCCESS) {
+			mrc = mdb_txn_commit(txn);
+		} else {
+			mdb_txn_abort(txn);
+		}
+		if (mrc == MDB_MAP_FULL) {
+			mrc = index_grow(s);
+			if (mrc != MDB_SUCCESS)
+				break;
+			continue; /* this transaction again */
+		}
+		if (mrc == MDB_TXN_FULL && per_txn > 1) {
+			per_txn /= 2;
+			continue;
+		}
+		if (mrc != MDB_SUCCESS)
+			break;
+		done = end;
+	}
+	free(ch);
+	return map_mdb_error(mrc);
+}
+
+/* Apply everything waiting in the log (takes it, swapping in *spare, which
+ * must be empty; leaves the applied log's buffer, emptied, in *spare).
+ * One drain at a time, in order: the indexer's, and those of threads that
+ * cannot wait for it (a segment read, the writer past INDEX_LOG_MAX, the
+ * close), which apply the log themselves at their own priority. */
+static void index_drain(kvs_store *s, struct aae_log *spare)
+{
+	struct aae_log take;
+	uint64_t upto;
+	int rc = KVS_OK, broken;
+
+	pthread_mutex_lock(&s->iapply_mu);
+	pthread_mutex_lock(&s->imu);
+	take = s->ilog;
+	s->ilog = *spare;
+	upto = s->ilogged;
+	broken = s->ibroken;
+	pthread_mutex_unlock(&s->imu);
+
+	if (!broken)
+		rc = index_apply(s, &take);
+	log_clear(&take);
+	*spare = take;
+
+	pthread_mutex_lock(&s->imu);
+	if (rc != KVS_OK)
+		s->ibroken = 1;
+	if (upto > s->iapplied)
+		s->iapplied = upto;
+	pthread_mutex_unlock(&s->imu);
+	pthread_mutex_unlock(&s->iapply_mu);
+}
+
+/* Hand a committed batch's changes to the indexer (the writer thread);
+ * leaves log empty. Past INDEX_LOG_MAX bytes waiting, the writer applies
+ * them itself first: the index never falls further behind, and the
+ * requests wait while it catches up. */
+static void index_post(kvs_store *s, struct aae_log *log)
+{
+	int wake;
+
+	if (log->n == 0)
+		return;
+	pthread_mutex_lock(&s->imu);
+	if (!s->ibroken && s->ilog.len >= INDEX_LOG_MAX) {
+		struct aae_log spare = {0};
+
+		pthread_mutex_unlock(&s->imu);
+		index_drain(s, &spare);
+		free(spare.buf);
+		pthread_mutex_lock(&s->imu);
+	}
+	wake = s->ilog.len == 0;
+	if (s->ibroken) {
+		/* Nothing is indexed any more: rebuilt at the next open. */
+	} else if (s->ilog.len == 0) {
+		struct aae_log t = s->ilog;
+
+		s->ilog = *log;
+		*log = t;
+	} else {
+		struct aae_log *to = &s->ilog;
+
+		if (to->len + log->len > to->cap) {
+			size_t cap = 2 * to->cap;
+			unsigned char *b;
+
+			while (cap < to->len + log->len)
+				cap *= 2;
+			b = realloc(to->buf, cap);
+			if (b == NULL) {
+				s->ibroken = 1;
+				goto out;
+			}
+			to->buf = b;
+			to->cap = cap;
+		}
+		memcpy(to->buf + to->len, log->buf, log->len);
+		to->len += log->len;
+		to->n += log->n;
+	}
+	s->ilogged++;
+	if (wake || s->ilog.len >= INDEX_LOG_FLUSH)
+		pthread_cond_signal(&s->icv);
+out:
+	pthread_mutex_unlock(&s->imu);
+	log_clear(log);
+}
+
+/* The indexer thread: applies the log one window at a time, below every
+ * other thread (SCHED_IDLE: on time the requests leave over). It never
+ * raises itself again (an unprivileged thread may not leave SCHED_IDLE):
+ * whoever cannot wait applies the log itself (index_drain). */
+static void *indexer_main(void *arg)
+{
+	kvs_store *s = arg;
+	struct aae_log spare = {0};
+	struct sched_param idle = {0};
+
+	(void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
+	pthread_mutex_lock(&s->imu);
+	for (;;) {
+		struct timespec until;
+
+		while (s->ilog.len == 0 && !s->iclosing)
+			pthread_cond_wait(&s->icv, &s->imu);
+		if (s->iclosing)
+			break; /* the close applies what is left */
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += INDEX_WINDOW_MS * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec += until.tv_nsec / 1000000000L;
+			until.tv_nsec %= 1000000000L;
+		}
+		while (!s->iclosing && s->ilog.len < INDEX_LOG_FLUSH &&
+		       pthread_cond_timedwait(&s->icv, &s->imu, &until) == 0)
+			;
+		if (s->iclosing)
+			break;
+		pthread_mutex_unlock(&s->imu);
+		index_drain(s, &spare);
+		pthread_mutex_lock(&s->imu);
+	}
+	pthread_mutex_unlock(&s->imu);
+	free(spare.buf);
+	return NULL;
+}
+
+/* Make every change committed so far part of the index. */
+static int index_flush(kvs_store *s)
+{
+	int behind, rc;
+
+	pthread_mutex_lock(&s->imu);
+	behind = s->iapplied < s->ilogged && !s->ibroken;
+	pthread_mutex_unlock(&s->imu);
+	if (behind) {
+		struct aae_log spare = {0};
+
+		index_drain(s, &spare);
+		free(spare.buf);
+	}
+	pthread_mutex_lock(&s->imu);
+	rc = s->ibroken ? KVS_EIO : KVS_OK;
+	pthread_mutex_unlock(&s->imu);
+	return rc;
+}
+
 struct seg_walk {
 	uint32_t seg;
 	kvs__seg_cb cb;
@@ -655,138 +1090,315 @@ int kvs__store_segment_scan(kvs_store *s, uint32_t seg, kvs__seg_cb cb,
 {
 	struct seg_walk w = {seg, cb, ud};
 	unsigned char from[AAE_HASH];
+	int rc;
 
 	if (s == NULL || cb == NULL || seg >= KVS__AAE_SEGMENTS)
 		return KVS_EINVAL;
+	rc = index_flush(s);
+	if (rc != KVS_OK)
+		return rc;
 	kvs__put_be64(from, (uint64_t)seg << 48);
-	return walk(s, s->aae, from, sizeof(from), visit_segment, &w);
+	return walk_index(s, from, sizeof(from), visit_segment, &w);
 }
 
-/* Count an index entry in its segment's digest (at open). */
-static int visit_digest(void *ud, const MDB_val *k, const MDB_val *v)
+/* The mark of a clean close (INDEX_CLEAN_FILE): this header, the segment
+ * digests and tombstone counts, and an XXH3 of all that. */
+struct index_mark {
+	uint64_t magic;
+	uint64_t entries; /* records at close */
+	uint64_t hlc;     /* the records' clock at close */
+};
+
+#define MARK_SIZE                                                        \
+	(sizeof(struct index_mark) + KVS__AAE_SEGMENTS * sizeof(uint64_t) + \
+	 KVS__AAE_SEGMENTS * sizeof(uint32_t) + sizeof(uint64_t))
+
+/* "dir/name", malloc'ed. */
+static char *path_in(const char *dir, const char *name)
 {
-	kvs_store *s = ud;
-	struct aae_entry e;
+	size_t n = strlen(dir) + strlen(name) + 2;
+	char *p = malloc(n);
 
-	if (aae_decode(k, v, &e))
-		seg_xor(s, e.seg,
-		        kvs__record_hash(e.key, e.key_len, &e.stamp, e.flags),
-		        (e.flags & KVS_RECORD_TOMBSTONE) ? 1 : 0);
-	return 0;
+	if (p != NULL)
+		snprintf(p, n, "%s/%s", dir, name);
+	return p;
 }
 
-/* Build the index from the records (a store written before it existed),
- * in transactions of a bounded size; then load the segment digests. */
-static int aae_open(kvs_store *s)
+static int sync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc;
+
+	if (fd < 0)
+		return -1;
+	rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+/* The records' entry count and clock, as a mark records them. */
+static int records_state(kvs_store *s, uint64_t *entries, uint64_t *hlc)
 {
 	MDB_txn *txn;
-	MDB_cursor *cur;
-	MDB_stat kst, ast;
-	MDB_val k, v;
+	MDB_stat st;
 	int mrc;
 
-	s->seg = calloc(KVS__AAE_SEGMENTS, sizeof(*s->seg));
-	s->seg_tombs = calloc(KVS__AAE_SEGMENTS, sizeof(*s->seg_tombs));
-	if (s->seg == NULL || s->seg_tombs == NULL)
-		return KVS_ENOMEM;
+	mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+	if (mrc != MDB_SUCCESS)
+		return mrc;
+	mrc = mdb_stat(txn, s->kv, &st);
+	*hlc = 0;
+	if (mrc == MDB_SUCCESS)
+		mrc = meta_get_u64(s, txn, META_HLC, hlc);
+	if (mrc == MDB_NOTFOUND)
+		mrc = MDB_SUCCESS;
+	*entries = st.ms_entries;
+	mdb_txn_abort(txn);
+	return mrc;
+}
+
+/* Read and remove (durably) the mark of the last close; 1 if it was there
+ * and matches the records, with the digests loaded. */
+static int take_mark(kvs_store *s, uint64_t entries, uint64_t hlc)
+{
+	char *file = path_in(s->path, INDEX_CLEAN_FILE);
+	unsigned char *buf = NULL;
+	struct index_mark m;
+	int fd, ok = 0;
+
+	if (file == NULL)
+		return 0;
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		buf = malloc(MARK_SIZE + 1);
+		if (buf != NULL &&
+		    read(fd, buf, MARK_SIZE + 1) == (ssize_t)MARK_SIZE &&
+		    XXH3_64bits(buf, MARK_SIZE - 8) ==
+		            kvs__get_le64(buf + MARK_SIZE - 8)) {
+			memcpy(&m, buf, sizeof(m));
+			ok = m.magic == INDEX_CLEAN_MAGIC &&
+			     m.entries == entries && m.hlc == hlc;
+		}
+		close(fd);
+		if (unlink(file) != 0 || sync_dir(s->path) != 0)
+			ok = 0; /* must not be found again after a crash */
+	}
+	if (ok) {
+		const unsigned char *p = buf + sizeof(m);
+
+		for (uint32_t i = 0; i < KVS__AAE_SEGMENTS; i++) {
+			uint64_t d;
+			uint32_t t;
+
+			memcpy(&d, p + (size_t)i * 8, 8);
+			memcpy(&t, p + (size_t)KVS__AAE_SEGMENTS * 8 +
+			                   (size_t)i * 4,
+			       4);
+			atomic_store(&s->seg[i], d);
+			atomic_store(&s->seg_tombs[i], t);
+		}
+	}
+	free(buf);
+	free(file);
+	return ok;
+}
+
+/* Write the mark of a clean close (the index synced, nothing pending). */
+static void put_mark(kvs_store *s)
+{
+	char *file = path_in(s->path, INDEX_CLEAN_FILE);
+	char *tmp = path_in(s->path, INDEX_CLEAN_FILE ".tmp");
+	unsigned char *buf = malloc(MARK_SIZE);
+	struct index_mark m = {INDEX_CLEAN_MAGIC, 0, 0};
+	int fd = -1, ok = 0;
+
+	if (file == NULL || tmp == NULL || buf == NULL ||
+	    records_state(s, &m.entries, &m.hlc) != MDB_SUCCESS)
+		goto out;
+	memcpy(buf, &m, sizeof(m));
+	for (uint32_t i = 0; i < KVS__AAE_SEGMENTS; i++) {
+		uint64_t d = atomic_load(&s->seg[i]);
+		uint32_t t = atomic_load(&s->seg_tombs[i]);
+
+		memcpy(buf + sizeof(m) + (size_t)i * 8, &d, 8);
+		memcpy(buf + sizeof(m) + (size_t)KVS__AAE_SEGMENTS * 8 +
+		               (size_t)i * 4,
+		       &t, 4);
+	}
+	kvs__put_le64(buf + MARK_SIZE - 8, XXH3_64bits(buf, MARK_SIZE - 8));
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		goto out;
+	/* No sync: the index is synced already, so a mark lost or torn by
+	 * a crash only costs a rebuild (the checksum finds it torn). */
+	ok = write(fd, buf, MARK_SIZE) == (ssize_t)MARK_SIZE;
+	close(fd);
+	ok = ok && rename(tmp, file) == 0;
+	if (!ok)
+		unlink(tmp);
+out:
+	free(buf);
+	free(tmp);
+	free(file);
+}
+
+/* Build the index from the records, and the digests with it. */
+static int index_rebuild(kvs_store *s)
+{
+	struct aae_log log = {0};
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = KVS_OK, mrc;
+
 	mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
 	if (mrc != MDB_SUCCESS)
 		return map_mdb_error(mrc);
-	mrc = mdb_stat(txn, s->kv, &kst);
-	if (mrc == MDB_SUCCESS)
-		mrc = mdb_stat(txn, s->aae, &ast);
-	mdb_txn_abort(txn);
-	if (mrc != MDB_SUCCESS)
-		return map_mdb_error(mrc);
-	if (kst.ms_entries != ast.ms_entries) {
-		unsigned char last[1024];
-		size_t last_len = 0;
-		int done = 0;
+	mrc = mdb_cursor_open(txn, s->kv, &cur);
+	if (mrc == MDB_SUCCESS) {
+		mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+		while (mrc == MDB_SUCCESS && rc == KVS_OK) {
+			kvs_record rec;
 
-		if (s->max_key > sizeof(last))
-			return KVS_EINVAL;
-		mrc = mdb_txn_begin(s->env, NULL, 0, &txn);
+			if (decode_record(&v, &rec) == KVS_OK) {
+				uint64_t hash = kvs_ring_hash(k.mv_data,
+				                              k.mv_size);
+
+				if (log_change(&log, hash, k.mv_data,
+				               k.mv_size, &rec.stamp, rec.flags,
+				               0) != MDB_SUCCESS)
+					rc = KVS_ENOMEM;
+				seg_xor(s, KVS__AAE_SEGMENT_OF(hash),
+				        kvs__record_hash(k.mv_data, k.mv_size,
+				                         &rec.stamp, rec.flags),
+				        (rec.flags & KVS_RECORD_TOMBSTONE) ? 1
+				                                           : 0);
+			}
+			if (rc == KVS_OK && log.n >= 10 * INDEX_TXN_CHANGES) {
+				rc = index_apply(s, &log);
+				log_clear(&log);
+			}
+			mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+		}
+		mdb_cursor_close(cur);
+	}
+	mdb_txn_abort(txn);
+	if (rc == KVS_OK && mrc != MDB_NOTFOUND)
+		rc = map_mdb_error(mrc);
+	if (rc == KVS_OK)
+		rc = index_apply(s, &log);
+	free(log.buf);
+	return rc;
+}
+
+/* Open the index: reuse it after a clean close that matches the records,
+ * rebuild it otherwise; then start the indexer. */
+static int index_open(kvs_store *s)
+{
+	unsigned flags = MDB_NOSUBDIR | MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD;
+	char *file = path_in(s->path, INDEX_FILE);
+	char *lock = path_in(s->path, INDEX_FILE "-lock");
+	uint64_t entries, hlc;
+	int clean, mrc, rc = KVS_OK;
+
+	s->seg = calloc(KVS__AAE_SEGMENTS, sizeof(*s->seg));
+	s->seg_tombs = calloc(KVS__AAE_SEGMENTS, sizeof(*s->seg_tombs));
+	if (file == NULL || lock == NULL || s->seg == NULL ||
+	    s->seg_tombs == NULL) {
+		rc = KVS_ENOMEM;
+		goto out;
+	}
+	mrc = records_state(s, &entries, &hlc);
+	if (mrc != MDB_SUCCESS) {
+		rc = map_mdb_error(mrc);
+		goto out;
+	}
+	clean = take_mark(s, entries, hlc);
+	if (!clean) {
+		/* Perhaps torn by a crash: never read it. */
+		if ((unlink(file) != 0 && errno != ENOENT) ||
+		    (unlink(lock) != 0 && errno != ENOENT)) {
+			rc = KVS_ESYS;
+			goto out;
+		}
+	}
+	mrc = mdb_env_create(&s->ienv);
+	if (mrc == MDB_SUCCESS)
+		mrc = mdb_env_set_mapsize(s->ienv, INDEX_INITIAL_MAP);
+	if (mrc == MDB_SUCCESS)
+		mrc = mdb_env_open(s->ienv, file, flags, 0600);
+	if (mrc == MDB_SUCCESS) {
+		MDB_envinfo info;
+		MDB_txn *txn;
+
+		mdb_env_info(s->ienv, &info);
+		s->imap_size = info.me_mapsize;
+		mrc = mdb_txn_begin(s->ienv, NULL, 0, &txn);
 		if (mrc == MDB_SUCCESS)
-			mrc = mdb_drop(txn, s->aae, 0);
+			mrc = mdb_dbi_open(txn, NULL, 0, &s->aae);
+		if (mrc == MDB_SUCCESS && clean) {
+			MDB_stat st;
+
+			/* A mark that matches an index it does not describe
+			 * (files copied apart): start over. */
+			mrc = mdb_stat(txn, s->aae, &st);
+			if (mrc == MDB_SUCCESS && st.ms_entries != entries) {
+				clean = 0;
+				mrc = mdb_drop(txn, s->aae, 0);
+			}
+		}
 		if (mrc == MDB_SUCCESS)
 			mrc = mdb_txn_commit(txn);
 		else
 			mdb_txn_abort(txn);
-		while (mrc == MDB_SUCCESS && !done) {
-			struct batch_delta d = {0};
-			unsigned n = 0;
-
-			mrc = mdb_txn_begin(s->env, NULL, 0, &txn);
-			if (mrc != MDB_SUCCESS)
-				break;
-			mrc = mdb_cursor_open(txn, s->kv, &cur);
-			if (mrc == MDB_SUCCESS) {
-				k.mv_size = last_len;
-				k.mv_data = last;
-				mrc = mdb_cursor_get(cur, &k, &v,
-				                     last_len ? MDB_SET_RANGE
-				                              : MDB_FIRST);
-				if (mrc == MDB_SUCCESS && last_len &&
-				    k.mv_size == last_len &&
-				    memcmp(k.mv_data, last, last_len) == 0)
-					mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-				while (mrc == MDB_SUCCESS && n < 10000) {
-					kvs_record rec;
-
-					if (decode_record(&v, &rec) == KVS_OK) {
-						mrc = aae_write(s, txn, &d, k.mv_data,
-						                k.mv_size, NULL,
-						                &rec.stamp, rec.flags);
-						if (mrc != MDB_SUCCESS)
-							break;
-					}
-					memcpy(last, k.mv_data, k.mv_size);
-					last_len = k.mv_size;
-					n++;
-					mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-				}
-				mdb_cursor_close(cur);
-			}
-			free(d.segs);
-			if (mrc == MDB_NOTFOUND) {
-				done = 1;
-				mrc = MDB_SUCCESS;
-			}
-			if (mrc == MDB_SUCCESS)
-				mrc = mdb_txn_commit(txn);
-			else
-				mdb_txn_abort(txn);
-		}
-		if (mrc != MDB_SUCCESS)
-			return map_mdb_error(mrc);
 	}
-	/* The digests, from the index. */
-	return walk(s, s->aae, NULL, 0, visit_digest, s);
+	if (mrc != MDB_SUCCESS) {
+		rc = map_mdb_error(mrc);
+		goto out;
+	}
+	if (!clean) {
+		memset((void *)s->seg, 0, KVS__AAE_SEGMENTS * sizeof(*s->seg));
+		memset((void *)s->seg_tombs, 0,
+		       KVS__AAE_SEGMENTS * sizeof(*s->seg_tombs));
+		rc = index_rebuild(s);
+		if (rc != KVS_OK)
+			goto out;
+	}
+	if (pthread_create(&s->indexer, NULL, indexer_main, s) != 0)
+		rc = KVS_ESYS;
+	else
+		s->indexer_running = 1;
+out:
+	free(file);
+	free(lock);
+	return rc;
 }
 
-static int meta_put_u64(kvs_store *s, MDB_txn *txn, const char *name,
-                        uint64_t value)
+/* Stop the indexer once it has applied everything; after a clean run,
+ * sync the index and mark it clean. Called after the writer stopped. */
+static void index_close(kvs_store *s)
 {
-	unsigned char buf[8];
-	MDB_val k = {strlen(name), (void *)name}, v = {sizeof(buf), buf};
+	if (s->indexer_running) {
+		struct aae_log spare = {0};
 
-	kvs__put_le64(buf, value);
-	return mdb_put(txn, s->meta, &k, &v, 0);
+		pthread_mutex_lock(&s->imu);
+		s->iclosing = 1;
+		pthread_cond_signal(&s->icv);
+		pthread_mutex_unlock(&s->imu);
+		pthread_join(s->indexer, NULL);
+		s->indexer_running = 0;
+		index_drain(s, &spare);
+		free(spare.buf);
+		if (!s->ibroken && mdb_env_sync(s->ienv, 1) == MDB_SUCCESS)
+			put_mark(s);
+	}
+	if (s->ienv != NULL)
+		mdb_env_close(s->ienv);
+	s->ienv = NULL;
+	free(s->ilog.buf);
+	s->ilog.buf = NULL;
 }
 
-static int meta_get_u64(kvs_store *s, MDB_txn *txn, const char *name,
-                        uint64_t *value)
-{
-	MDB_val k = {strlen(name), (void *)name}, v;
-	int rc = mdb_get(txn, s->meta, &k, &v);
-
-	if (rc != MDB_SUCCESS)
-		return rc;
-	if (v.mv_size != 8)
-		return MDB_CORRUPTED;
-	*value = kvs__get_le64(v.mv_data);
-	return MDB_SUCCESS;
-}
 
 /*
  * Apply one operation inside the batch's transaction. Returns an LMDB error
@@ -833,7 +1445,7 @@ static int apply_op(kvs_store *s, MDB_txn *txn, struct write_op *op,
 			return MDB_SUCCESS;
 		mrc = mdb_del(txn, s->kv, &k, NULL);
 		if (mrc == MDB_SUCCESS)
-			mrc = aae_remove(s, txn, d, op->key, op->key_len, &old);
+			mrc = aae_remove(d, op->key, op->key_len, &old);
 		if (mrc != MDB_SUCCESS)
 			return mrc;
 		d->tombstones -= 1;
@@ -909,7 +1521,7 @@ static int apply_op(kvs_store *s, MDB_txn *txn, struct write_op *op,
 	encode_header(v.mv_data, &op->stamp, new_flags);
 	if (value_len > 0)
 		memcpy((unsigned char *)v.mv_data + HDR_SIZE, value, value_len);
-	mrc = aae_write(s, txn, d, op->key, op->key_len, exists ? &old : NULL,
+	mrc = aae_write(d, op->key, op->key_len, exists ? &old : NULL,
 	                &op->stamp, new_flags);
 	if (mrc != MDB_SUCCESS)
 		return mrc;
@@ -932,6 +1544,7 @@ static int run_batch(kvs_store *s, struct write_op *batch,
 
 	d->keys = d->tombstones = 0;
 	d->n_segs = 0;
+	log_clear(&d->log);
 	mrc = mdb_txn_begin(s->env, NULL, 0, &txn);
 	if (mrc != MDB_SUCCESS)
 		return mrc;
@@ -1120,6 +1733,7 @@ static void *writer_main(void *arg)
 			for (size_t i = 0; i < d.n_segs; i++)
 				seg_xor(s, d.segs[i].seg, d.segs[i].x,
 				        d.segs[i].tombs);
+			index_post(s, &d.log);
 			atomic_fetch_add(&s->keys, (uint64_t)d.keys);
 			atomic_fetch_add(&s->tombstones,
 			                 (uint64_t)d.tombstones);
@@ -1138,6 +1752,7 @@ static void *writer_main(void *arg)
 	}
 	pthread_mutex_unlock(&s->mu);
 	free(d.segs);
+	free(d.log.buf);
 	return NULL;
 }
 
@@ -1525,8 +2140,16 @@ static int open_databases(kvs_store *s)
 	mrc = mdb_dbi_open(txn, "kv", MDB_CREATE, &s->kv);
 	if (mrc == MDB_SUCCESS)
 		mrc = mdb_dbi_open(txn, "hints", MDB_CREATE, &s->hints);
-	if (mrc == MDB_SUCCESS)
-		mrc = mdb_dbi_open(txn, "aae", MDB_CREATE, &s->aae);
+	if (mrc == MDB_SUCCESS) {
+		MDB_dbi old;
+
+		/* The index used to live here: it has its own file now. */
+		mrc = mdb_dbi_open(txn, "aae", 0, &old);
+		if (mrc == MDB_SUCCESS)
+			mrc = mdb_drop(txn, old, 1);
+		else if (mrc == MDB_NOTFOUND)
+			mrc = MDB_SUCCESS;
+	}
 	if (mrc == MDB_SUCCESS)
 		mrc = mdb_dbi_open(txn, NULL, 0, &s->meta);
 	if (mrc != MDB_SUCCESS)
@@ -1592,6 +2215,26 @@ static int lock_directory(kvs_store *s, const char *path)
 	return rc;
 }
 
+/* Free what kvs_store_open set up, once both environments are closed. */
+static void destroy(kvs_store *s)
+{
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
+	free(s->pool);
+	free(s->path);
+	free((void *)s->seg);
+	free((void *)s->seg_tombs);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mu);
+	pthread_mutex_destroy(&s->pool_mu);
+	pthread_rwlock_destroy(&s->map_lock);
+	pthread_cond_destroy(&s->icv);
+	pthread_mutex_destroy(&s->imu);
+	pthread_mutex_destroy(&s->iapply_mu);
+	pthread_rwlock_destroy(&s->imap_lock);
+	free(s);
+}
+
 int kvs_store_open(kvs_store **out, const char *path,
                    const kvs_store_options *opts)
 {
@@ -1633,11 +2276,20 @@ int kvs_store_open(kvs_store **out, const char *path,
 	pthread_rwlockattr_setkind_np(
 	        &rwattr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&s->map_lock, &rwattr);
+	pthread_rwlock_init(&s->imap_lock, &rwattr);
 	pthread_rwlockattr_destroy(&rwattr);
 	pthread_mutex_init(&s->pool_mu, NULL);
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
+	pthread_mutex_init(&s->imu, NULL);
+	pthread_cond_init(&s->icv, NULL);
+	pthread_mutex_init(&s->iapply_mu, NULL);
 	s->tail = &s->head;
+	s->path = strdup(path);
+	if (s->path == NULL) {
+		rc = KVS_ENOMEM;
+		goto fail;
+	}
 
 	if (mkdir(path, 0700) != 0 && errno != EEXIST) {
 		rc = errno == ENOENT || errno == ENOTDIR ? KVS_EINVAL : KVS_ESYS;
@@ -1678,7 +2330,7 @@ int kvs_store_open(kvs_store **out, const char *path,
 	s->max_key = (size_t)mdb_env_get_maxkeysize(s->env);
 	rc = open_databases(s);
 	if (rc == KVS_OK)
-		rc = aae_open(s);
+		rc = index_open(s);
 	if (rc != KVS_OK)
 		goto fail;
 	if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
@@ -1688,18 +2340,10 @@ int kvs_store_open(kvs_store **out, const char *path,
 	*out = s;
 	return KVS_OK;
 fail:
+	index_close(s);
 	if (s->env != NULL)
 		mdb_env_close(s->env);
-	if (s->lock_fd >= 0)
-		close(s->lock_fd);
-	free(s->pool);
-	free((void *)s->seg);
-	free((void *)s->seg_tombs);
-	pthread_cond_destroy(&s->cv);
-	pthread_mutex_destroy(&s->mu);
-	pthread_mutex_destroy(&s->pool_mu);
-	pthread_rwlock_destroy(&s->map_lock);
-	free(s);
+	destroy(s);
 	return rc;
 }
 
@@ -1715,16 +2359,9 @@ void kvs_store_close(kvs_store *s)
 	for (unsigned i = 0; i < s->pool_len; i++)
 		mdb_txn_abort(s->pool[i]);
 	mdb_env_sync(s->env, 1);
+	index_close(s);
 	mdb_env_close(s->env);
-	close(s->lock_fd);
-	free(s->pool);
-	free((void *)s->seg);
-	free((void *)s->seg_tombs);
-	pthread_cond_destroy(&s->cv);
-	pthread_mutex_destroy(&s->mu);
-	pthread_mutex_destroy(&s->pool_mu);
-	pthread_rwlock_destroy(&s->map_lock);
-	free(s);
+	destroy(s);
 }
 
 size_t kvs_store_max_key_size(const kvs_store *s)

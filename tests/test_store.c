@@ -5,9 +5,11 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <signal.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -350,12 +352,16 @@ static uint32_t seg_of(const char *key)
 	return KVS__AAE_SEGMENT_OF(kvs_ring_hash(key, strlen(key)));
 }
 
-/* Drop the anti-entropy index as a store from before it would lack it. */
+/* Close, and take away the mark of a clean close, as a crash would: the
+ * next open rebuilds the anti-entropy index from the records. */
 static void drop_index(void)
 {
+	char path[PATH_MAX + 16];
+
 	kvs_store_close(st);
 	st = NULL;
-	tu_lmdb_drop(dir, "aae");
+	snprintf(path, sizeof(path), "%s/aae.clean", dir);
+	ck_assert_int_eq(unlink(path), 0);
 	ck_assert_int_eq(kvs_store_open(&st, dir, NULL), KVS_OK);
 }
 
@@ -399,6 +405,142 @@ START_TEST(segment_digests_follow_writes)
 	memset(&l, 0, sizeof(l));
 	ck_assert_int_eq(kvs__store_segment_scan(st, sa, list_seg, &l), KVS_OK);
 	ck_assert_int_ge(l.n, 1);
+}
+END_TEST
+
+/* Every record is in the index, under its own version, and nothing else;
+ * every segment's digest is that of the records the index lists. */
+struct index_check {
+	kvs_store *s;
+	uint64_t x;
+	uint64_t n;
+};
+
+static int same_record(void *ud, const kvs_record *rec)
+{
+	const kvs_record *want = ud;
+
+	ck_assert_int_eq(kvs_stamp_cmp(&rec->stamp, &want->stamp), 0);
+	ck_assert_uint_eq(rec->flags, want->flags);
+	return 0;
+}
+
+static int check_entry(void *ud, const void *key, size_t key_len,
+                       const kvs_stamp *stamp, unsigned flags)
+{
+	struct index_check *c = ud;
+	kvs_record want = {0};
+
+	want.stamp = *stamp;
+	want.flags = flags;
+	ck_assert_int_eq(kvs_store_read(c->s, key, key_len,
+	                                KVS_READ_TOMBSTONES, same_record,
+	                                &want),
+	                 KVS_OK);
+	c->x ^= kvs__record_hash(key, key_len, stamp, flags);
+	c->n++;
+	return 0;
+}
+
+static void expect_index_matches_records(void)
+{
+	struct index_check c = {st, 0, 0};
+	kvs_store_stats ss;
+
+	for (uint32_t seg = 0; seg < KVS__AAE_SEGMENTS; seg++) {
+		c.x = 0;
+		ck_assert_int_eq(kvs__store_segment_scan(st, seg, check_entry,
+		                                         &c),
+		                 KVS_OK);
+		ck_assert_uint_eq(c.x, kvs__store_segment_digest(st, seg));
+	}
+	ck_assert_int_eq(kvs_store_stat(st, &ss), KVS_OK);
+	ck_assert_uint_eq(c.n, ss.keys + ss.tombstones);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+	char buf[65536];
+	ssize_t n;
+	int in = open(from, O_RDONLY), out;
+
+	ck_assert_int_ge(in, 0);
+	out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	ck_assert_int_ge(out, 0);
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		ck_assert_int_eq(write(out, buf, (size_t)n), n);
+	ck_assert_int_eq(n, 0);
+	close(in);
+	close(out);
+}
+
+/* The index is derived data: an index older than the records (files put
+ * back from before later writes), a torn one, or a missing one is rebuilt
+ * at open, and a clean one is used as it is. */
+START_TEST(index_rebuilt_unless_clean)
+{
+	char a[PATH_MAX + 32], b[PATH_MAX + 32], c[PATH_MAX + 32],
+	        d[PATH_MAX + 32];
+	char key[32];
+	int fd;
+
+	for (int i = 0; i < 3000; i++) {
+		snprintf(key, sizeof(key), "key-%d", i);
+		ck_assert_int_eq(kvs_store_put(st, key, strlen(key), "v", 1,
+		                               NULL, NULL),
+		                 KVS_OK);
+	}
+	ck_assert_int_eq(kvs_store_delete(st, "key-7", 5, NULL, NULL), KVS_OK);
+	kvs_store_close(st);
+	st = NULL;
+	snprintf(a, sizeof(a), "%s/aae.mdb", dir);
+	snprintf(b, sizeof(b), "%s/aae.clean", dir);
+	snprintf(c, sizeof(c), "%s/aae.mdb.old", dir);
+	snprintf(d, sizeof(d), "%s/aae.clean.old", dir);
+	copy_file(a, c);
+	copy_file(b, d);
+
+	/* Clean: used, and the mark is gone once open. */
+	ck_assert_int_eq(kvs_store_open(&st, dir, NULL), KVS_OK);
+	ck_assert_int_ne(access(b, F_OK), 0);
+	expect_index_matches_records();
+	for (int i = 0; i < 3000; i += 7) {
+		snprintf(key, sizeof(key), "key-%d", i);
+		ck_assert_int_eq(kvs_store_put(st, key, strlen(key), "w", 1,
+		                               NULL, NULL),
+		                 KVS_OK);
+	}
+	ck_assert_int_eq(kvs_store_delete(st, "key-8", 5, NULL, NULL), KVS_OK);
+	expect_index_matches_records();
+
+	/* Older than the records (as many of them: only versions differ). */
+	kvs_store_close(st);
+	st = NULL;
+	copy_file(c, a);
+	copy_file(d, b);
+	ck_assert_int_eq(kvs_store_open(&st, dir, NULL), KVS_OK);
+	expect_index_matches_records();
+
+	/* Torn. */
+	kvs_store_close(st);
+	st = NULL;
+	ck_assert_int_eq(unlink(b), 0);
+	fd = open(a, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	for (int i = 0; i < 64; i++)
+		ck_assert_int_eq(write(fd, "garbage!", 8), 8);
+	close(fd);
+	ck_assert_int_eq(kvs_store_open(&st, dir, NULL), KVS_OK);
+	expect_index_matches_records();
+
+	/* Missing. */
+	kvs_store_close(st);
+	st = NULL;
+	ck_assert_int_eq(unlink(a), 0);
+	ck_assert_int_eq(kvs_store_open(&st, dir, NULL), KVS_OK);
+	expect_index_matches_records();
+	expect_value("key-7", "w", 1);
+	expect_absent("key-8");
 }
 END_TEST
 
@@ -849,6 +991,8 @@ START_TEST(acknowledged_writes_survive_sigkill)
 	ck_assert(WIFSIGNALED(status));
 	ck_assert_int_eq(WTERMSIG(status), SIGKILL);
 	ck_assert_int_eq(kvs_store_open(&st, dir, NULL), KVS_OK);
+	/* The index lost its last windows with the process: rebuilt. */
+	expect_index_matches_records();
 	for (long i = 0; i < acked && i < max_keys; i++) {
 		size_t n = strlen(keys[i]);
 
@@ -898,6 +1042,7 @@ int main(void)
 	tcase_add_test(tc, backup_is_a_consistent_copy);
 	tcase_add_test(tc, acknowledged_writes_survive_sigkill);
 	tcase_add_test(tc, segment_digests_follow_writes);
+	tcase_add_test(tc, index_rebuilt_unless_clean);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -262,7 +262,9 @@ KVS_API int kvs_store_stat(kvs_store *s, kvs_store_stats *st);
 
 /**
  * Write a consistent, compacted copy of the store into directory path
- * (which must exist and be empty) while the store stays in use.
+ * (which must exist and be empty) while the store stays in use. The copy
+ * holds the records only: a store opened from it rebuilds its
+ * anti-entropy index at open (one pass over the records).
  *
  * @return KVS_OK, KVS_EIO, KVS_EINVAL.
  */
