@@ -19,9 +19,8 @@
  *
  * With nothing to repair a pass costs each peer one small message per
  * step 1 (a few hundred bytes per run) and reading 65,536 digests.
- * Segments that straddle a boundary between ranges with different owners
- * keep differing (each side has keys the other does not own) and are
- * compared key by key at every pass; they are few.
+ * The segments are placement's slots (KVS_RING_SLOT_OF), so every key of
+ * a segment has the same owners.
  */
 #include <stdlib.h>
 #include <string.h>

@@ -423,6 +423,13 @@ static int load_shard(struct ctx *x, const kvs__toml_value *t,
 	return KVS_OK;
 }
 
+static int shard_idx_cmp(const void *a, const void *b)
+{
+	const kvs_shard_config *x = a, *y = b;
+
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
 static int load_shards(struct ctx *x, const kvs__toml_keyval *kv)
 {
 	const kvs__toml_value *arr = kv->value;
@@ -476,6 +483,8 @@ static int load_shards(struct ctx *x, const kvs__toml_keyval *kv)
 				            sh->address, o->name, o->line);
 		}
 	}
+	/* The join order of placement (docs/ring.md). */
+	qsort(cfg->shards, cfg->n_shards, sizeof(*cfg->shards), shard_idx_cmp);
 	return KVS_OK;
 }
 

@@ -1,56 +1,48 @@
 /*
- * ring.c - consistent hashing with virtual nodes and weights.
+ * ring.c - placement: 65,536 slots, each owned by one member, assigned in
+ * join order with exact quotas.
  *
- * The circle is the 64-bit unsigned integers. Member m with weight w places
- * P(m) = round(vnodes * w) points (at least 1 when w > 0; none when w = 0).
- * Point i of member "name" sits at XXH3-64 (seed 0) of the ASCII bytes
- * "name:i", i written in decimal without leading zeros. Points are sorted by
- * (position, name bytes, i), a total order that depends only on the
- * members' names and weights, never on the order they were listed in, so
- * every process given the same topology computes the same owners.
+ * The hash space is cut in KVS_RING_SLOTS slots by the top 16 bits of a
+ * key's XXH3-64 (seed 0) hash (the anti-entropy segments are the same
+ * slots). Members are given in join order. Each member's quota of slots
+ * follows its weight (largest remainder, in integer arithmetic on the
+ * weight in thousandths). The first member with a weight owns every slot;
+ * each later one takes its quota from those that then hold more than
+ * theirs: donor d gives the slots it holds with the highest score
+ * XXH3-64("<new member's name>:<slot>"), ties to the lower slot. A
+ * member with weight 0 owns no slot.
  *
- * A key sits at XXH3-64 (seed 0) of its bytes. Its owners are found by
- * walking the sorted points from the first point at or after the key's
- * position (wrapping past the end to the first point) and collecting
- * members not yet collected, until N are found or every member with points
- * has been seen.
+ * A key's owners are the owner of its slot, then the owners of the next
+ * slots (wrapping past the last), each member once, until N are found or
+ * every member that owns slots has been seen.
  *
- * Why this way: each member owns ~P(m)/total of the circle, so load follows
- * weight, and the variance shrinks as vnodes grows (docs/ring.md has the
- * figures). Adding a member only takes positions from others (keys move
- * only to the new member); point i of a member never moves when its weight
- * changes, so raising a weight only adds points. Lookups are a binary search
- * over a flat array of positions (cache friendly) plus a short walk.
+ * Why this way: every member holds its quota to within a slot or two (the
+ * rounding of the largest remainder method can leave a donor one slot
+ * over), so load follows weight to a fraction of a percent at any size
+ * (hashed points on a circle leave the busiest of 64 shards 26% over the
+ * mean); a member that joins takes exactly its quota and nothing else
+ * moves; scores spread the slots it takes over the whole space, so its
+ * replicas' neighbours are spread too. The price: placement depends on
+ * the join order, and removing a member or changing a weight replays the
+ * joins (docs/ring.md has the rule, vectors and the measured movement).
  *
  * The ring does no I/O and holds no locks: it is immutable once built.
  */
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 
 #include "kvshard/ring.h"
 
-/* Upper bound on all points of a ring: 16M points use 192 MiB. */
-#define MAX_POINTS ((size_t)1 << 24)
-/* "name:i" fits in name + ':' + 10 digits. */
-#define POINT_LABEL_EXTRA 12
-
-struct point {
-	uint64_t pos;
-	const char *name; /* the member's, for ties */
-	uint32_t member;
-	uint32_t index;
-};
+/* "name:slot" fits in name + ':' + 5 digits + NUL. */
+#define SLOT_LABEL_EXTRA 8
 
 struct kvs_ring {
 	size_t n_members;
 	char **names;
-	size_t n_points;
-	uint64_t *pos;     /* sorted positions, for the binary search */
-	uint32_t *owner;   /* member of each point */
-	size_t with_points; /* members owning at least one point */
+	uint32_t *slot;     /* owner of each slot */
+	size_t with_slots; /* members owning at least one slot */
 };
 
 uint64_t kvs_ring_hash(const void *key, size_t key_len)
@@ -58,27 +50,78 @@ uint64_t kvs_ring_hash(const void *key, size_t key_len)
 	return XXH3_64bits(key, key_len);
 }
 
-static int point_cmp(const void *a, const void *b)
+/* A weight in thousandths, the unit quotas are computed in. */
+static uint64_t weight_units(double w)
 {
-	const struct point *p = a, *q = b;
-	int c;
-
-	if (p->pos != q->pos)
-		return p->pos < q->pos ? -1 : 1;
-	c = strcmp(p->name, q->name);
-	if (c != 0)
-		return c;
-	return p->index < q->index ? -1 : p->index > q->index;
+	return w <= 0.0 ? 0 : (uint64_t)llround(w * 1000.0);
 }
 
-static size_t points_for(double weight, unsigned vnodes)
+/* Quotas of members[0..n) (units u) by largest remainder: q[i] slots. */
+static void quotas(const uint64_t *u, size_t n, uint32_t *q, uint64_t *rem)
 {
-	long long n;
+	uint64_t total = 0, given = 0;
 
-	if (weight <= 0.0)
-		return 0;
-	n = llround((double)vnodes * weight);
-	return n < 1 ? 1 : (size_t)n;
+	for (size_t i = 0; i < n; i++)
+		total += u[i];
+	for (size_t i = 0; i < n; i++) {
+		q[i] = (uint32_t)((uint64_t)KVS_RING_SLOTS * u[i] / total);
+		rem[i] = (uint64_t)KVS_RING_SLOTS * u[i] % total;
+		given += q[i];
+	}
+	/* The slots left go one each to the largest remainders (ties: the
+	 * earlier member). */
+	while (given < KVS_RING_SLOTS) {
+		size_t best = n;
+
+		for (size_t i = 0; i < n; i++)
+			if (u[i] > 0 && (best == n || rem[i] > rem[best]))
+				best = i;
+		q[best]++;
+		rem[best] = 0;
+		given++;
+	}
+}
+
+struct scored {
+	uint64_t score;
+	uint32_t slot;
+};
+
+/* Whether a comes before b: higher score, then lower slot. */
+static int before(const struct scored *a, const struct scored *b)
+{
+	return a->score != b->score ? a->score > b->score : a->slot < b->slot;
+}
+
+/* Put the k first (by before()) of v[0..n) in v[0..k), in any order. */
+static void select_first(struct scored *v, size_t n, size_t k)
+{
+	size_t lo = 0, hi = n;
+
+	while (hi - lo > 1 && k > lo && k < hi) {
+		/* The lower middle: the partition always shrinks. */
+		struct scored pivot = v[lo + (hi - lo - 1) / 2], t;
+		size_t i = lo, j = hi - 1;
+
+		/* Hoare partition around pivot. */
+		for (;;) {
+			while (before(&v[i], &pivot))
+				i++;
+			while (before(&pivot, &v[j]))
+				j--;
+			if (i >= j)
+				break;
+			t = v[i];
+			v[i] = v[j];
+			v[j] = t;
+			i++;
+			j--;
+		}
+		if (k <= j)
+			hi = j + 1;
+		else
+			lo = j + 1;
+	}
 }
 
 void kvs_ring_free(kvs_ring *r)
@@ -88,17 +131,15 @@ void kvs_ring_free(kvs_ring *r)
 	for (size_t i = 0; i < r->n_members; i++)
 		free(r->names[i]);
 	free(r->names);
-	free(r->pos);
-	free(r->owner);
+	free(r->slot);
 	free(r);
 }
 
-static int check_members(const kvs_ring_member *members, size_t n,
-                         unsigned vnodes, size_t *total)
+static int check_members(const kvs_ring_member *members, size_t n)
 {
-	*total = 0;
-	if (members == NULL || n == 0 || n > KVS_RING_MAX_MEMBERS ||
-	    vnodes > KVS_RING_MAX_VNODES)
+	int any = 0;
+
+	if (members == NULL || n == 0 || n > KVS_RING_MAX_MEMBERS)
 		return KVS_EINVAL;
 	for (size_t i = 0; i < n; i++) {
 		double w = members[i].weight;
@@ -109,28 +150,88 @@ static int check_members(const kvs_ring_member *members, size_t n,
 		for (size_t j = 0; j < i; j++)
 			if (strcmp(members[i].name, members[j].name) == 0)
 				return KVS_EINVAL;
-		*total += points_for(w, vnodes);
-		if (*total > MAX_POINTS)
-			return KVS_EINVAL;
+		any |= weight_units(w) > 0;
 	}
-	return *total == 0 ? KVS_EINVAL : KVS_OK;
+	return any ? KVS_OK : KVS_EINVAL;
+}
+
+/* Write v in decimal without leading zeros at p; returns its length. */
+static size_t decimal(char *p, uint32_t v)
+{
+	char t[10];
+	size_t n = 0;
+
+	do {
+		t[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	for (size_t i = 0; i < n; i++)
+		p[i] = t[n - 1 - i];
+	return n;
+}
+
+/* Member j joins: the members before it give up what they hold over
+ * their new quotas. held[i]: slots member i holds. */
+static int join(kvs_ring *r, const kvs_ring_member *members,
+                const uint64_t *u, size_t j, uint32_t *held, uint32_t *q,
+                uint64_t *rem, struct scored *buf, uint32_t *start)
+{
+	size_t prefix = strlen(members[j].name) + 1;
+	char *label = malloc(prefix + SLOT_LABEL_EXTRA);
+	uint32_t *fill;
+
+	if (label == NULL)
+		return KVS_ENOMEM;
+	memcpy(label, members[j].name, prefix - 1);
+	label[prefix - 1] = ':';
+	quotas(u, j + 1, q, rem);
+	/* Group the slots by holder, in slot order, scored for j. */
+	start[0] = 0;
+	for (size_t i = 0; i < j; i++)
+		start[i + 1] = start[i] + held[i];
+	fill = q + j + 1; /* scratch: next free place of each holder */
+	for (size_t i = 0; i < j; i++)
+		fill[i] = start[i];
+	for (uint32_t s = 0; s < KVS_RING_SLOTS; s++) {
+		uint32_t h = r->slot[s];
+		size_t len = prefix + decimal(label + prefix, s);
+
+		buf[fill[h]].score = XXH3_64bits(label, len);
+		buf[fill[h]].slot = s;
+		fill[h]++;
+	}
+	free(label);
+	for (size_t i = 0; i < j; i++) {
+		size_t give;
+
+		if (held[i] <= q[i])
+			continue;
+		give = held[i] - q[i];
+		select_first(buf + start[i], held[i], give);
+		for (size_t k = 0; k < give; k++)
+			r->slot[buf[start[i] + k].slot] = (uint32_t)j;
+		held[i] -= (uint32_t)give;
+		held[j] += (uint32_t)give;
+	}
+	return KVS_OK;
 }
 
 int kvs_ring_new(kvs_ring **out, const kvs_ring_member *members, size_t n,
                  unsigned vnodes)
 {
 	kvs_ring *r;
-	struct point *pts = NULL;
-	char *label = NULL;
-	size_t total, k = 0;
+	uint64_t *u = NULL, *rem = NULL;
+	uint32_t *held = NULL, *q = NULL, *start = NULL;
+	struct scored *buf = NULL;
+	size_t first = n;
 	int rc;
 
 	if (out == NULL)
 		return KVS_EINVAL;
 	*out = NULL;
-	if (vnodes == 0)
-		vnodes = KVS_RING_DEFAULT_VNODES;
-	rc = check_members(members, n, vnodes, &total);
+	if (vnodes > KVS_RING_MAX_VNODES) /* unused; checked as it was */
+		return KVS_EINVAL;
+	rc = check_members(members, n);
 	if (rc != KVS_OK)
 		return rc;
 	r = calloc(1, sizeof(*r));
@@ -138,87 +239,68 @@ int kvs_ring_new(kvs_ring **out, const kvs_ring_member *members, size_t n,
 		return KVS_ENOMEM;
 	rc = KVS_ENOMEM;
 	r->names = calloc(n, sizeof(*r->names));
-	if (r->names == NULL)
+	r->slot = malloc(KVS_RING_SLOTS * sizeof(*r->slot));
+	u = calloc(n, sizeof(*u));
+	rem = calloc(n, sizeof(*rem));
+	held = calloc(n, sizeof(*held));
+	q = calloc(2 * n + 1, sizeof(*q));
+	start = calloc(n + 1, sizeof(*start));
+	buf = malloc(KVS_RING_SLOTS * sizeof(*buf));
+	if (r->names == NULL || r->slot == NULL || u == NULL || rem == NULL ||
+	    held == NULL || q == NULL || start == NULL || buf == NULL)
 		goto fail;
 	r->n_members = n;
 	for (size_t i = 0; i < n; i++) {
 		r->names[i] = strdup(members[i].name);
 		if (r->names[i] == NULL)
 			goto fail;
-	}
-	pts = malloc(total * sizeof(*pts));
-	r->pos = malloc(total * sizeof(*r->pos));
-	r->owner = malloc(total * sizeof(*r->owner));
-	if (pts == NULL || r->pos == NULL || r->owner == NULL)
-		goto fail;
-	for (size_t i = 0; i < n; i++) {
-		size_t np = points_for(members[i].weight, vnodes);
-		size_t cap = strlen(members[i].name) + POINT_LABEL_EXTRA;
-
-		if (np > 0)
-			r->with_points++;
-		free(label);
-		label = malloc(cap);
-		if (label == NULL)
-			goto fail;
-		for (size_t j = 0; j < np; j++) {
-			int len = snprintf(label, cap, "%s:%zu", members[i].name,
-			                   j);
-
-			pts[k].pos = XXH3_64bits(label, (size_t)len);
-			pts[k].name = r->names[i];
-			pts[k].member = (uint32_t)i;
-			pts[k].index = (uint32_t)j;
-			k++;
+		u[i] = weight_units(members[i].weight);
+		if (u[i] > 0) {
+			r->with_slots++;
+			if (first == n)
+				first = i;
 		}
 	}
-	qsort(pts, total, sizeof(*pts), point_cmp);
-	for (size_t i = 0; i < total; i++) {
-		r->pos[i] = pts[i].pos;
-		r->owner[i] = pts[i].member;
+	for (uint32_t s = 0; s < KVS_RING_SLOTS; s++)
+		r->slot[s] = (uint32_t)first;
+	held[first] = KVS_RING_SLOTS;
+	for (size_t j = first + 1; j < n; j++) {
+		if (u[j] == 0)
+			continue;
+		rc = join(r, members, u, j, held, q, rem, buf, start);
+		if (rc != KVS_OK)
+			goto fail;
 	}
-	r->n_points = total;
-	free(pts);
-	free(label);
+	rc = KVS_OK;
 	*out = r;
-	return KVS_OK;
+	r = NULL;
 fail:
-	free(pts);
-	free(label);
+	free(u);
+	free(rem);
+	free(held);
+	free(q);
+	free(start);
+	free(buf);
 	kvs_ring_free(r);
 	return rc;
-}
-
-/* Index of the first point at or after pos, wrapping to 0. */
-static size_t first_point(const kvs_ring *r, uint64_t pos)
-{
-	size_t lo = 0, hi = r->n_points;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (r->pos[mid] < pos)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo == r->n_points ? 0 : lo;
 }
 
 size_t kvs_ring_owners_at(const kvs_ring *r, uint64_t hash, size_t *owners,
                           size_t max)
 {
-	size_t want, found = 0, i;
+	size_t want, found = 0;
+	uint32_t s;
 
 	if (r == NULL || owners == NULL || max == 0)
 		return 0;
-	want = max < r->with_points ? max : r->with_points;
+	want = max < r->with_slots ? max : r->with_slots;
 	if (want > KVS_RING_MAX_OWNERS)
 		want = KVS_RING_MAX_OWNERS;
-	i = first_point(r, hash);
-	/* Every member with points is met within one turn of the circle. */
-	for (size_t steps = 0; found < want && steps < r->n_points; steps++) {
-		uint32_t m = r->owner[i];
+	s = KVS_RING_SLOT_OF(hash);
+	/* Every member with slots is met within one turn. */
+	for (uint32_t steps = 0; found < want && steps < KVS_RING_SLOTS;
+	     steps++) {
+		uint32_t m = r->slot[s];
 		size_t j;
 
 		for (j = 0; j < found; j++)
@@ -226,8 +308,7 @@ size_t kvs_ring_owners_at(const kvs_ring *r, uint64_t hash, size_t *owners,
 				break;
 		if (j == found)
 			owners[found++] = m;
-		if (++i == r->n_points)
-			i = 0;
+		s = (s + 1) % KVS_RING_SLOTS;
 	}
 	return found;
 }
@@ -247,7 +328,18 @@ size_t kvs_ring_members(const kvs_ring *r)
 
 size_t kvs_ring_points(const kvs_ring *r)
 {
-	return r != NULL ? r->n_points : 0;
+	return r != NULL ? KVS_RING_SLOTS : 0;
+}
+
+size_t kvs_ring_slots_of(const kvs_ring *r, size_t member)
+{
+	size_t n = 0;
+
+	if (r == NULL || member >= r->n_members)
+		return 0;
+	for (uint32_t s = 0; s < KVS_RING_SLOTS; s++)
+		n += r->slot[s] == member;
+	return n;
 }
 
 const char *kvs_ring_member_name(const kvs_ring *r, size_t i)

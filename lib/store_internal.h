@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "hlc.h"
+#include "kvshard/ring.h"
 #include "kvshard/store.h"
 
 /* Most versions one condition may list (HTTP If-Match: "a", "b", ...). */
@@ -66,8 +67,8 @@ void kvs__store_set_wall(kvs_store *s, kvs__wall_fn wall, void *ud);
  * too), kept up to date by every write, and its records' versions can be
  * listed without a scan of the store.
  */
-#define KVS__AAE_SEGMENTS 65536u
-#define KVS__AAE_SEGMENT_OF(hash) ((uint32_t)((uint64_t)(hash) >> 48))
+#define KVS__AAE_SEGMENTS KVS_RING_SLOTS /* the segments are the slots */
+#define KVS__AAE_SEGMENT_OF(hash) KVS_RING_SLOT_OF(hash)
 
 uint64_t kvs__record_hash(const void *key, size_t key_len,
                           const kvs_stamp *stamp, unsigned flags);

@@ -173,6 +173,27 @@ START_TEST(every_option)
 }
 END_TEST
 
+/* Shards come back in ascending idx, the join order of placement,
+ * whatever their order in the file. */
+START_TEST(shards_in_idx_order)
+{
+	kvs_config *cfg = parse_ok("[[shards]]\nname = \"c\"\nidx = 7\n"
+	                           "address = \"localhost:3\"\n"
+	                           "[[shards]]\nname = \"a\"\nidx = 2\n"
+	                           "address = \"localhost:1\"\n"
+	                           "[[shards]]\nname = \"b\"\nidx = 5\n"
+	                           "address = \"localhost:2\"\n");
+
+	ck_assert_uint_eq(kvs_config_shard_count(cfg), 3);
+	ck_assert_str_eq(kvs_config_shard(cfg, 0)->name, "a");
+	ck_assert_str_eq(kvs_config_shard(cfg, 1)->name, "b");
+	ck_assert_str_eq(kvs_config_shard(cfg, 2)->name, "c");
+	ck_assert_uint_eq(kvs_config_shard(cfg, 2)->idx, 7);
+	ck_assert_str_eq(kvs_config_shard(cfg, 2)->address, "localhost:3");
+	kvs_config_free(cfg);
+}
+END_TEST
+
 START_TEST(replication_is_capped)
 {
 	kvs_config *cfg = parse_ok("[cluster]\nreplication = 5\n"
@@ -333,6 +354,7 @@ int main(void)
 	tcase_add_test(tc, repo_config_file_loads);
 	tcase_add_test(tc, every_option);
 	tcase_add_test(tc, replication_is_capped);
+	tcase_add_test(tc, shards_in_idx_order);
 	tcase_add_test(tc, errors_point_at_the_mistake);
 	tcase_add_test(tc, syntax_errors_have_positions);
 	tcase_add_test(tc, load_from_file);

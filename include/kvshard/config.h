@@ -149,8 +149,8 @@ KVS_API const kvs_cluster_config *kvs_config_cluster(const kvs_config *cfg);
 KVS_API size_t kvs_config_shard_count(const kvs_config *cfg);
 
 /**
- * Shard i in the order of the file (borrowed, valid until kvs_config_free),
- * or NULL if i is out of range.
+ * Shard i in ascending idx, the ring's join order (borrowed, valid until
+ * kvs_config_free), or NULL if i is out of range.
  */
 KVS_API const kvs_shard_config *kvs_config_shard(const kvs_config *cfg,
                                                  size_t i);

@@ -1,12 +1,13 @@
 /*
- * kvshard/ring.h - consistent hashing: which shards own a key.
+ * kvshard/ring.h - placement: which shards own a key.
  *
  * The placement rule is a specification (docs/ring.md, with test vectors):
- * every shard contributes round(vnodes * weight) points on a 64-bit circle,
- * point i of shard "name" sitting at XXH3-64 of the bytes "name:i"; a key
- * sits at XXH3-64 of its bytes; its owners are the first N distinct shards
- * met walking clockwise (towards larger values, wrapping at 2^64) from the
- * key, starting at the first point >= the key's hash.
+ * a key's XXH3-64 hash falls in one of KVS_RING_SLOTS slots (its top 16
+ * bits); each slot is owned by one shard, the shards' shares following
+ * their weights exactly (to a slot or two), assigned in join order so that
+ * a shard that joins takes its share and nothing else moves; a key's
+ * owners are its slot's owner, then the owners of the following slots
+ * (wrapping), each shard once, until N are found.
  *
  * Threads: a ring is immutable once built; any number of threads may read
  * it at once. kvs_ring_free() only after every reader is done.
@@ -24,6 +25,10 @@ extern "C" {
 
 typedef struct kvs_ring kvs_ring;
 
+/* The slots of the hash space, and a hash's slot. */
+#define KVS_RING_SLOTS 65536u
+#define KVS_RING_SLOT_OF(hash) ((uint32_t)((uint64_t)(hash) >> 48))
+/* vnodes is accepted for older configurations and no longer used. */
 #define KVS_RING_DEFAULT_VNODES 256u
 #define KVS_RING_MAX_VNODES 65536u
 #define KVS_RING_MAX_MEMBERS 4096u
@@ -39,16 +44,16 @@ typedef struct kvs_ring_member {
 /**
  * Build a ring.
  *
- * The result depends only on the set of (name, weight) pairs and vnodes,
- * not on the order of members; positions returned by lookups are indexes
- * into members as given here.
+ * The result depends on the members' names, weights and order: members
+ * are given in join order (kvshard uses ascending shard idx), and every
+ * process given the same list computes the same owners. Positions
+ * returned by lookups are indexes into members as given here.
  *
  * @param out     receives the ring (free with kvs_ring_free); NULL on error.
- * @param members n members, 1 <= n <= KVS_RING_MAX_MEMBERS.
- * @param vnodes  points per unit of weight, 1..KVS_RING_MAX_VNODES; 0 means
- *                KVS_RING_DEFAULT_VNODES.
+ * @param members n members, 1 <= n <= KVS_RING_MAX_MEMBERS, in join order.
+ * @param vnodes  ignored (0..KVS_RING_MAX_VNODES, for older callers).
  * @return KVS_OK; KVS_EINVAL (empty or duplicate name, weight out of range,
- *         no member with points, bad counts), KVS_ENOMEM.
+ *         no member with a weight, bad counts), KVS_ENOMEM.
  */
 KVS_API int kvs_ring_new(kvs_ring **out, const kvs_ring_member *members,
                          size_t n, unsigned vnodes);
@@ -68,7 +73,7 @@ KVS_API uint64_t kvs_ring_hash(const void *key, size_t key_len);
  *               members given to kvs_ring_new).
  * @param max    how many owners wanted (N); at most KVS_RING_MAX_OWNERS
  *               are computed.
- * @return how many were written: min(max, members with points,
+ * @return how many were written: min(max, members with a weight,
  *         KVS_RING_MAX_OWNERS).
  */
 KVS_API size_t kvs_ring_owners(const kvs_ring *r, const void *key,
@@ -81,8 +86,11 @@ KVS_API size_t kvs_ring_owners_at(const kvs_ring *r, uint64_t hash,
 /** Number of members. */
 KVS_API size_t kvs_ring_members(const kvs_ring *r);
 
-/** Number of points on the circle. */
+/** Number of slots (KVS_RING_SLOTS; once the number of points). */
 KVS_API size_t kvs_ring_points(const kvs_ring *r);
+
+/** Number of slots member i owns (its share is that / KVS_RING_SLOTS). */
+KVS_API size_t kvs_ring_slots_of(const kvs_ring *r, size_t member);
 
 /**
  * Name of member i (borrowed, valid until kvs_ring_free), or NULL if i is
