@@ -48,7 +48,7 @@ static uint64_t table_digest(const kvs_ring *r)
 	return kvs_ring_hash(t, sizeof(t));
 }
 
-static char numbered_names[128][16];
+static char numbered_names[128][32];
 
 /* shard-1 ... shard-n, weight 1, in that join order. */
 static kvs_ring *numbered(size_t n)
