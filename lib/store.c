@@ -127,6 +127,7 @@ struct kvs_store {
 	pthread_mutex_t imu;
 	pthread_cond_t icv; /* to the indexer: a log, closing */
 	struct aae_log ilog;  /* committed changes not yet indexed */
+	size_t ilog_max;      /* INDEX_LOG_MAX, or a test's */
 	uint64_t ilogged;     /* batches handed to the indexer */
 	uint64_t iapplied;    /* of those, in the index */
 	int iclosing;
@@ -965,7 +966,7 @@ static void index_post(kvs_store *s, struct aae_log *log)
 	if (log->n == 0)
 		return;
 	pthread_mutex_lock(&s->imu);
-	if (!s->ibroken && s->ilog.len >= INDEX_LOG_MAX) {
+	if (!s->ibroken && s->ilog.len >= s->ilog_max) {
 		struct aae_log spare = {0};
 
 		pthread_mutex_unlock(&s->imu);
@@ -1047,6 +1048,13 @@ static void *indexer_main(void *arg)
 	pthread_mutex_unlock(&s->imu);
 	free(spare.buf);
 	return NULL;
+}
+
+void kvs__store_set_index_log_max(kvs_store *s, size_t bytes)
+{
+	pthread_mutex_lock(&s->imu);
+	s->ilog_max = bytes;
+	pthread_mutex_unlock(&s->imu);
 }
 
 /* Make every change committed so far part of the index. */
@@ -2285,6 +2293,7 @@ int kvs_store_open(kvs_store **out, const char *path,
 	pthread_cond_init(&s->icv, NULL);
 	pthread_mutex_init(&s->iapply_mu, NULL);
 	s->tail = &s->head;
+	s->ilog_max = INDEX_LOG_MAX;
 	s->path = strdup(path);
 	if (s->path == NULL) {
 		rc = KVS_ENOMEM;

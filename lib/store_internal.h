@@ -73,6 +73,12 @@ void kvs__store_set_wall(kvs_store *s, kvs__wall_fn wall, void *ud);
 uint64_t kvs__record_hash(const void *key, size_t key_len,
                           const kvs_stamp *stamp, unsigned flags);
 
+/**
+ * Past how many bytes of changes waiting for the index the writer applies
+ * them itself (default 64 MiB; tests lower it to run that path).
+ */
+void kvs__store_set_index_log_max(kvs_store *s, size_t bytes);
+
 /** The digest of segment seg (as of the last commit). */
 uint64_t kvs__store_segment_digest(kvs_store *s, uint32_t seg);
 

@@ -544,6 +544,55 @@ START_TEST(index_rebuilt_unless_clean)
 }
 END_TEST
 
+struct index_writer {
+	kvs_store *s;
+	int id;
+};
+
+static void *index_writer_main(void *arg)
+{
+	struct index_writer *w = arg;
+	char key[32];
+
+	for (int i = 0; i < 500; i++) {
+		int n = snprintf(key, sizeof(key), "w%d-%d", w->id, i % 300);
+
+		if (i % 7 == 6) {
+			int rc = kvs_store_delete(w->s, key, (size_t)n, NULL,
+			                          NULL);
+
+			ck_assert(rc == KVS_OK || rc == KVS_NOTFOUND);
+		} else
+			ck_assert_int_eq(kvs_store_put(w->s, key, (size_t)n,
+			                               "v", 1, NULL, NULL),
+			                 KVS_OK);
+	}
+	return NULL;
+}
+
+/* With the limit at one byte the writer applies the index itself after
+ * every batch, racing the indexer: the index still ends up exact. */
+START_TEST(index_applied_by_the_writer_past_its_limit)
+{
+	pthread_t th[8];
+	struct index_writer w[8];
+
+	kvs__store_set_index_log_max(st, 1);
+	for (int i = 0; i < 8; i++) {
+		w[i].s = st;
+		w[i].id = i;
+		ck_assert_int_eq(pthread_create(&th[i], NULL, index_writer_main,
+		                                &w[i]),
+		                 0);
+	}
+	for (int i = 0; i < 8; i++)
+		ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+	expect_index_matches_records();
+	reopen(NULL);
+	expect_index_matches_records();
+}
+END_TEST
+
 START_TEST(reopen_keeps_data_and_clock)
 {
 	kvs_stamp before, after;
@@ -1043,6 +1092,7 @@ int main(void)
 	tcase_add_test(tc, acknowledged_writes_survive_sigkill);
 	tcase_add_test(tc, segment_digests_follow_writes);
 	tcase_add_test(tc, index_rebuilt_unless_clean);
+	tcase_add_test(tc, index_applied_by_the_writer_past_its_limit);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
