@@ -1166,7 +1166,8 @@ static int records_state(kvs_store *s, uint64_t *entries, uint64_t *hlc)
 }
 
 /* Read and remove (durably) the mark of the last close; 1 if it was there
- * and matches the records, with the digests loaded. */
+ * and matches the records, with the digests loaded; -1 if it could not be
+ * removed (it must not outlive this open). */
 static int take_mark(kvs_store *s, uint64_t entries, uint64_t hlc)
 {
 	char *file = path_in(s->path, INDEX_CLEAN_FILE);
@@ -1189,9 +1190,9 @@ static int take_mark(kvs_store *s, uint64_t entries, uint64_t hlc)
 		}
 		close(fd);
 		if (unlink(file) != 0 || sync_dir(s->path) != 0)
-			ok = 0; /* must not be found again after a crash */
+			ok = -1; /* must not be found again after a crash */
 	}
-	if (ok) {
+	if (ok == 1) {
 		const unsigned char *p = buf + sizeof(m);
 
 		for (uint32_t i = 0; i < KVS__AAE_SEGMENTS; i++) {
@@ -1299,11 +1300,50 @@ static int index_rebuild(kvs_store *s)
 	return rc;
 }
 
+/* Open the index's environment (after a clean close: check it holds an
+ * entry per record, or empty it and clear *clean). */
+static int index_env_open(kvs_store *s, const char *file, uint64_t entries,
+                          int *clean)
+{
+	unsigned flags = MDB_NOSUBDIR | MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD;
+	MDB_envinfo info;
+	MDB_txn *txn;
+	int mrc;
+
+	mrc = mdb_env_create(&s->ienv);
+	if (mrc == MDB_SUCCESS)
+		mrc = mdb_env_set_mapsize(s->ienv, INDEX_INITIAL_MAP);
+	if (mrc == MDB_SUCCESS)
+		mrc = mdb_env_open(s->ienv, file, flags, 0600);
+	if (mrc != MDB_SUCCESS)
+		return mrc;
+	mdb_env_info(s->ienv, &info);
+	s->imap_size = info.me_mapsize;
+	mrc = mdb_txn_begin(s->ienv, NULL, 0, &txn);
+	if (mrc != MDB_SUCCESS)
+		return mrc;
+	mrc = mdb_dbi_open(txn, NULL, 0, &s->aae);
+	if (mrc == MDB_SUCCESS && *clean) {
+		MDB_stat st;
+
+		/* A mark that matches an index it does not describe (files
+		 * copied apart): start over. */
+		mrc = mdb_stat(txn, s->aae, &st);
+		if (mrc == MDB_SUCCESS && st.ms_entries != entries) {
+			*clean = 0;
+			mrc = mdb_drop(txn, s->aae, 0);
+		}
+	}
+	if (mrc == MDB_SUCCESS)
+		return mdb_txn_commit(txn);
+	mdb_txn_abort(txn);
+	return mrc;
+}
+
 /* Open the index: reuse it after a clean close that matches the records,
  * rebuild it otherwise; then start the indexer. */
 static int index_open(kvs_store *s)
 {
-	unsigned flags = MDB_NOSUBDIR | MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD;
 	char *file = path_in(s->path, INDEX_FILE);
 	char *lock = path_in(s->path, INDEX_FILE "-lock");
 	uint64_t entries, hlc;
@@ -1322,43 +1362,24 @@ static int index_open(kvs_store *s)
 		goto out;
 	}
 	clean = take_mark(s, entries, hlc);
-	if (!clean) {
-		/* Perhaps torn by a crash: never read it. */
-		if ((unlink(file) != 0 && errno != ENOENT) ||
-		    (unlink(lock) != 0 && errno != ENOENT)) {
-			rc = KVS_ESYS;
+	if (clean < 0) {
+		rc = KVS_ESYS;
+		goto out;
+	}
+	for (int again = clean;; again = 0) {
+		if (!clean &&
+		    ((unlink(file) != 0 && errno != ENOENT) ||
+		     (unlink(lock) != 0 && errno != ENOENT))) {
+			rc = KVS_ESYS; /* perhaps torn by a crash: never read */
 			goto out;
 		}
-	}
-	mrc = mdb_env_create(&s->ienv);
-	if (mrc == MDB_SUCCESS)
-		mrc = mdb_env_set_mapsize(s->ienv, INDEX_INITIAL_MAP);
-	if (mrc == MDB_SUCCESS)
-		mrc = mdb_env_open(s->ienv, file, flags, 0600);
-	if (mrc == MDB_SUCCESS) {
-		MDB_envinfo info;
-		MDB_txn *txn;
-
-		mdb_env_info(s->ienv, &info);
-		s->imap_size = info.me_mapsize;
-		mrc = mdb_txn_begin(s->ienv, NULL, 0, &txn);
-		if (mrc == MDB_SUCCESS)
-			mrc = mdb_dbi_open(txn, NULL, 0, &s->aae);
-		if (mrc == MDB_SUCCESS && clean) {
-			MDB_stat st;
-
-			/* A mark that matches an index it does not describe
-			 * (files copied apart): start over. */
-			mrc = mdb_stat(txn, s->aae, &st);
-			if (mrc == MDB_SUCCESS && st.ms_entries != entries) {
-				clean = 0;
-				mrc = mdb_drop(txn, s->aae, 0);
-			}
-		}
-		if (mrc == MDB_SUCCESS)
-			mrc = mdb_txn_commit(txn);
-		else
-			mdb_txn_abort(txn);
+		mrc = index_env_open(s, file, entries, &clean);
+		if (mrc == MDB_SUCCESS || !again)
+			break;
+		/* Marked clean, yet LMDB refuses it: start over. */
+		mdb_env_close(s->ienv);
+		s->ienv = NULL;
+		clean = 0;
 	}
 	if (mrc != MDB_SUCCESS) {
 		rc = map_mdb_error(mrc);

@@ -521,6 +521,18 @@ START_TEST(index_rebuilt_unless_clean)
 	ck_assert_int_eq(kvs_store_open(&st, dir, NULL), KVS_OK);
 	expect_index_matches_records();
 
+	/* Marked clean, yet unreadable. */
+	kvs_store_close(st);
+	st = NULL;
+	ck_assert_int_eq(access(b, F_OK), 0);
+	fd = open(a, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	for (int i = 0; i < 2048; i++)
+		ck_assert_int_eq(write(fd, "garbage!", 8), 8);
+	close(fd);
+	ck_assert_int_eq(kvs_store_open(&st, dir, NULL), KVS_OK);
+	expect_index_matches_records();
+
 	/* Torn. */
 	kvs_store_close(st);
 	st = NULL;
