@@ -44,6 +44,8 @@ unsigned kvs__http_status(int rc)
 		return 405;
 	case KVS_ELENGTH:
 		return 411;
+	case KVS_ESTATIC:
+		return 409;
 	case KVS_ECONFLICT:
 	case KVS_EEXISTS:
 		return 412;

@@ -57,6 +57,8 @@
 #define KVS_PATH_SCAN "/v1/kv"
 #define KVS_PATH_BATCH "/v1/batch"
 #define KVS_PATH_CLUSTER "/v1/cluster"
+#define KVS_PATH_CLUSTER_SHARDS "/v1/cluster/shards"
+#define KVS_PATH_REBALANCE "/v1/cluster/rebalance"
 #define KVS_PATH_STATUS "/v1/status"
 #define KVS_PATH_HEALTH "/health"
 #define KVS_PATH_METRICS "/metrics"

@@ -27,12 +27,9 @@
 
 static enum method parse_method(const char *m)
 {
-	static const enum method all[] = {M_GET, M_HEAD, M_PUT, M_POST,
-	                                  M_DELETE};
-
-	for (size_t i = 0; i < KVS_ARRAY_SIZE(all); i++)
-		if (strcmp(m, method_name(all[i])) == 0)
-			return all[i];
+	for (size_t i = 0; i < KVS_ARRAY_SIZE(known_methods); i++)
+		if (strcmp(m, method_name(known_methods[i])) == 0)
+			return known_methods[i];
 	return M_OTHER;
 }
 

@@ -45,6 +45,20 @@ static void no_peer_endpoint(struct req *r)
 
 #define READS (M_GET | M_HEAD)
 
+const enum method known_methods[6] = {M_GET,  M_HEAD,   M_PUT,
+                                      M_POST, M_DELETE, M_PATCH};
+
+/* Shards added, removed or reweighted, and data moved, at runtime: this
+ * version's topology is the file's. */
+static void static_topology(struct req *r)
+{
+	reply_error(r, KVS_ESTATIC,
+	            "this cluster's shards are those of its configuration "
+	            "file: change the file and restart every node (runtime "
+	            "changes through a coordination service are not "
+	            "available in this version)");
+}
+
 static const struct endpoint endpoints[] = {
 	{KVS_PATH_KEY, 1, EP_KV, READS | M_PUT | M_DELETE, M_PUT | M_DELETE,
 	 ROLE_READ, BODY_VALUE, kv_args, handle_kv},
@@ -60,6 +74,12 @@ static const struct endpoint endpoints[] = {
 	 batch_args, handle_batch},
 	{KVS_PATH_CLUSTER, 0, EP_CLUSTER, READS, 0, ROLE_READ, BODY_SMALL, NULL,
 	 handle_cluster},
+	/* Before KVS_PATH_CLUSTER's exact match: the admin calls. */
+	{KVS_PATH_CLUSTER_SHARDS, 1, EP_CLUSTER, M_POST | M_PATCH | M_DELETE,
+	 M_POST | M_PATCH | M_DELETE, ROLE_WRITE, BODY_SMALL, NULL,
+	 static_topology},
+	{KVS_PATH_REBALANCE, 1, EP_CLUSTER, READS | M_POST, M_POST, ROLE_WRITE,
+	 BODY_SMALL, NULL, static_topology},
 	{KVS_PATH_STATUS, 0, EP_STATUS, READS, 0, ROLE_READ, BODY_SMALL, NULL,
 	 handle_status},
 	/* For load balancers and probes: no credentials. */
@@ -122,6 +142,8 @@ const char *method_name(enum method m)
 		return "POST";
 	case M_DELETE:
 		return "DELETE";
+	case M_PATCH:
+		return "PATCH";
 	default:
 		return "?";
 	}
@@ -183,15 +205,13 @@ static int authorized(struct req *r)
 
 static void not_allowed(struct req *r)
 {
-	static const enum method all[] = {M_GET, M_HEAD, M_PUT, M_POST,
-	                                  M_DELETE};
 	char allow[64] = "";
 
-	for (size_t i = 0; i < KVS_ARRAY_SIZE(all); i++)
-		if (r->ep->methods & all[i]) {
+	for (size_t i = 0; i < KVS_ARRAY_SIZE(known_methods); i++)
+		if (r->ep->methods & known_methods[i]) {
 			if (allow[0] != '\0')
 				strcat(allow, ", ");
-			strcat(allow, method_name(all[i]));
+			strcat(allow, method_name(known_methods[i]));
 		}
 	reply_error(r, KVS_EMETHOD, "allowed methods: %s", allow);
 	reply_header(r, "Allow", allow);

@@ -74,8 +74,12 @@ enum method {
 	M_PUT = 1 << 2,
 	M_POST = 1 << 3,
 	M_DELETE = 1 << 4,
-	M_OTHER = 1 << 5
+	M_PATCH = 1 << 5,
+	M_OTHER = 1 << 6
 };
+
+/* Every method above but M_OTHER, for parsing and Allow headers. */
+extern const enum method known_methods[6];
 
 /* Who is asking, in increasing power. */
 enum role { ROLE_NONE, ROLE_READ, ROLE_WRITE, ROLE_PEER };

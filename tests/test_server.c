@@ -307,6 +307,51 @@ START_TEST(if_match_follows_the_rfc)
 END_TEST
 
 /*
+ * The runtime admin calls exist and say, with 409 static_topology, that
+ * this cluster's shards are its file's; the cluster keeps serving.
+ */
+START_TEST(admin_calls_answer_static_topology)
+{
+	static const struct {
+		const char *method, *path, *body;
+	} calls[] = {
+		{"POST", "/v1/cluster/shards",
+		 "{\"name\":\"s9\",\"address\":\"127.0.0.1:1\"}"},
+		{"DELETE", "/v1/cluster/shards/shard-1", NULL},
+		{"PATCH", "/v1/cluster/shards/shard-1", "{\"weight\":2}"},
+		{"GET", "/v1/cluster/rebalance", NULL},
+		{"POST", "/v1/cluster/rebalance/pause", NULL},
+		{"POST", "/v1/cluster/rebalance/resume", NULL},
+		{"POST", "/v1/cluster/rebalance/cancel", NULL},
+	};
+	struct tc_resp r;
+
+	tc_start(&C, 2, NULL);
+	for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
+		const char *b = calls[i].body;
+
+		ck_assert_int_eq(tc_http(calls[i].method,
+		                         url(i % 2, "%s", calls[i].path), b,
+		                         b != NULL ? strlen(b) : 0, NULL, &r),
+		                 0);
+		expect_error(&r, 409, "static_topology");
+		ck_assert_msg(strstr(r.body, "configuration file") != NULL,
+		              "%s", r.body);
+		tc_resp_free(&r);
+	}
+	/* Methods they do not take: 405 with an Allow header. */
+	ck_assert_int_eq(tc_http("PUT", url(0, "/v1/cluster/shards/shard-1%s", ""),
+	                         "x", 1, NULL, &r),
+	                 0);
+	expect_error(&r, 405, "method_not_allowed");
+	tc_resp_free(&r);
+	r = tc_get(url(1, "/v1/cluster%s", ""), 200);
+	ck_assert_ptr_nonnull(strstr(r.body, "\"shard-2\""));
+	tc_resp_free(&r);
+}
+END_TEST
+
+/*
  * Query arguments a endpoint does not take are refused, never silently
  * ignored: a client asking for ?ttl= must learn there is no such thing.
  */
@@ -1005,6 +1050,7 @@ int main(void)
 	tcase_add_test(tc, errors_are_json);
 	tcase_add_test(tc, if_match_follows_the_rfc);
 	tcase_add_test(tc, unknown_query_arguments_are_refused);
+	tcase_add_test(tc, admin_calls_answer_static_topology);
 	tcase_add_test(tc, batch_strings_with_nul_are_refused);
 	tcase_add_test(tc, dead_owner_gives_503_quickly);
 	tcase_add_test(tc, black_hole_peer_does_not_stall_others);

@@ -99,7 +99,9 @@ KVS_API unsigned kvs_version_hex(void);
 	X(KVS_EBADBATCH, -37, "bad_batch", "malformed batch")                   \
 	X(KVS_ETOOMANY, -38, "too_many_ops", "too many operations in one batch") \
 	X(KVS_ECLOCK, -39, "clock_skew",                                       \
-	  "version too far ahead of this node's clock")
+	  "version too far ahead of this node's clock")                       \
+	X(KVS_ESTATIC, -40, "static_topology",                                 \
+	  "the topology is fixed by the configuration file")
 
 #define KVS__ERROR_ENUM(name, value, code, text) name = (value),
 /** Result codes; see KVS_ERROR_LIST. */
