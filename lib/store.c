@@ -571,6 +571,24 @@ static size_t aae_key(const kvs_store *s, unsigned char *buf, uint64_t hash,
 	return AAE_HASH + n;
 }
 
+/* Room for need more bytes in log; returns an errno code. */
+static int log_reserve(struct aae_log *log, size_t need)
+{
+	size_t cap = log->cap ? 2 * log->cap : 4096;
+	unsigned char *b;
+
+	if (log->len + need <= log->cap)
+		return 0;
+	while (cap < log->len + need)
+		cap *= 2;
+	b = realloc(log->buf, cap);
+	if (b == NULL)
+		return ENOMEM;
+	log->buf = b;
+	log->cap = cap;
+	return 0;
+}
+
 /* Append one change to log; returns an errno code. */
 static int log_change(struct aae_log *log, uint64_t hash, const void *key,
                       size_t key_len, const kvs_stamp *stamp,
@@ -581,18 +599,8 @@ static int log_change(struct aae_log *log, uint64_t hash, const void *key,
 
 	if (key_len > UINT16_MAX)
 		return MDB_BAD_VALSIZE;
-	if (log->len + need > log->cap) {
-		size_t cap = log->cap ? 2 * log->cap : 4096;
-		unsigned char *b;
-
-		while (cap < log->len + need)
-			cap *= 2;
-		b = realloc(log->buf, cap);
-		if (b == NULL)
-			return ENOMEM;
-		log->buf = b;
-		log->cap = cap;
-	}
+	if (log_reserve(log, need) != 0)
+		return ENOMEM;
 	memset(&c, 0, sizeof(c));
 	c.hash = hash;
 	c.hlc = stamp->hlc;
@@ -849,22 +857,29 @@ static int index_one(kvs_store *s, MDB_txn *txn, const unsigned char *p)
 	return MDB_SUCCESS;
 }
 
-/* Grow the index's map; returns an LMDB/errno code. */
-static int index_grow(kvs_store *s)
+/*
+ * Grow env's map (*size bytes now) to hold need more bytes, doubling, up
+ * to opts.max_map_size; lock is the rwlock its readers hold shared (see
+ * "Map growth" at the top). Returns an LMDB/errno code.
+ */
+static int grow_env(kvs_store *s, MDB_env *env, pthread_rwlock_t *lock,
+                    size_t *size, size_t need)
 {
-	size_t next = s->imap_size * 2;
+	size_t next = *size * 2;
 	int mrc;
 
+	while (next < *size + need)
+		next *= 2;
 	if (s->opts.max_map_size != 0 && next > s->opts.max_map_size) {
-		if (s->imap_size >= s->opts.max_map_size)
+		if (*size >= s->opts.max_map_size)
 			return MDB_MAP_FULL;
 		next = s->opts.max_map_size;
 	}
-	pthread_rwlock_wrlock(&s->imap_lock);
-	mrc = mdb_env_set_mapsize(s->ienv, next);
-	pthread_rwlock_unlock(&s->imap_lock);
+	pthread_rwlock_wrlock(lock);
+	mrc = mdb_env_set_mapsize(env, next);
+	pthread_rwlock_unlock(lock);
 	if (mrc == MDB_SUCCESS)
-		s->imap_size = next;
+		*size = next;
 	return mrc;
 }
 
@@ -905,7 +920,8 @@ static int index_apply(kvs_store *s, const struct aae_log *log)
 			mdb_txn_abort(txn);
 		}
 		if (mrc == MDB_MAP_FULL) {
-			mrc = index_grow(s);
+			mrc = grow_env(s, s->ienv, &s->imap_lock,
+			               &s->imap_size, 0);
 			if (mrc != MDB_SUCCESS)
 				break;
 			continue; /* this transaction again */
@@ -985,19 +1001,9 @@ static void index_post(kvs_store *s, struct aae_log *log)
 	} else {
 		struct aae_log *to = &s->ilog;
 
-		if (to->len + log->len > to->cap) {
-			size_t cap = 2 * to->cap;
-			unsigned char *b;
-
-			while (cap < to->len + log->len)
-				cap *= 2;
-			b = realloc(to->buf, cap);
-			if (b == NULL) {
-				s->ibroken = 1;
-				goto out;
-			}
-			to->buf = b;
-			to->cap = cap;
+		if (log_reserve(to, log->len) != 0) {
+			s->ibroken = 1;
+			goto out;
 		}
 		memcpy(to->buf + to->len, log->buf, log->len);
 		to->len += log->len;
@@ -1601,23 +1607,10 @@ fail:
 /* Grow the map after MDB_MAP_FULL; returns an LMDB/errno code. */
 static int grow_map(kvs_store *s, size_t need)
 {
-	size_t next = s->map_size * 2;
-	int mrc;
+	int mrc = grow_env(s, s->env, &s->map_lock, &s->map_size, need);
 
-	while (next < s->map_size + need)
-		next *= 2;
-	if (s->opts.max_map_size != 0 && next > s->opts.max_map_size) {
-		if (s->map_size >= s->opts.max_map_size)
-			return MDB_MAP_FULL;
-		next = s->opts.max_map_size;
-	}
-	pthread_rwlock_wrlock(&s->map_lock);
-	mrc = mdb_env_set_mapsize(s->env, next);
-	pthread_rwlock_unlock(&s->map_lock);
-	if (mrc == MDB_SUCCESS) {
-		s->map_size = next;
+	if (mrc == MDB_SUCCESS)
 		atomic_fetch_add(&s->grows, 1);
-	}
 	return mrc;
 }
 
@@ -2228,13 +2221,11 @@ fail_rc:
 
 static int lock_directory(kvs_store *s, const char *path)
 {
-	size_t n = strlen(path) + sizeof(LOCK_FILE) + 2;
-	char *file = malloc(n);
+	char *file = path_in(path, LOCK_FILE);
 	int rc = KVS_OK;
 
 	if (file == NULL)
 		return KVS_ENOMEM;
-	snprintf(file, n, "%s/%s", path, LOCK_FILE);
 	s->lock_fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (s->lock_fd < 0)
 		rc = KVS_ESYS;

@@ -474,6 +474,17 @@ static void copy_file(const char *from, const char *to)
 	close(out);
 }
 
+/* Overwrite the start of file path with 8 * n bytes of garbage. */
+static void scribble(const char *path, int n)
+{
+	int fd = open(path, O_WRONLY);
+
+	ck_assert_int_ge(fd, 0);
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(write(fd, "garbage!", 8), 8);
+	close(fd);
+}
+
 /* The index is derived data: an index older than the records (files put
  * back from before later writes), a torn one, or a missing one is rebuilt
  * at open, and a clean one is used as it is. */
@@ -482,7 +493,6 @@ START_TEST(index_rebuilt_unless_clean)
 	char a[PATH_MAX + 32], b[PATH_MAX + 32], c[PATH_MAX + 32],
 	        d[PATH_MAX + 32];
 	char key[32];
-	int fd;
 
 	for (int i = 0; i < 3000; i++) {
 		snprintf(key, sizeof(key), "key-%d", i);
@@ -525,11 +535,7 @@ START_TEST(index_rebuilt_unless_clean)
 	kvs_store_close(st);
 	st = NULL;
 	ck_assert_int_eq(access(b, F_OK), 0);
-	fd = open(a, O_WRONLY);
-	ck_assert_int_ge(fd, 0);
-	for (int i = 0; i < 2048; i++)
-		ck_assert_int_eq(write(fd, "garbage!", 8), 8);
-	close(fd);
+	scribble(a, 2048);
 	ck_assert_int_eq(kvs_store_open(&st, dir, NULL), KVS_OK);
 	expect_index_matches_records();
 
@@ -537,11 +543,7 @@ START_TEST(index_rebuilt_unless_clean)
 	kvs_store_close(st);
 	st = NULL;
 	ck_assert_int_eq(unlink(b), 0);
-	fd = open(a, O_WRONLY);
-	ck_assert_int_ge(fd, 0);
-	for (int i = 0; i < 64; i++)
-		ck_assert_int_eq(write(fd, "garbage!", 8), 8);
-	close(fd);
+	scribble(a, 64);
 	ck_assert_int_eq(kvs_store_open(&st, dir, NULL), KVS_OK);
 	expect_index_matches_records();
 
