@@ -155,19 +155,20 @@ static int check_members(const kvs_ring_member *members, size_t n)
 	return any ? KVS_OK : KVS_EINVAL;
 }
 
-/* Write v in decimal without leading zeros at p; returns its length. */
-static size_t decimal(char *p, uint32_t v)
+/* The decimal number in p[0..*n) plus one (no leading zeros either). */
+static void next_decimal(char *p, size_t *n)
 {
-	char t[10];
-	size_t n = 0;
+	size_t i = *n;
 
-	do {
-		t[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v != 0);
-	for (size_t i = 0; i < n; i++)
-		p[i] = t[n - 1 - i];
-	return n;
+	while (i > 0 && p[i - 1] == '9')
+		p[--i] = '0';
+	if (i > 0) {
+		p[i - 1]++;
+		return;
+	}
+	memmove(p + 1, p, *n); /* 9...9 became 0...0: one digit more */
+	p[0] = '1';
+	(*n)++;
 }
 
 /* Member j joins: the members before it give up what they hold over
@@ -176,7 +177,7 @@ static int join(kvs_ring *r, const kvs_ring_member *members,
                 const uint64_t *u, size_t j, uint32_t *held, uint32_t *q,
                 uint64_t *rem, struct scored *buf, uint32_t *start)
 {
-	size_t prefix = strlen(members[j].name) + 1;
+	size_t prefix = strlen(members[j].name) + 1, digits = 1;
 	char *label = malloc(prefix + SLOT_LABEL_EXTRA);
 	uint32_t *fill;
 
@@ -184,6 +185,7 @@ static int join(kvs_ring *r, const kvs_ring_member *members,
 		return KVS_ENOMEM;
 	memcpy(label, members[j].name, prefix - 1);
 	label[prefix - 1] = ':';
+	label[prefix] = '0'; /* slot 0; each slot's label follows the last */
 	quotas(u, j + 1, q, rem);
 	/* Group the slots by holder, in slot order, scored for j. */
 	start[0] = 0;
@@ -194,11 +196,11 @@ static int join(kvs_ring *r, const kvs_ring_member *members,
 		fill[i] = start[i];
 	for (uint32_t s = 0; s < KVS_RING_SLOTS; s++) {
 		uint32_t h = r->slot[s];
-		size_t len = prefix + decimal(label + prefix, s);
 
-		buf[fill[h]].score = XXH3_64bits(label, len);
+		buf[fill[h]].score = XXH3_64bits(label, prefix + digits);
 		buf[fill[h]].slot = s;
 		fill[h]++;
+		next_decimal(label + prefix, &digits);
 	}
 	free(label);
 	for (size_t i = 0; i < j; i++) {
