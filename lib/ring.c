@@ -8,9 +8,11 @@
  * follows its weight (largest remainder, in integer arithmetic on the
  * weight in thousandths). The first member with a weight owns every slot;
  * each later one takes its quota from those that then hold more than
- * theirs: donor d gives the slots it holds with the highest score
- * XXH3-64("<new member's name>:<slot>"), ties to the lower slot. A
- * member with weight 0 owns no slot.
+ * theirs: donor d gives the slots it holds with the highest score, ties
+ * to the lower slot. Slot s's score for the new member is output s + 1
+ * of SplitMix64 seeded with the XXH3-64 of the member's name (a hash per
+ * slot would cost as much again as the rest of the build). A member with
+ * weight 0 owns no slot.
  *
  * A key's owners are the owner of its slot, then the owners of the next
  * slots (wrapping past the last), each member once, until N are found or
@@ -35,8 +37,8 @@
 
 #include "kvshard/ring.h"
 
-/* "name:slot" fits in name + ':' + 5 digits + NUL. */
-#define SLOT_LABEL_EXTRA 8
+/* SplitMix64 (Steele, Lea, Flood 2014): its state advances by GAMMA. */
+#define GAMMA 0x9e3779b97f4a7c15ull
 
 struct kvs_ring {
 	size_t n_members;
@@ -124,6 +126,41 @@ static void select_first(struct scored *v, size_t n, size_t k)
 	}
 }
 
+/* Give member `to` the k first (by before()) of the slots in v[0..n).
+ * Scores are uniform, so one pass on their top bits finds the bucket the
+ * k-th falls in: slots above it are given at once (without a branch: the
+ * comparison is not predictable), those in it are left for
+ * select_first(). v is reordered. */
+#define TOP_BITS 12
+static void give_first(kvs_ring *r, struct scored *v, size_t n, size_t k,
+                       uint32_t to)
+{
+	if (k < n) {
+		uint32_t cnt[1u << TOP_BITS] = {0};
+		unsigned b = (1u << TOP_BITS) - 1;
+		size_t above = 0, c = 0;
+
+		for (size_t x = 0; x < n; x++)
+			cnt[v[x].score >> (64 - TOP_BITS)]++;
+		while (above + cnt[b] < k) /* k < n: ends at some b >= 0 */
+			above += cnt[b--];
+		for (size_t x = 0; x < n; x++) {
+			struct scored e = v[x];
+			unsigned d = (unsigned)(e.score >> (64 - TOP_BITS));
+			uint32_t *o = &r->slot[e.slot];
+
+			*o = d > b ? to : *o;
+			v[c] = e; /* c <= x: compacts bucket b in place */
+			c += d == b;
+		}
+		k -= above;
+		n = c;
+		select_first(v, n, k);
+	}
+	for (size_t x = 0; x < k; x++)
+		r->slot[v[x].slot] = to;
+}
+
 void kvs_ring_free(kvs_ring *r)
 {
 	if (r == NULL)
@@ -155,37 +192,25 @@ static int check_members(const kvs_ring_member *members, size_t n)
 	return any ? KVS_OK : KVS_EINVAL;
 }
 
-/* The decimal number in p[0..*n) plus one (no leading zeros either). */
-static void next_decimal(char *p, size_t *n)
+/* Output s + 1 of SplitMix64 seeded with seed. */
+static uint64_t slot_score(uint64_t seed, uint32_t s)
 {
-	size_t i = *n;
+	uint64_t z = seed + ((uint64_t)s + 1) * GAMMA;
 
-	while (i > 0 && p[i - 1] == '9')
-		p[--i] = '0';
-	if (i > 0) {
-		p[i - 1]++;
-		return;
-	}
-	memmove(p + 1, p, *n); /* 9...9 became 0...0: one digit more */
-	p[0] = '1';
-	(*n)++;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
 }
 
 /* Member j joins: the members before it give up what they hold over
  * their new quotas. held[i]: slots member i holds. */
-static int join(kvs_ring *r, const kvs_ring_member *members,
-                const uint64_t *u, size_t j, uint32_t *held, uint32_t *q,
-                uint64_t *rem, struct scored *buf, uint32_t *start)
+static void join(kvs_ring *r, const kvs_ring_member *members,
+                 const uint64_t *u, size_t j, uint32_t *held, uint32_t *q,
+                 uint64_t *rem, struct scored *buf, uint32_t *start)
 {
-	size_t prefix = strlen(members[j].name) + 1, digits = 1;
-	char *label = malloc(prefix + SLOT_LABEL_EXTRA);
+	uint64_t seed = XXH3_64bits(members[j].name, strlen(members[j].name));
 	uint32_t *fill;
 
-	if (label == NULL)
-		return KVS_ENOMEM;
-	memcpy(label, members[j].name, prefix - 1);
-	label[prefix - 1] = ':';
-	label[prefix] = '0'; /* slot 0; each slot's label follows the last */
 	quotas(u, j + 1, q, rem);
 	/* Group the slots by holder, in slot order, scored for j. */
 	start[0] = 0;
@@ -197,25 +222,20 @@ static int join(kvs_ring *r, const kvs_ring_member *members,
 	for (uint32_t s = 0; s < KVS_RING_SLOTS; s++) {
 		uint32_t h = r->slot[s];
 
-		buf[fill[h]].score = XXH3_64bits(label, prefix + digits);
+		buf[fill[h]].score = slot_score(seed, s);
 		buf[fill[h]].slot = s;
 		fill[h]++;
-		next_decimal(label + prefix, &digits);
 	}
-	free(label);
 	for (size_t i = 0; i < j; i++) {
 		size_t give;
 
 		if (held[i] <= q[i])
 			continue;
 		give = held[i] - q[i];
-		select_first(buf + start[i], held[i], give);
-		for (size_t k = 0; k < give; k++)
-			r->slot[buf[start[i] + k].slot] = (uint32_t)j;
+		give_first(r, buf + start[i], held[i], give, (uint32_t)j);
 		held[i] -= (uint32_t)give;
 		held[j] += (uint32_t)give;
 	}
-	return KVS_OK;
 }
 
 int kvs_ring_new(kvs_ring **out, const kvs_ring_member *members, size_t n,
@@ -267,11 +287,8 @@ int kvs_ring_new(kvs_ring **out, const kvs_ring_member *members, size_t n,
 		r->slot[s] = (uint32_t)first;
 	held[first] = KVS_RING_SLOTS;
 	for (size_t j = first + 1; j < n; j++) {
-		if (u[j] == 0)
-			continue;
-		rc = join(r, members, u, j, held, q, rem, buf, start);
-		if (rc != KVS_OK)
-			goto fail;
+		if (u[j] > 0)
+			join(r, members, u, j, held, q, rem, buf, start);
 	}
 	rc = KVS_OK;
 	*out = r;

@@ -19,16 +19,16 @@ static const struct {
 	unsigned long long hash;
 	const char *owners[3];
 } vectors[] = {
-	{"mykey", 0xf4370c38de3ec954ull, {"shard-1", "shard-2", "shard-3"}},
-	{"a", 0xe6c632b61e964e1full, {"shard-2", "shard-3", "shard-1"}},
-	{"hello", 0x9555e8555c62dcfdull, {"shard-1", "shard-2", "shard-3"}},
-	{"user:1", 0x3b577afd7fed9501ull, {"shard-2", "shard-3", "shard-1"}},
-	{"user:2", 0x69a0366b760b5c02ull, {"shard-2", "shard-3", "shard-1"}},
-	{"user:42", 0x9fc1e605fa7174aaull, {"shard-1", "shard-2", "shard-3"}},
-	{"session/7f3a", 0x55c3a9caaf59026full, {"shard-1", "shard-2", "shard-3"}},
-	{"kvshard", 0x3889f96654e805fbull, {"shard-3", "shard-2", "shard-1"}},
+	{"mykey", 0xf4370c38de3ec954ull, {"shard-3", "shard-2", "shard-1"}},
+	{"a", 0xe6c632b61e964e1full, {"shard-2", "shard-1", "shard-3"}},
+	{"hello", 0x9555e8555c62dcfdull, {"shard-3", "shard-2", "shard-1"}},
+	{"user:1", 0x3b577afd7fed9501ull, {"shard-2", "shard-1", "shard-3"}},
+	{"user:2", 0x69a0366b760b5c02ull, {"shard-2", "shard-1", "shard-3"}},
+	{"user:42", 0x9fc1e605fa7174aaull, {"shard-1", "shard-3", "shard-2"}},
+	{"session/7f3a", 0x55c3a9caaf59026full, {"shard-2", "shard-3", "shard-1"}},
+	{"kvshard", 0x3889f96654e805fbull, {"shard-1", "shard-2", "shard-3"}},
 	{"0", 0x1982e3a7bb241055ull, {"shard-3", "shard-1", "shard-2"}},
-	{"zzzzzzzz", 0x0a703f0abac04dd3ull, {"shard-2", "shard-3", "shard-1"}},
+	{"zzzzzzzz", 0x0a703f0abac04dd3ull, {"shard-2", "shard-1", "shard-3"}},
 };
 
 /* XXH3-64 of the whole slot table (one byte per slot: the index of its
@@ -72,7 +72,7 @@ START_TEST(documented_vectors)
 
 	ck_assert_int_eq(kvs_ring_new(&r, seed3, 3, 0), KVS_OK);
 	ck_assert_uint_eq(kvs_ring_points(r), KVS_RING_SLOTS);
-	ck_assert_uint_eq(table_digest(r), 0x47f7fe54da8c2ae4ull);
+	ck_assert_uint_eq(table_digest(r), 0xdcb68b8dcd1cac5full);
 	for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
 		const char *k = vectors[i].key;
 		size_t o[3];
@@ -89,11 +89,11 @@ START_TEST(documented_vectors)
 		                       {"off", 0.0}, {"normal", 1.0}};
 
 		ck_assert_int_eq(kvs_ring_new(&r, w, 4, 0), KVS_OK);
-		ck_assert_uint_eq(table_digest(r), 0xebe4d7d9bb2fc51full);
+		ck_assert_uint_eq(table_digest(r), 0x4f5f2c28e9d1f8fbull);
 		kvs_ring_free(r);
 	}
 	r = numbered(10);
-	ck_assert_uint_eq(table_digest(r), 0x9b9ac38afc5846cfull);
+	ck_assert_uint_eq(table_digest(r), 0x22ae5ae166a01786ull);
 	kvs_ring_free(r);
 }
 END_TEST

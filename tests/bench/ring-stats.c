@@ -77,7 +77,7 @@ static void balance(long keys)
 {
 	char key[32];
 
-	printf("| shards | slots max/mean | slots min/mean | keys max/mean | "
+	printf("\n| shards | slots max/mean | slots min/mean | keys max/mean | "
 	       "keys min/mean | N=3 load max/mean | build ms |\n");
 	printf("|---|---|---|---|---|---|---|\n");
 	for (size_t s = 0; s < N_SIZES; s++) {
@@ -161,7 +161,7 @@ static void compare(const kvs_ring *a, const kvs_ring *b, long keys,
 
 static void movement(long keys)
 {
-	printf("| shards n → n+1 | ideal 1/(n+1) | primary moved | moved "
+	printf("\n| shards n → n+1 | ideal 1/(n+1) | primary moved | moved "
 	       "elsewhere than the new shard | N=3 sets changed |\n");
 	printf("|---|---|---|---|---|\n");
 	for (size_t s = 0; s < N_SIZES; s++) {
@@ -212,7 +212,7 @@ static void lookup(long keys)
 
 	for (long i = 0; i < keys; i++)
 		len[i] = key_of(i, k[i], 16);
-	printf("| shards | N | ns per lookup (hash + walk) |\n");
+	printf("\n| shards | N | ns per lookup (hash + walk) |\n");
 	printf("|---|---|---|\n");
 	for (size_t s = 0; s < sizeof(lsizes) / sizeof(lsizes[0]); s++) {
 		kvs_ring *r = make_ring(lsizes[s], 0);
