@@ -91,7 +91,7 @@ static int both_at(kvs__node *n, uint64_t hash, size_t peer)
 	return owns(o, k, n->self) && owns(o, k, peer);
 }
 
-/* The runs of segments that self and peer both own, at least in part. */
+/* The runs of segments that self and peer both own. */
 static int shared_runs(kvs__node *n, size_t peer, struct kvs__aae_run **out,
                        size_t *n_out)
 {
@@ -99,9 +99,8 @@ static int shared_runs(kvs__node *n, size_t peer, struct kvs__aae_run **out,
 	size_t n_runs = 0, cap = 0;
 
 	for (uint32_t s = 0; s < KVS__AAE_SEGMENTS; s++) {
-		uint64_t lo = (uint64_t)s << 48, hi = lo | 0xFFFFFFFFFFFFull;
-
-		if (!both_at(n, lo, peer) && !both_at(n, hi, peer))
+		/* A segment is a slot: one set of owners for all of it. */
+		if (!both_at(n, (uint64_t)s << 48, peer))
 			continue;
 		if (n_runs > 0 &&
 		    runs[n_runs - 1].first + runs[n_runs - 1].count == s) {
@@ -146,11 +145,7 @@ static void mark_synced(struct kvs__aae_xchg *x, uint32_t seg)
 
 static uint64_t local_fold(kvs__node *n, const struct kvs__aae_run *r)
 {
-	uint64_t f = 0;
-
-	for (uint32_t s = r->first; s < r->first + r->count; s++)
-		f ^= kvs__store_segment_digest(n->store, s);
-	return f;
+	return kvs__store_segments_fold(n->store, r->first, r->count);
 }
 
 static void msg_end(struct msg *m, int ok)
@@ -815,7 +810,8 @@ static void purge_tick(kvs__node *n)
 	struct purgeable pg;
 	unsigned looked = 0, read = 0;
 
-	if (n->cc->tombstone_grace_s == 0)
+	if (n->cc->tombstone_grace_s == 0 ||
+	    kvs__store_tombstones(n->store) == 0)
 		return;
 	memset(&pg, 0, sizeof(pg));
 	pg.n = n;

@@ -186,25 +186,20 @@ static void op_digests(struct kvs__serving *s, size_t i)
 	}
 	for (size_t k = 0; k < ranges; k++) {
 		uint32_t first = kvs__get_le32(p + 8 * k), count = kvs__get_le32(p + 8 * k + 4);
-		uint64_t fold = 0;
+		unsigned char out[8];
 
-		for (uint32_t g = first; g < first + count; g++) {
-			uint64_t d = kvs__store_segment_digest(s->n->store, g);
-			unsigned char out[8];
-
-			if (q->flags & KVS__PQ_FOLD) {
-				fold ^= d;
-				continue;
-			}
-			kvs__put_le64(out, d);
-			kvs__buf_add(b, out, 8);
-		}
 		if (q->flags & KVS__PQ_FOLD) {
-			unsigned char out[8];
-
-			kvs__put_le64(out, fold);
+			kvs__put_le64(out, kvs__store_segments_fold(
+			                           s->n->store, first, count));
 			kvs__buf_add(b, out, 8);
+			continue;
 		}
+		if (kvs__buf_reserve(b, (size_t)count * 8) != KVS_OK)
+			break;
+		for (uint32_t g = first; g < first + count; g++, b->len += 8)
+			kvs__put_le64((unsigned char *)b->data + b->len,
+			              kvs__store_segment_digest(s->n->store, g));
+		b->data[b->len] = '\0'; /* as kvs__buf_add leaves it */
 	}
 	r->rc = b->rc;
 	r->value = b->data;

@@ -117,7 +117,9 @@ struct kvs_store {
 	 * hash, in an environment of its own (see "The anti-entropy index"
 	 * below). */
 	_Atomic uint64_t *seg;
+	_Atomic uint64_t *grp; /* XOR of each SEG_GROUP segments' digests */
 	_Atomic uint32_t *seg_tombs; /* tombstones per segment */
+	_Atomic uint64_t tombs;      /* their sum */
 	_Atomic uint64_t purged;
 	MDB_env *ienv;
 	MDB_dbi aae;
@@ -547,6 +549,9 @@ static int meta_get_u64(kvs_store *s, MDB_txn *txn, const char *name,
  * and kept whole in the value. */
 #define AAE_HASH 8u
 #define AAE_VALUE 13u /* hlc, shard, flags */
+/* Segments per group digest: folding a range of segments reads whole
+ * groups (anti-entropy folds the whole space on every exchange). */
+#define SEG_GROUP 256u
 
 uint64_t kvs__record_hash(const void *key, size_t key_len,
                           const kvs_stamp *stamp, unsigned flags)
@@ -683,10 +688,38 @@ uint32_t kvs__store_segment_tombstones(kvs_store *s, uint32_t seg)
 	                            memory_order_relaxed);
 }
 
+uint64_t kvs__store_tombstones(kvs_store *s)
+{
+	return atomic_load_explicit(&s->tombs, memory_order_relaxed);
+}
+
 uint64_t kvs__store_segment_digest(kvs_store *s, uint32_t seg)
 {
 	return atomic_load_explicit(&s->seg[seg % KVS__AAE_SEGMENTS],
 	                            memory_order_relaxed);
+}
+
+uint64_t kvs__store_segments_fold(kvs_store *s, uint32_t first,
+                                  uint32_t count)
+{
+	uint64_t f = 0;
+	uint32_t end;
+
+	if (first >= KVS__AAE_SEGMENTS)
+		return 0;
+	end = count > KVS__AAE_SEGMENTS - first ? KVS__AAE_SEGMENTS
+	                                        : first + count;
+	while (first < end) {
+		if (first % SEG_GROUP == 0 && end - first >= SEG_GROUP) {
+			f ^= atomic_load_explicit(&s->grp[first / SEG_GROUP],
+			                          memory_order_relaxed);
+			first += SEG_GROUP;
+		} else {
+			f ^= atomic_load_explicit(&s->seg[first++],
+			                          memory_order_relaxed);
+		}
+	}
+	return f;
 }
 
 /* Walk dbi in key order from the first key >= from (from_len 0: from
@@ -781,15 +814,23 @@ static int aae_decode(const MDB_val *k, const MDB_val *v, struct aae_entry *e)
 	return 1;
 }
 
+/* XOR x into a digest only the writer (or the open) changes. */
+static void digest_xor(_Atomic uint64_t *d, uint64_t x)
+{
+	atomic_store_explicit(
+	        d, atomic_load_explicit(d, memory_order_relaxed) ^ x,
+	        memory_order_relaxed);
+}
+
 /* XOR x into segment seg's digest (by the writer, or at open). */
 static void seg_xor(kvs_store *s, uint32_t seg, uint64_t x, int tombs)
 {
-	atomic_store_explicit(&s->seg[seg],
-	                      atomic_load_explicit(&s->seg[seg],
-	                                           memory_order_relaxed) ^ x,
-	                      memory_order_relaxed);
-	if (tombs != 0)
+	digest_xor(&s->seg[seg], x);
+	digest_xor(&s->grp[seg / SEG_GROUP], x);
+	if (tombs != 0) {
 		atomic_fetch_add(&s->seg_tombs[seg], (uint32_t)tombs);
+		atomic_fetch_add(&s->tombs, (uint64_t)(int64_t)tombs);
+	}
 }
 
 /* Order changes by index key, then by their place in the log (so the
@@ -1210,7 +1251,9 @@ static int take_mark(kvs_store *s, uint64_t entries, uint64_t hlc)
 			                   (size_t)i * 4,
 			       4);
 			atomic_store(&s->seg[i], d);
+			digest_xor(&s->grp[i / SEG_GROUP], d);
 			atomic_store(&s->seg_tombs[i], t);
+			atomic_fetch_add(&s->tombs, t);
 		}
 	}
 	free(buf);
@@ -1356,8 +1399,9 @@ static int index_open(kvs_store *s)
 	int clean, mrc, rc = KVS_OK;
 
 	s->seg = calloc(KVS__AAE_SEGMENTS, sizeof(*s->seg));
+	s->grp = calloc(KVS__AAE_SEGMENTS / SEG_GROUP, sizeof(*s->grp));
 	s->seg_tombs = calloc(KVS__AAE_SEGMENTS, sizeof(*s->seg_tombs));
-	if (file == NULL || lock == NULL || s->seg == NULL ||
+	if (file == NULL || lock == NULL || s->seg == NULL || s->grp == NULL ||
 	    s->seg_tombs == NULL) {
 		rc = KVS_ENOMEM;
 		goto out;
@@ -1393,8 +1437,11 @@ static int index_open(kvs_store *s)
 	}
 	if (!clean) {
 		memset((void *)s->seg, 0, KVS__AAE_SEGMENTS * sizeof(*s->seg));
+		memset((void *)s->grp, 0,
+		       KVS__AAE_SEGMENTS / SEG_GROUP * sizeof(*s->grp));
 		memset((void *)s->seg_tombs, 0,
 		       KVS__AAE_SEGMENTS * sizeof(*s->seg_tombs));
+		atomic_store(&s->tombs, 0);
 		rc = index_rebuild(s);
 		if (rc != KVS_OK)
 			goto out;
@@ -2243,6 +2290,7 @@ static void destroy(kvs_store *s)
 	free(s->pool);
 	free(s->path);
 	free((void *)s->seg);
+	free((void *)s->grp);
 	free((void *)s->seg_tombs);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);

@@ -82,6 +82,11 @@ void kvs__store_set_index_log_max(kvs_store *s, size_t bytes);
 /** The digest of segment seg (as of the last commit). */
 uint64_t kvs__store_segment_digest(kvs_store *s, uint32_t seg);
 
+/** The XOR of the digests of segments first .. first + count - 1 (those
+ * that exist), in time proportional to count / 256 + 256. */
+uint64_t kvs__store_segments_fold(kvs_store *s, uint32_t first,
+                                  uint32_t count);
+
 /* One record of a segment: its key and version, flags KVS_RECORD_*;
  * return non-zero to stop. */
 typedef int (*kvs__seg_cb)(void *ud, const void *key, size_t key_len,
@@ -93,6 +98,9 @@ int kvs__store_segment_scan(kvs_store *s, uint32_t seg, kvs__seg_cb cb,
 
 /** Tombstones in segment seg (as of the last commit). */
 uint32_t kvs__store_segment_tombstones(kvs_store *s, uint32_t seg);
+
+/** Tombstones in the store (as of the last commit). */
+uint64_t kvs__store_tombstones(kvs_store *s);
 
 /**
  * Delete key's tombstone for good, if it is still the one of version

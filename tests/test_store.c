@@ -414,6 +414,7 @@ struct index_check {
 	kvs_store *s;
 	uint64_t x;
 	uint64_t n;
+	uint64_t tombs;
 };
 
 static int same_record(void *ud, const kvs_record *rec)
@@ -439,23 +440,58 @@ static int check_entry(void *ud, const void *key, size_t key_len,
 	                 KVS_OK);
 	c->x ^= kvs__record_hash(key, key_len, stamp, flags);
 	c->n++;
+	c->tombs += (flags & KVS_RECORD_TOMBSTONE) != 0;
 	return 0;
+}
+
+/* Segments at the edges of groups of 256. */
+static const uint32_t edge_segments[] = {0,   255,   256,   511,
+                                         512, 65279, 65280, 65535};
+
+/* Folds of ranges of segments (whole groups of 256 and parts of them)
+ * equal the XOR of the segments' digests. */
+static void expect_folds_match_segments(void)
+{
+	static const uint32_t ranges[][2] = {
+		{0, KVS__AAE_SEGMENTS}, {0, 65535}, {1, 65535}, {0, 1},
+		{1, 255},               {0, 255},   {256, 255}, {256, 256},
+		{256, 257},             {255, 2},   {100, 1000}, {65280, 255},
+		{65280, 256},           {65279, 9999}, {65535, 1}, {0, 0},
+	};
+
+	for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
+		uint32_t first = ranges[i][0], count = ranges[i][1];
+		uint64_t x = 0;
+
+		for (uint32_t g = first; g < first + count && g < KVS__AAE_SEGMENTS;
+		     g++)
+			x ^= kvs__store_segment_digest(st, g);
+		ck_assert_msg(kvs__store_segments_fold(st, first, count) == x,
+		              "fold of %u + %u", first, count);
+	}
 }
 
 static void expect_index_matches_records(void)
 {
-	struct index_check c = {st, 0, 0};
+	struct index_check c = {st, 0, 0, 0};
 	kvs_store_stats ss;
 
 	for (uint32_t seg = 0; seg < KVS__AAE_SEGMENTS; seg++) {
+		uint64_t tombs = c.tombs;
+
 		c.x = 0;
 		ck_assert_int_eq(kvs__store_segment_scan(st, seg, check_entry,
 		                                         &c),
 		                 KVS_OK);
 		ck_assert_uint_eq(c.x, kvs__store_segment_digest(st, seg));
+		ck_assert_uint_eq(c.tombs - tombs,
+		                  kvs__store_segment_tombstones(st, seg));
 	}
+	expect_folds_match_segments();
 	ck_assert_int_eq(kvs_store_stat(st, &ss), KVS_OK);
 	ck_assert_uint_eq(c.n, ss.keys + ss.tombstones);
+	ck_assert_uint_eq(c.tombs, ss.tombstones);
+	ck_assert_uint_eq(c.tombs, kvs__store_tombstones(st));
 }
 
 static void copy_file(const char *from, const char *to)
@@ -496,6 +532,20 @@ START_TEST(index_rebuilt_unless_clean)
 
 	for (int i = 0; i < 3000; i++) {
 		snprintf(key, sizeof(key), "key-%d", i);
+		ck_assert_int_eq(kvs_store_put(st, key, strlen(key), "v", 1,
+		                               NULL, NULL),
+		                 KVS_OK);
+	}
+	/* Records in the segments at the edges of the digests' groups, so
+	 * that a fold reading one segment too many or too few shows. */
+	for (size_t e = 0; e < sizeof(edge_segments) / sizeof(edge_segments[0]);
+	     e++) {
+		int i = 0;
+
+		do
+			snprintf(key, sizeof(key), "edge-%d", i++);
+		while (KVS__AAE_SEGMENT_OF(kvs_ring_hash(key, strlen(key))) !=
+		       edge_segments[e]);
 		ck_assert_int_eq(kvs_store_put(st, key, strlen(key), "v", 1,
 		                               NULL, NULL),
 		                 KVS_OK);
