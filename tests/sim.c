@@ -117,7 +117,7 @@ static struct sim_event *push(struct sim *s, uint64_t at, enum ev_kind kind)
 	if (s->n_ev == s->cap_ev) {
 		s->cap_ev = s->cap_ev ? s->cap_ev * 2 : 64;
 		s->ev = realloc(s->ev, s->cap_ev * sizeof(*s->ev));
-		ck_assert_ptr_nonnull(s->ev);
+		SIM_ASSERT(s->ev != NULL, "out of memory");
 	}
 	e = &s->ev[s->n_ev++];
 	memset(e, 0, sizeof(*e));
@@ -142,11 +142,11 @@ static struct sim_msg *new_msg(struct sim *s, int from, int to)
 {
 	struct sim_msg *m = calloc(1, sizeof(*m));
 
-	ck_assert_ptr_nonnull(m);
+	SIM_ASSERT(m != NULL, "out of memory");
 	m->from = from;
 	m->to = to;
 	m->answer = calloc(1, sizeof(*m->answer));
-	ck_assert_ptr_nonnull(m->answer);
+	SIM_ASSERT(m->answer != NULL, "out of memory");
 	m->next = s->msgs;
 	s->msgs = m;
 	return m;
@@ -401,7 +401,7 @@ static void run_one(struct sim *s, struct sim_event *e)
 			s->cap_held = s->cap_held ? s->cap_held * 2 : 64;
 			s->held = realloc(s->held,
 			                  s->cap_held * sizeof(*s->held));
-			ck_assert_ptr_nonnull(s->held);
+			SIM_ASSERT(s->held != NULL, "out of memory");
 		}
 		s->held[s->n_held++] = *e;
 		return;
@@ -459,7 +459,7 @@ void sim_run(struct sim *s, uint64_t until)
 	while (pop(s, until, &e)) {
 		if (e.at > s->now)
 			s->now = e.at;
-		ck_assert_msg(++s->events < SIM_MAX_EVENTS,
+		SIM_ASSERT(++s->events < SIM_MAX_EVENTS,
 		              "seed %llu: more than %u events",
 		              (unsigned long long)s->seed, SIM_MAX_EVENTS);
 		run_one(s, &e);
@@ -546,7 +546,7 @@ static struct sim_op *new_op(struct sim *s, uint64_t at, int node,
 {
 	struct sim_op *o = calloc(1, sizeof(*o));
 
-	ck_assert_ptr_nonnull(o);
+	SIM_ASSERT(o != NULL, "out of memory");
 	o->sim = s;
 	o->node = node;
 	snprintf(o->key, sizeof(o->key), "%s", key);
@@ -588,9 +588,9 @@ static int scan_emit(void *ud, const kvs_record *rec)
 {
 	struct sim_scan *sc = ud;
 
-	ck_assert_uint_lt(sc->n, 512);
-	ck_assert_uint_lt(rec->key_len, 64);
-	ck_assert_uint_lt(rec->value_len, 64);
+	SIM_ASSERT(sc->n < 512, "sc->n >= 512");
+	SIM_ASSERT(rec->key_len < 64, "rec->key_len >= 64");
+	SIM_ASSERT(rec->value_len < 64, "rec->value_len >= 64");
 	memcpy(sc->keys[sc->n], rec->key, rec->key_len);
 	sc->keys[sc->n][rec->key_len] = '\0';
 	memcpy(sc->values[sc->n], rec->value, rec->value_len);
@@ -614,7 +614,7 @@ static void scan_done(void *ud)
 		                                        &next, &len),
 		                 KVS_OK);
 		if (next != NULL) {
-			ck_assert_uint_lt(len, sizeof(sc->next));
+			SIM_ASSERT(len < sizeof(sc->next), "scan key too long");
 			memcpy(sc->next, next, len);
 			sc->next[len] = '\0';
 			sc->next_len = len;
@@ -672,7 +672,7 @@ int sim_local(struct sim *s, int i, const char *key, kvs_record *rec,
 	int rc = kvs_store_read(kvs__node_store(s->nodes[i].node), key,
 	                        strlen(key), KVS_READ_TOMBSTONES, copy_rec, &c);
 
-	ck_assert(rc == KVS_OK || rc == KVS_NOTFOUND);
+	SIM_ASSERT(rc == KVS_OK || rc == KVS_NOTFOUND, "read failed: %d", rc);
 	return rc == KVS_OK;
 }
 

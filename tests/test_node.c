@@ -63,8 +63,7 @@ static int seeds(const char *name, uint64_t *first, uint64_t *count)
 /* The failure message of a run: scenario, seed, how to replay it. */
 static char where[160];
 
-#define CHECK(cond, ...)                                                      \
-	ck_assert_msg(cond, "%s: " __VA_ARGS__)
+#define CHECK(cond, ...) SIM_ASSERT(cond, "%s: " __VA_ARGS__)
 
 static void set_where(const char *scenario, uint64_t seed)
 {
