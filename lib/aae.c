@@ -133,14 +133,18 @@ static uint32_t wall_s(kvs__node *n)
 	                  1000u);
 }
 
-/* The segment was equal on both sides for a compare asked at x->step_s. */
-static void mark_synced(struct kvs__aae_xchg *x, uint32_t seg)
+/* Segments seg .. seg + count - 1 were equal on both sides for a compare
+ * asked at x->step_s. */
+static void mark_synced(struct kvs__aae_xchg *x, uint32_t seg,
+                        uint32_t count)
 {
-	if (x->synced != NULL &&
-	    atomic_load_explicit(&x->synced[seg], memory_order_relaxed) <
-	            x->step_s)
-		atomic_store_explicit(&x->synced[seg], x->step_s,
-		                      memory_order_relaxed);
+	if (x->synced == NULL)
+		return;
+	for (uint32_t end = seg + count; seg < end; seg++)
+		if (atomic_load_explicit(&x->synced[seg],
+		                         memory_order_relaxed) < x->step_s)
+			atomic_store_explicit(&x->synced[seg], x->step_s,
+			                      memory_order_relaxed);
 }
 
 static uint64_t local_fold(kvs__node *n, const struct kvs__aae_run *r)
@@ -184,9 +188,7 @@ static void folds_back(void *ud, kvs__panswer *a)
 
 		x->run_differs[m->first + i] = theirs != local_fold(x->n, run);
 		if (!x->run_differs[m->first + i])
-			for (uint32_t sg = run->first;
-			     sg < run->first + run->count; sg++)
-				mark_synced(x, sg);
+			mark_synced(x, run->first, run->count);
 	}
 	kvs__panswer_free(a);
 	msg_end(m, ok);
@@ -250,7 +252,7 @@ static void digests_back(void *ud, kvs__panswer *a)
 			     s < m->pairs[i].first + m->pairs[i].count; s++, p += 8)
 				if (kvs__get_le64(p) ==
 				    kvs__store_segment_digest(x->n->store, s))
-					mark_synced(x, s);
+					mark_synced(x, s, 1);
 				else if (x->n_segs < AAE_MAX_SEGMENTS)
 					x->segs[x->n_segs++] = s;
 		pthread_mutex_unlock(&x->mu);
@@ -628,7 +630,7 @@ static void segkeys_back(void *ud, kvs__panswer *a)
 		 * differ by others' keys, or by a tombstone one side has
 		 * purged, which hides nothing on the other): in step. */
 		if (repairs == 0)
-			mark_synced(x, m->seg);
+			mark_synced(x, m->seg, 1);
 	}
 	free(theirs.e);
 	free(ours.e);
@@ -818,12 +820,15 @@ static void purge_tick(kvs__node *n)
 	pg.now_s = wall_s(n);
 	pg.skew_s = (n->cc->max_clock_skew_ms + 999u) / 1000u;
 	while (looked < PURGE_LOOK_PER_TICK && read < PURGE_SEGMENTS_PER_TICK) {
-		uint32_t seg = n->aae.sweep_seg;
+		unsigned l;
+		uint32_t seg = kvs__store_next_tombstones(
+		        n->store, n->aae.sweep_seg, PURGE_LOOK_PER_TICK - looked,
+		        &l);
 
-		n->aae.sweep_seg = (seg + 1) % KVS__AAE_SEGMENTS;
-		looked++;
-		if (kvs__store_segment_tombstones(n->store, seg) == 0)
-			continue;
+		looked += l;
+		n->aae.sweep_seg = (n->aae.sweep_seg + l) % KVS__AAE_SEGMENTS;
+		if (seg == KVS__AAE_SEGMENTS)
+			break;
 		read++;
 		pg.seg = seg;
 		pg.n_found = 0;

@@ -688,6 +688,23 @@ uint32_t kvs__store_segment_tombstones(kvs_store *s, uint32_t seg)
 	                            memory_order_relaxed);
 }
 
+uint32_t kvs__store_next_tombstones(kvs_store *s, uint32_t from,
+                                    unsigned look, unsigned *looked)
+{
+	uint32_t seg = from % KVS__AAE_SEGMENTS;
+
+	for (unsigned i = 0; i < look; i++) {
+		if (atomic_load_explicit(&s->seg_tombs[seg],
+		                         memory_order_relaxed) != 0) {
+			*looked = i + 1;
+			return seg;
+		}
+		seg = (seg + 1) % KVS__AAE_SEGMENTS;
+	}
+	*looked = look;
+	return KVS__AAE_SEGMENTS;
+}
+
 uint64_t kvs__store_tombstones(kvs_store *s)
 {
 	return atomic_load_explicit(&s->tombs, memory_order_relaxed);

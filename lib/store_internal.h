@@ -99,6 +99,14 @@ int kvs__store_segment_scan(kvs_store *s, uint32_t seg, kvs__seg_cb cb,
 /** Tombstones in segment seg (as of the last commit). */
 uint32_t kvs__store_segment_tombstones(kvs_store *s, uint32_t seg);
 
+/**
+ * The first of segments from, from + 1, ... (wrapping; at most look of
+ * them) that holds tombstones, or KVS__AAE_SEGMENTS if none does.
+ * *looked: how many were looked at, the one found included.
+ */
+uint32_t kvs__store_next_tombstones(kvs_store *s, uint32_t from,
+                                    unsigned look, unsigned *looked);
+
 /** Tombstones in the store (as of the last commit). */
 uint64_t kvs__store_tombstones(kvs_store *s);
 

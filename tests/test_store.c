@@ -636,6 +636,60 @@ static void *index_writer_main(void *arg)
 
 /* With the limit at one byte the writer applies the index itself after
  * every batch, racing the indexer: the index still ends up exact. */
+/* A key of segment seg (written to key), stored. */
+static void key_in_segment(char *key, size_t size, uint32_t seg)
+{
+	int i = 0;
+
+	do
+		snprintf(key, size, "seg-%d", i++);
+	while (KVS__AAE_SEGMENT_OF(kvs_ring_hash(key, strlen(key))) != seg);
+	ck_assert_int_eq(kvs_store_put(st, key, strlen(key), "v", 1, NULL,
+	                               NULL),
+	                 KVS_OK);
+}
+
+/* The purge sweep finds the segments holding tombstones, and says how
+ * far it looked. */
+START_TEST(tombstone_segments_found)
+{
+	const uint32_t none = KVS__AAE_SEGMENTS;
+	char key[32];
+	unsigned looked = 0;
+
+	ck_assert_uint_eq(kvs__store_next_tombstones(st, 0, 65536, &looked),
+	                  none);
+	ck_assert_uint_eq(looked, 65536);
+	key_in_segment(key, sizeof(key), 256);
+	ck_assert_int_eq(kvs_store_delete(st, key, strlen(key), NULL, NULL),
+	                 KVS_OK);
+	key_in_segment(key, sizeof(key), 65535);
+	ck_assert_int_eq(kvs_store_delete(st, key, strlen(key), NULL, NULL),
+	                 KVS_OK);
+	ck_assert_uint_eq(kvs__store_tombstones(st), 2);
+	ck_assert_uint_eq(kvs__store_next_tombstones(st, 0, 65536, &looked),
+	                  256);
+	ck_assert_uint_eq(looked, 257);
+	ck_assert_uint_eq(kvs__store_next_tombstones(st, 257, 65536, &looked),
+	                  65535);
+	ck_assert_uint_eq(looked, 65279);
+	ck_assert_uint_eq(kvs__store_next_tombstones(st, 0, 256, &looked),
+	                  none);
+	ck_assert_uint_eq(looked, 256);
+	/* Past the last segment, the sweep wraps to the first. */
+	ck_assert_uint_eq(kvs__store_next_tombstones(st, 65535, 1, &looked),
+	                  65535);
+	ck_assert_uint_eq(looked, 1);
+	key_in_segment(key, sizeof(key), 3);
+	ck_assert_int_eq(kvs_store_delete(st, key, strlen(key), NULL, NULL),
+	                 KVS_OK);
+	ck_assert_uint_eq(kvs__store_next_tombstones(st, 65535 + 1, 10,
+	                                             &looked),
+	                  3);
+	ck_assert_uint_eq(looked, 4);
+}
+END_TEST
+
 START_TEST(index_applied_by_the_writer_past_its_limit)
 {
 	pthread_t th[8];
@@ -1157,6 +1211,7 @@ int main(void)
 	tcase_add_test(tc, segment_digests_follow_writes);
 	tcase_add_test(tc, index_rebuilt_unless_clean);
 	tcase_add_test(tc, index_applied_by_the_writer_past_its_limit);
+	tcase_add_test(tc, tombstone_segments_found);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
