@@ -16,6 +16,7 @@
  *               idle_timeout_s, max_batch_ops, max_scan_limit
  *   [server]    threads
  *   [auth]      client_tokens, read_tokens, cluster_secret
+ *   [coordination] etcd, prefix, lease_ttl_s
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -48,6 +49,10 @@
 #define MAX_SCAN_LIMIT 1000000u
 #define MAX_THREADS 256u
 #define MAX_TOKENS 1024
+#define MAX_ETCD_ENDPOINTS 16
+#define MAX_PREFIX_LEN 256
+#define MIN_LEASE_TTL_S 2u
+#define MAX_LEASE_TTL_S 300u
 
 struct kvs_config {
 	kvs_cluster_config c;
@@ -499,7 +504,15 @@ static int load_cluster(struct ctx *x, const kvs__toml_value *t)
 	for (size_t i = 0; i < t->u.tab.len && rc == KVS_OK; i++) {
 		const kvs__toml_keyval *kv = &t->u.tab.items[i];
 
-		if (is_key(kv, "replication")) {
+		if (is_key(kv, "name")) {
+			rc = get_string(x, kv, &c->name);
+			if (rc == KVS_OK && !valid_name(c->name))
+				rc = fail(x, kv->value->line, kv->value->col,
+				          "cluster name \"%s\" must be 1 to %d "
+				          "of A-Z a-z 0-9 . _ - and not start "
+				          "with '.' or '-'",
+				          c->name, MAX_NAME_LEN);
+		} else if (is_key(kv, "replication")) {
 			rc = get_unsigned(x, kv, 1, KVS_RING_MAX_OWNERS,
 			                  &c->replication);
 			x->have_replication = 1;
@@ -678,6 +691,77 @@ static int load_auth(struct ctx *x, const kvs__toml_value *t)
 	return rc;
 }
 
+/* A prefix of keys in etcd: "/" then names separated by single '/'. */
+static int valid_prefix(const char *p)
+{
+	size_t n = strlen(p);
+
+	if (n < 2 || n > MAX_PREFIX_LEN || p[0] != '/' || p[n - 1] == '/')
+		return 0;
+	for (size_t i = 1; i < n; i++)
+		if (p[i] == '/' ? p[i - 1] == '/' : !hostname_char(p[i]))
+			return 0;
+	return 1;
+}
+
+static int load_coordination(struct ctx *x, const kvs__toml_value *t)
+{
+	kvs_cluster_config *c = &x->cfg->c;
+	int have_etcd = 0, rc = KVS_OK;
+
+	for (size_t i = 0; i < t->u.tab.len && rc == KVS_OK; i++) {
+		const kvs__toml_keyval *kv = &t->u.tab.items[i];
+		const kvs__toml_value *v = kv->value;
+
+		if (is_key(kv, "etcd")) {
+			char host[256];
+			uint16_t port;
+
+			have_etcd = 1;
+			rc = get_string_array(x, kv, &c->etcd_endpoints,
+			                      &c->n_etcd_endpoints);
+			if (rc == KVS_OK && (c->n_etcd_endpoints == 0 ||
+			                     c->n_etcd_endpoints >
+			                             MAX_ETCD_ENDPOINTS))
+				rc = fail(x, v->line, v->col,
+				          "'etcd' must list 1 to %d endpoints "
+				          "(\"host:port\")",
+				          MAX_ETCD_ENDPOINTS);
+			for (size_t e = 0; rc == KVS_OK && e < c->n_etcd_endpoints;
+			     e++) {
+				const char *why;
+
+				if (kvs__parse_address(c->etcd_endpoints[e],
+				                       host, sizeof(host), &port,
+				                       &why) != 0)
+					rc = fail(x, v->u.arr.items[e]->line,
+					          v->u.arr.items[e]->col,
+					          "bad etcd endpoint \"%s\": %s",
+					          c->etcd_endpoints[e], why);
+			}
+		} else if (is_key(kv, "prefix")) {
+			rc = get_string(x, kv, &c->coordination_prefix);
+			if (rc == KVS_OK && !valid_prefix(c->coordination_prefix))
+				rc = fail(x, v->line, v->col,
+				          "prefix \"%s\" must start with '/', "
+				          "not end with one, and hold names of "
+				          "A-Z a-z 0-9 . _ - separated by single "
+				          "'/' (at most %d bytes)",
+				          c->coordination_prefix, MAX_PREFIX_LEN);
+		} else if (is_key(kv, "lease_ttl_s")) {
+			rc = get_unsigned(x, kv, MIN_LEASE_TTL_S, MAX_LEASE_TTL_S,
+			                  &c->lease_ttl_s);
+		} else {
+			rc = unknown_key(x, kv, "[coordination]");
+		}
+	}
+	if (rc == KVS_OK && !have_etcd)
+		rc = fail(x, t->line, t->col,
+		          "[coordination] needs 'etcd', the list of etcd's "
+		          "client endpoints (\"host:port\")");
+	return rc;
+}
+
 /* Checks that involve several keys, and defaults that depend on others. */
 static int finish(struct ctx *x)
 {
@@ -728,6 +812,15 @@ static int finish(struct ctx *x)
 		            "factor %u (capped at the number of shards that "
 		            "hold data)",
 		            c->read_quorum, c->replication);
+	if (c->n_etcd_endpoints > 0 && c->coordination_prefix == NULL) {
+		char prefix[MAX_NAME_LEN + 16];
+		int len = snprintf(prefix, sizeof(prefix), "/kvshard/%s",
+		                   c->name);
+
+		c->coordination_prefix = keep_str(x->cfg, prefix, (size_t)len);
+		if (c->coordination_prefix == NULL)
+			return KVS_ENOMEM;
+	}
 	return KVS_OK;
 }
 
@@ -746,6 +839,8 @@ static void set_defaults(kvs_cluster_config *c)
 	c->hint_rate_bytes = KVS_DEFAULT_HINT_RATE_BYTES;
 	c->anti_entropy_interval_s = KVS_DEFAULT_ANTI_ENTROPY_INTERVAL_S;
 	c->tombstone_grace_s = KVS_DEFAULT_TOMBSTONE_GRACE_S;
+	c->name = KVS_DEFAULT_CLUSTER_NAME;
+	c->lease_ttl_s = KVS_DEFAULT_LEASE_TTL_S;
 	c->sync = KVS_SYNC_FULL;
 	c->max_key_bytes = KVS_DEFAULT_MAX_KEY_BYTES;
 	c->max_value_bytes = KVS_DEFAULT_MAX_VALUE_BYTES;
@@ -779,11 +874,11 @@ static int load_root(struct ctx *x, const kvs__toml_value *root)
 		}
 		if (!is_key(kv, "cluster") && !is_key(kv, "storage") &&
 		    !is_key(kv, "limits") && !is_key(kv, "server") &&
-		    !is_key(kv, "auth")) {
+		    !is_key(kv, "auth") && !is_key(kv, "coordination")) {
 			rc = fail(x, kv->line, kv->col,
 			          "unknown key '%s' (expected [[shards]], "
-			          "[cluster], [storage], [limits], [server] or "
-			          "[auth])",
+			          "[cluster], [storage], [limits], [server], "
+			          "[auth] or [coordination])",
 			          kv->key);
 			break;
 		}
@@ -798,8 +893,10 @@ static int load_root(struct ctx *x, const kvs__toml_value *root)
 			rc = load_limits(x, kv->value);
 		else if (is_key(kv, "server"))
 			rc = load_server(x, kv->value);
-		else
+		else if (is_key(kv, "auth"))
 			rc = load_auth(x, kv->value);
+		else
+			rc = load_coordination(x, kv->value);
 	}
 	if (rc != KVS_OK)
 		return rc;

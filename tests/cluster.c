@@ -586,3 +586,98 @@ char *tc_url(const struct tc_cluster *c, int node, const char *fmt,
 	return u;
 }
 #pragma GCC diagnostic pop
+
+/* ------------------------------------------------------------------ */
+/* A private etcd                                                       */
+
+void tc_etcd_start(struct tc_etcd *e)
+{
+	char client[64], peer[64], cluster[96], data[600], log[600];
+	char health[96];
+	int peer_port;
+	uint64_t deadline;
+	posix_spawn_file_actions_t fa;
+	int rc;
+
+	memset(e, 0, sizeof(*e));
+	snprintf(e->dir, sizeof(e->dir), "%s", tu_mkdtemp());
+	e->port = tc_free_port();
+	do
+		peer_port = tc_free_port();
+	while (peer_port == e->port);
+	snprintf(e->endpoint, sizeof(e->endpoint), "127.0.0.1:%d", e->port);
+	snprintf(client, sizeof(client), "http://127.0.0.1:%d", e->port);
+	snprintf(peer, sizeof(peer), "http://127.0.0.1:%d", peer_port);
+	snprintf(cluster, sizeof(cluster), "default=%s", peer);
+	snprintf(data, sizeof(data), "%s/data", e->dir);
+	snprintf(log, sizeof(log), "%s/etcd.log", e->dir);
+	{
+		char *argv[] = {"etcd", "--data-dir", data,
+		                "--listen-client-urls", client,
+		                "--advertise-client-urls", client,
+		                "--listen-peer-urls", peer,
+		                "--initial-advertise-peer-urls", peer,
+		                "--initial-cluster", cluster, NULL};
+
+		ck_assert_int_eq(posix_spawn_file_actions_init(&fa), 0);
+		ck_assert_int_eq(posix_spawn_file_actions_addopen(
+		                         &fa, STDERR_FILENO, log,
+		                         O_WRONLY | O_CREAT | O_APPEND, 0644),
+		                 0);
+		ck_assert_int_eq(posix_spawn_file_actions_adddup2(
+		                         &fa, STDERR_FILENO, STDOUT_FILENO),
+		                 0);
+		rc = posix_spawnp(&e->pid, "etcd", &fa, NULL, argv, environ);
+		posix_spawn_file_actions_destroy(&fa);
+		ck_assert_msg(rc == 0, "cannot start etcd: %s (install "
+		              "etcd-server)", strerror(rc));
+	}
+	snprintf(health, sizeof(health), "%s/health", client);
+	deadline = tu_now_ms() + START_TIMEOUT_MS;
+	while (tu_now_ms() < deadline) {
+		struct tc_resp r;
+		int status;
+
+		quiet = 1;
+		rc = tc_http("GET", health, NULL, 0, NULL, &r);
+		quiet = 0;
+		if (rc == 0 && r.status == 200) {
+			tc_resp_free(&r);
+			return;
+		}
+		tc_resp_free(&r);
+		if (waitpid(e->pid, &status, WNOHANG) == e->pid) {
+			e->pid = 0;
+			ck_abort_msg("etcd exited at start (status %d); see %s",
+			             status, log);
+		}
+		usleep(POLL_MS * 1000);
+	}
+	tc_etcd_stop(e, 0);
+	ck_abort_msg("etcd did not answer within %d ms; see %s",
+	             START_TIMEOUT_MS, log);
+}
+
+void tc_etcd_stop(struct tc_etcd *e, int remove)
+{
+	if (e->pid > 0) {
+		uint64_t deadline = tu_now_ms() + STOP_TIMEOUT_MS;
+		int status;
+
+		kill(e->pid, SIGTERM);
+		kill(e->pid, SIGCONT);
+		while (waitpid(e->pid, &status, WNOHANG) != e->pid) {
+			if (tu_now_ms() > deadline) {
+				kill(e->pid, SIGKILL);
+				waitpid(e->pid, &status, 0);
+				break;
+			}
+			usleep(POLL_MS * 1000);
+		}
+		e->pid = 0;
+	}
+	if (remove && e->dir[0] != '\0') {
+		tu_rmtree(e->dir);
+		e->dir[0] = '\0';
+	}
+}

@@ -107,4 +107,20 @@ void tc_resp_free(struct tc_resp *r);
 /* GET url and expect status; returns the response (free it). */
 struct tc_resp tc_get(const char *url, long status);
 
+/* A private etcd member for a test. */
+struct tc_etcd {
+	pid_t pid;
+	int port;           /* client port on 127.0.0.1 */
+	char endpoint[32];  /* "127.0.0.1:port" */
+	char dir[512];      /* its data and log */
+};
+
+/* Start etcd on free ports of 127.0.0.1, its data in a fresh directory,
+ * and wait (10 s at most) until it answers. */
+void tc_etcd_start(struct tc_etcd *e);
+
+/* Stop it by its pid (SIGTERM, then SIGKILL after 10 s); with remove,
+ * delete its directory. */
+void tc_etcd_stop(struct tc_etcd *e, int remove);
+
 #endif

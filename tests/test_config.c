@@ -79,6 +79,10 @@ START_TEST(seed_file_loads_unchanged)
 	ck_assert_int_eq(c->sync, KVS_SYNC_FULL);
 	ck_assert_ptr_null(c->cluster_secret);
 	ck_assert_str_eq(c->path, "t.toml");
+	ck_assert_str_eq(c->name, "kvshard");
+	/* No [coordination]: the file's topology, no etcd. */
+	ck_assert_uint_eq(c->n_etcd_endpoints, 0);
+	ck_assert_ptr_null(c->coordination_prefix);
 	kvs_config_free(cfg);
 }
 END_TEST
@@ -130,6 +134,10 @@ START_TEST(every_option)
 		"client_tokens = [\"c1\", \"c2\"]\n"
 		"read_tokens = [\"r1\"]\n"
 		"cluster_secret = \"s3cret\"\n"
+		"[coordination]\n"
+		"etcd = [\"127.0.0.1:2379\", \"etcd-2.example.com:2379\"]\n"
+		"prefix = \"/prod/kv.1\"\n"
+		"lease_ttl_s = 5\n"
 		"[[shards]]\n"
 		"name = \"a\"\nidx = 0\naddress = \"127.0.0.1:1\"\nweight = 2\n"
 		"[[shards]]\n"
@@ -164,11 +172,31 @@ START_TEST(every_option)
 	ck_assert_uint_eq(c->n_read_tokens, 1);
 	ck_assert_str_eq(c->read_tokens[0], "r1");
 	ck_assert_str_eq(c->cluster_secret, "s3cret");
+	ck_assert_uint_eq(c->n_etcd_endpoints, 2);
+	ck_assert_str_eq(c->etcd_endpoints[1], "etcd-2.example.com:2379");
+	ck_assert_str_eq(c->coordination_prefix, "/prod/kv.1");
+	ck_assert_uint_eq(c->lease_ttl_s, 5);
 	ck_assert_double_eq(kvs_config_shard(cfg, 0)->weight, 2.0);
 	ck_assert_str_eq(kvs_config_shard(cfg, 1)->host, "::1");
 	ck_assert_uint_eq(kvs_config_shard(cfg, 1)->port, 2);
 	ck_assert_double_eq(kvs_config_shard(cfg, 1)->weight, 0.5);
 	ck_assert_uint_eq(kvs_config_shard(cfg, 2)->idx, 7);
+	kvs_config_free(cfg);
+}
+END_TEST
+
+/* The prefix in etcd defaults to the cluster's name. */
+START_TEST(coordination_prefix_from_name)
+{
+	kvs_config *cfg = parse_ok("[cluster]\nname = \"orders\"\n"
+	                           "[coordination]\netcd = [\"h:2379\"]\n"
+	                           "[[shards]]\nname = \"s\"\nidx = 0\n"
+	                           "address = \"h:1\"\n");
+	const kvs_cluster_config *c = kvs_config_cluster(cfg);
+
+	ck_assert_str_eq(c->name, "orders");
+	ck_assert_str_eq(c->coordination_prefix, "/kvshard/orders");
+	ck_assert_uint_eq(c->lease_ttl_s, KVS_DEFAULT_LEASE_TTL_S);
 	kvs_config_free(cfg);
 }
 END_TEST
@@ -245,7 +273,34 @@ START_TEST(errors_point_at_the_mistake)
 	          "t.toml:6:1: unknown key 'replicas' in [cluster]");
 	parse_err(ONE_SHARD "[clutser]\nreplication = 3\n",
 	          "t.toml:5:2: unknown key 'clutser' (expected [[shards]], "
-	          "[cluster], [storage], [limits], [server] or [auth])");
+	          "[cluster], [storage], [limits], [server], [auth] or "
+	          "[coordination])");
+	parse_err(ONE_SHARD "[coordination]\nprefix = \"/a\"\n",
+	          "t.toml:5:1: [coordination] needs 'etcd', the list of etcd's "
+	          "client endpoints (\"host:port\")");
+	parse_err(ONE_SHARD "[coordination]\netcd = []\n",
+	          "t.toml:6:8: 'etcd' must list 1 to 16 endpoints "
+	          "(\"host:port\")");
+	parse_err(ONE_SHARD "[coordination]\netcd = [\"h:1\", \"http://h:2\"]\n",
+	          "t.toml:6:16: bad etcd endpoint \"http://h:2\": the host has "
+	          "invalid characters");
+	parse_err(ONE_SHARD "[coordination]\netcd = \"h:1\"\n",
+	          "t.toml:6:8: 'etcd' must be an array of strings, not string");
+	parse_err(ONE_SHARD "[coordination]\netcd = [\"h:1\"]\nprefix = \"a/b\"\n",
+	          "t.toml:7:10: prefix \"a/b\" must start with '/', not end "
+	          "with one, and hold names of A-Z a-z 0-9 . _ - separated by "
+	          "single '/' (at most 256 bytes)");
+	parse_err(ONE_SHARD "[coordination]\netcd = [\"h:1\"]\nprefix = \"/a//b\"\n",
+	          "t.toml:7:10: prefix \"/a//b\" must start with '/', not end "
+	          "with one, and hold names of A-Z a-z 0-9 . _ - separated by "
+	          "single '/' (at most 256 bytes)");
+	parse_err(ONE_SHARD "[coordination]\netcd = [\"h:1\"]\nlease_ttl_s = 1\n",
+	          "t.toml:7:15: 'lease_ttl_s' must be between 2 and 300, not 1");
+	parse_err(ONE_SHARD "[coordination]\netcd = [\"h:1\"]\nwatch = 1\n",
+	          "t.toml:7:1: unknown key 'watch' in [coordination]");
+	parse_err(ONE_SHARD "[cluster]\nname = \"a/b\"\n",
+	          "t.toml:6:8: cluster name \"a/b\" must be 1 to 64 of A-Z a-z "
+	          "0-9 . _ - and not start with '.' or '-'");
 	parse_err(ONE_SHARD "[cluster]\nrouting = \"forward\"\n",
 	          "t.toml:6:11: 'routing' must be \"proxy\" or \"redirect\", "
 	          "not \"forward\"");
@@ -353,6 +408,7 @@ int main(void)
 	tcase_add_test(tc, seed_file_loads_unchanged);
 	tcase_add_test(tc, repo_config_file_loads);
 	tcase_add_test(tc, every_option);
+	tcase_add_test(tc, coordination_prefix_from_name);
 	tcase_add_test(tc, replication_is_capped);
 	tcase_add_test(tc, shards_in_idx_order);
 	tcase_add_test(tc, errors_point_at_the_mistake);

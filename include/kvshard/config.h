@@ -36,6 +36,8 @@ typedef struct kvs_config kvs_config;
 #define KVS_DEFAULT_HINT_RATE_BYTES ((size_t)4 << 20)
 #define KVS_DEFAULT_ANTI_ENTROPY_INTERVAL_S 600u
 #define KVS_DEFAULT_TOMBSTONE_GRACE_S 864000u /* 10 days */
+#define KVS_DEFAULT_CLUSTER_NAME "kvshard"
+#define KVS_DEFAULT_LEASE_TTL_S 10u
 #define KVS_DEFAULT_MAX_KEY_BYTES 511u
 #define KVS_DEFAULT_MAX_VALUE_BYTES (16u * 1024u * 1024u)
 #define KVS_DEFAULT_MAX_CONNECTIONS 1024u
@@ -118,6 +120,16 @@ typedef struct kvs_cluster_config {
 	/* [cluster]: a tombstone older than this, which anti-entropy has
 	 * seen on every owner, is deleted for good (0: never). */
 	unsigned tombstone_grace_s;
+	/* [cluster]: the cluster's name (its keys' place in etcd). */
+	const char *name;
+	/* [coordination]: etcd's client endpoints, "host:port" (none: the
+	 * topology is the file's, fixed at start); the prefix of the
+	 * cluster's keys there ("/kvshard/<name>" by default); how long a
+	 * node's registration outlives its last renewal. */
+	const char *const *etcd_endpoints;
+	size_t n_etcd_endpoints;
+	const char *coordination_prefix;
+	unsigned lease_ttl_s;
 } kvs_cluster_config;
 
 /**
