@@ -13,6 +13,8 @@ BUILD_DIR=${BUILD_DIR:-build}
 # shellcheck disable=SC2086
 kvs_install $KVS_BUILD_PACKAGES || { echo "0 passed, 1 failed"; exit 1; }
 # shellcheck disable=SC2086
+kvs_install_no_start $KVS_TEST_PACKAGES || { echo "0 passed, 1 failed"; exit 1; }
+# shellcheck disable=SC2086
 kvs_build "$BUILD_DIR" -Dtests=enabled -Dserver=enabled ${MESON_ARGS:-} ||
 	{ echo "0 passed, 1 failed"; exit 1; }
 

@@ -6,6 +6,10 @@ KVS_BUILD_PACKAGES="gcc libc6-dev pkg-config meson ninja-build python3
   liblmdb-dev libcurl4-openssl-dev libcjson-dev check libmicrohttpd-dev
   libxxhash-dev"
 
+# What the tests need besides: etcd, which the coordination tests start
+# privately on free loopback ports.
+KVS_TEST_PACKAGES="etcd-server"
+
 kvs_log() { printf '==> %s\n' "$*" >&2; }
 
 # Print the packages of "$@" that are not installed.
@@ -40,6 +44,23 @@ kvs_install() {
 		kvs_log "apt-get could not install: $missing"
 		return 1
 	}
+}
+
+# Install the packages of "$@" that are missing without starting the
+# services they ship (Debian starts a daemon's service when it is
+# installed; kvshard runs private instances of them).
+kvs_install_no_start() {
+	local sudo="" added_policy=0 rc
+	[ -n "$(kvs_missing_packages "$@" | tr -d '\n')" ] || return 0
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null &&
+			$sudo chmod +x /usr/sbin/policy-rc.d && added_policy=1
+	fi
+	kvs_install "$@"
+	rc=$?
+	[ $added_policy = 1 ] && $sudo rm -f /usr/sbin/policy-rc.d
+	return $rc
 }
 
 # kvs_build DIR [MESON_ARGS...]: configure (or reconfigure) and build.

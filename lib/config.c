@@ -907,6 +907,36 @@ static int load_root(struct ctx *x, const kvs__toml_value *root)
 	return finish(x);
 }
 
+int kvs__config_adopt_topology(kvs_config *cfg, kvs_config *from)
+{
+	void **owned;
+
+	if (cfg->n_owned + from->n_owned > cfg->cap_owned) {
+		size_t cap = cfg->n_owned + from->n_owned;
+
+		owned = realloc(cfg->owned, cap * sizeof(*owned));
+		if (owned == NULL)
+			return KVS_ENOMEM;
+		cfg->owned = owned;
+		cfg->cap_owned = cap;
+	}
+	/* from's strings now live as long as cfg. */
+	memcpy(cfg->owned + cfg->n_owned, from->owned,
+	       from->n_owned * sizeof(*from->owned));
+	cfg->n_owned += from->n_owned;
+	from->n_owned = 0;
+	free(cfg->shards);
+	cfg->shards = from->shards;
+	cfg->n_shards = from->n_shards;
+	from->shards = NULL;
+	from->n_shards = 0;
+	cfg->c.replication = from->c.replication;
+	cfg->c.write_quorum = from->c.write_quorum;
+	cfg->c.read_quorum = from->c.read_quorum;
+	kvs_config_free(from);
+	return KVS_OK;
+}
+
 void kvs_config_free(kvs_config *cfg)
 {
 	if (cfg == NULL)

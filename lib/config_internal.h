@@ -16,4 +16,13 @@
 int kvs__parse_address(const char *a, char *host, size_t host_cap,
                        uint16_t *port, const char **why);
 
+typedef struct kvs_config kvs_config;
+
+/*
+ * Make from's shards, replication factor and quorums cfg's (the topology
+ * etcd holds, parsed as a config of its own); frees from in every case
+ * but KVS_ENOMEM. Nothing else of cfg changes.
+ */
+int kvs__config_adopt_topology(kvs_config *cfg, kvs_config *from);
+
 #endif

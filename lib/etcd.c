@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "etcd.h"
 #include "kvshard/common.h"
@@ -24,6 +25,8 @@
 /* Largest answer read: a topology and the registrations fit easily. */
 #define MAX_ANSWER ((size_t)16 << 20)
 #define LIST_LIMIT 10000
+/* Tries more of an endpoint that answers 503 (100, 200, 400 ms apart). */
+#define UNAVAILABLE_RETRIES 3u
 
 struct kvs__etcd {
 	kvs__transport *t;
@@ -101,11 +104,12 @@ static int call(kvs__etcd *e, const char *path, cJSON *body, cJSON **answer)
 	pthread_mutex_lock(&e->mu);
 	first = e->good;
 	pthread_mutex_unlock(&e->mu);
-	for (size_t k = 0; k < e->n; k++) {
+	for (size_t k = 0, again = 0; k < e->n; k++) {
 		size_t i = (first + k) % e->n;
 		char url[512];
 		kvs__http_request req = {0};
 		kvs__http_response resp;
+		int unavailable;
 
 		snprintf(url, sizeof(url), "%s%s", e->urls[i], path);
 		req.method = "POST";
@@ -117,10 +121,12 @@ static int call(kvs__etcd *e, const char *path, cJSON *body, cJSON **answer)
 		req.max_body = MAX_ANSWER;
 		kvs__transport_request(e->t, &req, &resp);
 		rc = resp.rc;
+		unavailable = rc == KVS_OK && resp.status == 503;
 		if (rc == KVS_OK) {
 			pthread_mutex_lock(&e->mu);
 			e->good = i;
 			pthread_mutex_unlock(&e->mu);
+			cJSON_Delete(*answer);
 			*answer = cJSON_ParseWithLength(resp.body, resp.body_len);
 			if (*answer == NULL)
 				rc = KVS_EPROTO;
@@ -128,7 +134,17 @@ static int call(kvs__etcd *e, const char *path, cJSON *body, cJSON **answer)
 				rc = KVS_EHTTP; /* the answer says why */
 		}
 		kvs__http_response_clear(&resp);
-		if (rc != KVS_ECONNECT && rc != KVS_ETIMEDOUT)
+		/* 503: the gateway lost its connection to etcd for a moment
+		 * ("transport is closing", seen right after etcd starts):
+		 * the same endpoint again, a little later, a few times. */
+		if (unavailable && again < UNAVAILABLE_RETRIES) {
+			usleep((useconds_t)(100000u << again));
+			again++;
+			k--;
+			continue;
+		}
+		again = 0;
+		if (rc != KVS_ECONNECT && rc != KVS_ETIMEDOUT && !unavailable)
 			break;
 	}
 	free(text);

@@ -676,8 +676,7 @@ void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st)
 
 uint64_t kvs__node_epoch(const kvs__node *n)
 {
-	(void)n;
-	return 1;
+	return n->o.epoch != 0 ? n->o.epoch : 1;
 }
 
 kvs_store *kvs__node_store(kvs__node *n)

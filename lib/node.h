@@ -63,6 +63,8 @@ typedef struct kvs__node_options {
 	 * back, no owner answered); NULL: none. */
 	void (*log)(void *ud, int level, const char *msg);
 	void *log_ud;
+	/* The topology's epoch (coord.h); 0: 1, the config file's. */
+	uint64_t epoch;
 } kvs__node_options;
 
 void kvs__node_options_init(kvs__node_options *o);
@@ -261,7 +263,8 @@ void kvs__node_hints_pending(kvs__node *n, size_t i, uint64_t *count,
 /** Is shard i believed up (1; this node always is), or down (0)? */
 int kvs__node_shard_status(kvs__node *n, size_t i);
 
-/** The topology epoch: 1 while the topology is the config file's. */
+/** The topology epoch: 1 while the topology is the config file's, else
+ * the epoch of etcd's topology the node opened with. */
 uint64_t kvs__node_epoch(const kvs__node *n);
 
 /** The node's store, for its figures (/v1/status). */

@@ -70,7 +70,23 @@ void handle_cluster(struct req *r)
 		cJSON_AddStringToObject(o, KVS_F_STATUS,
 		                        kvs__node_shard_status(r->srv->node, i) ? "up"
 		                                                           : "down");
+		if (r->srv->coord != NULL)
+			cJSON_AddBoolToObject(o, "registered",
+			                      kvs__coord_is_registered(
+			                              r->srv->coord, sh->name));
 		cJSON_AddItemToArray(shards, o);
+	}
+	if (r->srv->coord != NULL) {
+		cJSON *co = cJSON_AddObjectToObject(doc, "coordination");
+		cJSON *ep = cJSON_AddArrayToObject(co, "etcd");
+
+		for (size_t i = 0; ep != NULL && i < cc->n_etcd_endpoints; i++)
+			cJSON_AddItemToArray(
+			        ep, cJSON_CreateString(cc->etcd_endpoints[i]));
+		cJSON_AddStringToObject(co, "prefix", cc->coordination_prefix);
+		cJSON_AddNumberToObject(co, "lease_ttl_s", cc->lease_ttl_s);
+	} else {
+		cJSON_AddNullToObject(doc, "coordination");
 	}
 	answer_json(r, doc);
 }

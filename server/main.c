@@ -252,6 +252,8 @@ static int start(struct server *srv, const struct args *a, int *fd)
 	}
 	kvs__node_options_init(&no);
 	no.log = log_node_event;
+	if (srv->coord != NULL)
+		no.epoch = kvs__coord_epoch(srv->coord);
 	rc = kvs__node_open(&srv->node, srv->cfg, srv->me->name, store_dir, &no,
 	                    err, sizeof(err));
 	if (rc != KVS_OK) {
@@ -263,6 +265,16 @@ static int start(struct server *srv, const struct args *a, int *fd)
 	         (unsigned long long)kvs__node_epoch(srv->node));
 	if (http_start(srv, *fd) != 0) {
 		fprintf(stderr, "kvshard-server: cannot start the HTTP server\n");
+		return 1;
+	}
+	/* Registered once it serves. */
+	if (srv->coord != NULL &&
+	    (rc = kvs__coord_register(srv->coord, srv->me->name,
+	                              a->listen_at ? a->listen_at
+	                                           : srv->me->address)) !=
+	            KVS_OK) {
+		fprintf(stderr, "kvshard-server: cannot register in etcd: %s\n",
+		        kvs_strerror(rc));
 		return 1;
 	}
 	log_msg(LL_INFO,
@@ -331,7 +343,34 @@ int main(int argc, char **argv)
 	}
 	srv.cfg = cfg;
 	srv.cc = kvs_config_cluster(cfg);
+	/* Threads inherit this mask: only the main thread takes signals.
+	 * Set before any thread starts (etcd's client has one). */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (srv.cc->n_etcd_endpoints > 0) {
+		/* The topology is etcd's: it may replace the file's shards. */
+		if (kvs__coord_open(&srv.coord, cfg, log_node_event, NULL, err,
+		                    sizeof(err)) != KVS_OK) {
+			fprintf(stderr, "kvshard-server: %s\n", err);
+			status = 1;
+			goto out;
+		}
+	}
 	srv.me = kvs_config_find_shard(cfg, a.shard);
+	if (srv.me == NULL && srv.coord != NULL) {
+		fprintf(stderr,
+		        "kvshard-server: no shard named \"%s\" in etcd's "
+		        "topology (%s/topology, epoch %llu); adding a shard "
+		        "at runtime is not available in this version\n",
+		        a.shard, srv.cc->coordination_prefix,
+		        (unsigned long long)kvs__coord_epoch(srv.coord));
+		status = EXIT_USAGE;
+		goto out;
+	}
 	if (srv.me == NULL) {
 		fprintf(stderr, "kvshard-server: %s: no shard named \"%s\"\n",
 		        a.config_path, a.shard);
@@ -340,13 +379,6 @@ int main(int argc, char **argv)
 	}
 	srv.threads = srv.cc->threads ? srv.cc->threads : cpu_count();
 
-	/* Threads inherit this mask: only the main thread takes signals. */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	signal(SIGPIPE, SIG_IGN);
 
 	status = start(&srv, &a, &fd);
 	if (status != 0)
@@ -354,6 +386,8 @@ int main(int argc, char **argv)
 	sig = wait_for_signal(&sigs);
 	log_msg(LL_INFO, "%s: stopping (finishing requests in flight)",
 	        sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	/* Deregistered first: the others see it leave at once. */
+	kvs__coord_leave(srv.coord);
 	stop(&srv, fd);
 	fd = -1;
 out:
@@ -361,6 +395,7 @@ out:
 	 * the running daemon. */
 	kvs__node_close(srv.node);
 	http_stop(&srv);
+	kvs__coord_close(srv.coord);
 	if (fd >= 0)
 		close(fd);
 	metrics_shutdown();

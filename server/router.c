@@ -52,11 +52,19 @@ const enum method known_methods[6] = {M_GET,  M_HEAD,   M_PUT,
  * version's topology is the file's. */
 static void static_topology(struct req *r)
 {
+	if (r->srv->coord != NULL) {
+		reply_error(r, KVS_ENOTSUP,
+		            "this cluster's topology is kept in etcd, but "
+		            "changing it at runtime (adding, removing or "
+		            "reweighting shards, moving data) is not available "
+		            "in this version");
+		return;
+	}
 	reply_error(r, KVS_ESTATIC,
 	            "this cluster's shards are those of its configuration "
-	            "file: change the file and restart every node (runtime "
-	            "changes through a coordination service are not "
-	            "available in this version)");
+	            "file: change the file and restart every node, or keep "
+	            "the topology in etcd with a [coordination] table (see "
+	            "docs/config.md)");
 }
 
 static const struct endpoint endpoints[] = {

@@ -32,6 +32,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "coord.h"
 #include "kvshard.h"
 #include "node.h"
 #include "protocol.h"
@@ -86,6 +87,7 @@ enum role { ROLE_NONE, ROLE_READ, ROLE_WRITE, ROLE_PEER };
 
 struct server {
 	kvs__node *node;
+	kvs__coord *coord; /* NULL: the file's topology */
 	const kvs_config *cfg;
 	const kvs_cluster_config *cc;
 	const kvs_shard_config *me;

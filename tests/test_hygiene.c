@@ -198,6 +198,12 @@ static const char *const server_may_use[] = {
 	"kvs__scan_req", "kvs__scan_result", "kvs__scan_result_merge",
 	"kvs__scan_result_clear", "kvs__peer_reply", "kvs__peer_reply_encode",
 	"kvs__peer_reply_clear",
+	/* The topology kept in etcd: agreed before the node opens (it
+	 * may replace the file's shards), the node registered once it
+	 * serves. */
+	"kvs__coord", "kvs__coord_open", "kvs__coord_epoch",
+	"kvs__coord_register", "kvs__coord_is_registered",
+	"kvs__coord_leave", "kvs__coord_close",
 	/* The protocol's names and the config's address syntax. */
 	"kvs__http_status", "kvs__parse_address",
 	/* Text helpers (util.h, base64.h). */
@@ -274,10 +280,13 @@ START_TEST(dependency_walls)
 	static const char *const store[] = {"lib/store.c", NULL};
 	static const char *const transport[] = {"lib/transport.c", NULL};
 	static const char *const transport_users[] = {
-		"lib/transport.c", "lib/peer.c", "lib/client.c", NULL};
+		"lib/transport.c", "lib/peer.c", "lib/client.c", "lib/etcd.c",
+		NULL};
 	static const char *const config[] = {"lib/config.c", "lib/toml.c",
 	                                     "lib/toml.h", NULL};
-	static const char *const json[] = {"lib/client.c", NULL};
+	/* JSON documents: the remote client's answers, etcd's. */
+	static const char *const json[] = {"lib/client.c", "lib/etcd.c",
+	                                   "lib/coord.c", NULL};
 	static const char *const none[] = {NULL};
 	static const char *const io[] = {"fopen", "open(", "read(", "write(",
 	                                 "socket(", "mdb_", "curl_", NULL};

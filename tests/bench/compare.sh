@@ -60,21 +60,7 @@ die() { kvs_log "error: $*"; exit 1; }
 # Preparation
 
 install_peers() {
-	local missing sudo="" added_policy=0
-	missing=$(kvs_missing_packages nginx-light redis-server webdis etcd-server wrk python3 curl | tr '\n' ' ')
-	[ -n "${missing// /}" ] || return 0
-	[ "$(id -u)" -eq 0 ] || sudo=sudo
-	# Debian starts a package's service when it is installed: forbid it
-	# for the duration of the install (we run private instances).
-	if [ ! -e /usr/sbin/policy-rc.d ]; then
-		printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
-		$sudo chmod +x /usr/sbin/policy-rc.d
-		added_policy=1
-	fi
-	kvs_install $missing
-	local rc=$?
-	[ $added_policy = 1 ] && $sudo rm -f /usr/sbin/policy-rc.d
-	return $rc
+	kvs_install_no_start nginx-light redis-server webdis etcd-server wrk python3 curl
 }
 
 # Start a command pinned to the server CPU, in the background.

@@ -1,0 +1,558 @@
+/*
+ * coord.c - the topology kept in etcd, and the nodes registered there.
+ *
+ * The topology document (format 1):
+ *
+ *   {"format":1,"epoch":1,"replication":3,"write_quorum":2,
+ *    "read_quorum":2,"shards":[{"name":"shard-1","idx":0,
+ *    "address":"localhost:8081","weight":1}, ...]}
+ *
+ * It is read back through the config loader (written out as the TOML of
+ * its [cluster] quorums and [[shards]]), so that etcd's topology passes the
+ * same checks as a file's. Two topologies are the same when that
+ * normalised form is.
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config_internal.h"
+#include "coord.h"
+#include "etcd.h"
+#include "kvshard/common.h"
+#include "node.h"
+#include "util.h"
+
+#define TOPOLOGY_FORMAT 1
+#define ETCD_TIMEOUT_MS 2000u
+/* Between renewals while etcd cannot be reached. */
+#define RETRY_MS 1000u
+#define SEED_TRIES 5
+
+struct kvs__coord {
+	kvs__etcd *etcd;
+	char *prefix;
+	unsigned ttl_s;
+	uint64_t epoch;
+	kvs__coord_log_fn log;
+	void *log_ud;
+	/* Registration. */
+	char *node_key;   /* <prefix>/nodes/<name> */
+	char *node_value; /* {"address": ...} */
+	int64_t lease;    /* 0: none held */
+	int thread_started;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int closing;
+	int unreachable;  /* an outage already logged */
+	char **registered; /* names, as last listed; under mu */
+	size_t n_registered;
+};
+
+static void say(const kvs__coord *co, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void say(const kvs__coord *co, int level, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	if (co->log == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	co->log(co->log_ud, level, msg);
+}
+
+static char *join(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	char *s = malloc(la + lb + 1);
+
+	if (s != NULL) {
+		memcpy(s, a, la);
+		memcpy(s + la, b, lb + 1);
+	}
+	return s;
+}
+
+/* The topology of cfg as a document (epoch 0: left out, to compare). */
+static char *topology_doc(const kvs_config *cfg, uint64_t epoch)
+{
+	const kvs_cluster_config *c = kvs_config_cluster(cfg);
+	cJSON *doc = cJSON_CreateObject(), *shards;
+	char *text = NULL;
+
+	if (doc == NULL)
+		return NULL;
+	cJSON_AddNumberToObject(doc, "format", TOPOLOGY_FORMAT);
+	if (epoch != 0)
+		cJSON_AddNumberToObject(doc, "epoch", (double)epoch);
+	cJSON_AddNumberToObject(doc, "replication", c->replication);
+	cJSON_AddNumberToObject(doc, "write_quorum", c->write_quorum);
+	cJSON_AddNumberToObject(doc, "read_quorum", c->read_quorum);
+	shards = cJSON_AddArrayToObject(doc, "shards");
+	for (size_t i = 0; shards != NULL && i < kvs_config_shard_count(cfg);
+	     i++) {
+		const kvs_shard_config *sh = kvs_config_shard(cfg, i);
+		cJSON *o = cJSON_CreateObject();
+
+		if (o == NULL)
+			break;
+		cJSON_AddStringToObject(o, "name", sh->name);
+		cJSON_AddNumberToObject(o, "idx", sh->idx);
+		cJSON_AddStringToObject(o, "address", sh->address);
+		cJSON_AddNumberToObject(o, "weight", sh->weight);
+		cJSON_AddItemToArray(shards, o);
+	}
+	text = cJSON_PrintUnformatted(doc);
+	cJSON_Delete(doc);
+	return text;
+}
+
+/* Append s as a TOML basic string: JSON's escapes are TOML's. */
+static void toml_string(kvs__buf *b, const char *s)
+{
+	cJSON *str = cJSON_CreateString(s);
+	char *q = str != NULL ? cJSON_PrintUnformatted(str) : NULL;
+
+	if (q == NULL)
+		b->rc = KVS_ENOMEM;
+	else
+		kvs__buf_adds(b, q);
+	free(q);
+	cJSON_Delete(str);
+}
+
+static int want_number(const cJSON *o, const char *name, double *v)
+{
+	const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, name);
+
+	if (!cJSON_IsNumber(x))
+		return -1;
+	*v = x->valuedouble;
+	return 0;
+}
+
+/*
+ * Parse etcd's document into a config of its own (*out) and its epoch,
+ * through the config loader. err gets the reason on KVS_ECONFIG.
+ */
+static int parse_doc(const char *text, size_t len, const char *where,
+                     kvs_config **out, uint64_t *epoch, char *err,
+                     size_t err_len)
+{
+	cJSON *doc = cJSON_ParseWithLength(text, len);
+	const cJSON *shards, *sh;
+	char cerr[KVS_ERRBUF_SIZE];
+	double format = 0, ep = 0, n = 0, w = 0, r = 0;
+	kvs__buf b;
+	int rc;
+
+	*out = NULL;
+	if (doc == NULL || want_number(doc, "format", &format) != 0 ||
+	    want_number(doc, "epoch", &ep) != 0 ||
+	    want_number(doc, "replication", &n) != 0 ||
+	    want_number(doc, "write_quorum", &w) != 0 ||
+	    want_number(doc, "read_quorum", &r) != 0 ||
+	    !cJSON_IsArray(shards = cJSON_GetObjectItemCaseSensitive(
+	                           doc, "shards"))) {
+		snprintf(err, err_len,
+		         "%s: not a topology document (format, epoch, "
+		         "replication, write_quorum, read_quorum, shards)",
+		         where);
+		cJSON_Delete(doc);
+		return KVS_ECONFIG;
+	}
+	if (format != TOPOLOGY_FORMAT || !(ep >= 1 && ep < 9e15)) {
+		snprintf(err, err_len,
+		         "%s: topology format %g, epoch %g: this version reads "
+		         "format %d with an epoch from 1",
+		         where, format, ep, TOPOLOGY_FORMAT);
+		cJSON_Delete(doc);
+		return KVS_ECONFIG;
+	}
+	kvs__buf_init(&b, 0);
+	kvs__buf_addf(&b, "[cluster]\nreplication = %.0f\nwrite_quorum = %.0f\n"
+	                  "read_quorum = %.0f\n",
+	              n, w, r);
+	cJSON_ArrayForEach(sh, shards)
+	{
+		const cJSON *name = cJSON_GetObjectItemCaseSensitive(sh, "name");
+		const cJSON *addr = cJSON_GetObjectItemCaseSensitive(sh, "address");
+		double idx = -1, weight = -1;
+
+		if (!cJSON_IsString(name) || !cJSON_IsString(addr) ||
+		    want_number(sh, "idx", &idx) != 0 ||
+		    want_number(sh, "weight", &weight) != 0) {
+			snprintf(err, err_len,
+			         "%s: a shard without name, idx, address and "
+			         "weight",
+			         where);
+			kvs__buf_free(&b);
+			cJSON_Delete(doc);
+			return KVS_ECONFIG;
+		}
+		kvs__buf_adds(&b, "[[shards]]\nname = ");
+		toml_string(&b, name->valuestring);
+		kvs__buf_addf(&b, "\nidx = %.0f\naddress = ", idx);
+		toml_string(&b, addr->valuestring);
+		kvs__buf_addf(&b, "\nweight = %.17g\n", weight);
+	}
+	cJSON_Delete(doc);
+	if (b.rc != KVS_OK) {
+		kvs__buf_free(&b);
+		return KVS_ENOMEM;
+	}
+	rc = kvs_config_parse(out, b.data, b.len, where, cerr);
+	kvs__buf_free(&b);
+	if (rc == KVS_ECONFIG) {
+		/* The loader's position is in the TOML written above, which
+		 * nobody sees: keep its message only. */
+		const char *m = strstr(cerr, ": ");
+
+		snprintf(err, err_len, "etcd's topology at %s is not valid: %s",
+		         where, m != NULL && strncmp(cerr, where, strlen(where)) == 0
+		                    ? m + 2
+		                    : cerr);
+	}
+	*epoch = (uint64_t)ep;
+	return rc;
+}
+
+/* Seed etcd's topology from cfg, or adopt the one there. */
+static int agree(kvs__coord *co, kvs_config *cfg, char *err, size_t err_len)
+{
+	char *key = join(co->prefix, "/topology");
+	int rc = KVS_ENOMEM;
+
+	if (key == NULL)
+		return KVS_ENOMEM;
+	for (int tries = 0; tries < SEED_TRIES; tries++) {
+		char *value = NULL, *mine = NULL, *theirs = NULL;
+		size_t len = 0;
+		kvs_config *from = NULL;
+
+		rc = kvs__etcd_get(co->etcd, key, &value, &len, NULL);
+		if (rc == KVS_NOTFOUND) {
+			char *doc = topology_doc(cfg, 1);
+
+			rc = doc != NULL ? kvs__etcd_put_if(co->etcd, key, doc,
+			                                    strlen(doc), 0, NULL)
+			                 : KVS_ENOMEM;
+			free(doc);
+			if (rc == KVS_ECONFLICT)
+				continue; /* another node seeded it: read it */
+			if (rc == KVS_OK) {
+				co->epoch = 1;
+				say(co, KVS__LOG_INFO,
+				    "etcd had no topology at %s: seeded it from %s "
+				    "(epoch 1)",
+				    key, kvs_config_cluster(cfg)->path);
+			}
+			break;
+		}
+		if (rc != KVS_OK)
+			break;
+		rc = parse_doc(value, len, key, &from, &co->epoch, err, err_len);
+		free(value);
+		if (rc != KVS_OK)
+			break;
+		mine = topology_doc(cfg, 0);
+		theirs = topology_doc(from, 0);
+		if (mine == NULL || theirs == NULL) {
+			rc = KVS_ENOMEM;
+		} else if (strcmp(mine, theirs) == 0) {
+			kvs_config_free(from);
+			from = NULL;
+		} else {
+			say(co, KVS__LOG_WARN,
+			    "the topology in etcd (%s, epoch %llu) differs from "
+			    "%s: etcd wins (shards and N/W/R come from etcd; "
+			    "the file's other settings stay)",
+			    key, (unsigned long long)co->epoch,
+			    kvs_config_cluster(cfg)->path);
+			rc = kvs__config_adopt_topology(cfg, from);
+			if (rc == KVS_OK)
+				from = NULL;
+		}
+		kvs_config_free(from);
+		free(mine);
+		free(theirs);
+		break;
+	}
+	if (rc == KVS_ECONFLICT)
+		snprintf(err, err_len, "%s: kept changing while it was read",
+		         key);
+	free(key);
+	return rc;
+}
+
+int kvs__coord_open(kvs__coord **out, kvs_config *cfg, kvs__coord_log_fn log,
+                    void *log_ud, char *err, size_t err_len)
+{
+	const kvs_cluster_config *c = kvs_config_cluster(cfg);
+	kvs__coord *co;
+	int rc;
+
+	*out = NULL;
+	err[0] = '\0';
+	if (c->n_etcd_endpoints == 0 || c->coordination_prefix == NULL)
+		return KVS_EINVAL;
+	co = calloc(1, sizeof(*co));
+	if (co == NULL)
+		return KVS_ENOMEM;
+	pthread_mutex_init(&co->mu, NULL);
+	pthread_cond_init(&co->cv, NULL);
+	co->log = log;
+	co->log_ud = log_ud;
+	co->ttl_s = c->lease_ttl_s;
+	co->prefix = join(c->coordination_prefix, "");
+	rc = co->prefix != NULL ? kvs__etcd_new(&co->etcd, c->etcd_endpoints,
+	                                        c->n_etcd_endpoints,
+	                                        ETCD_TIMEOUT_MS)
+	                        : KVS_ENOMEM;
+	if (rc == KVS_OK)
+		rc = agree(co, cfg, err, err_len);
+	if (rc != KVS_OK) {
+		if (err[0] == '\0')
+			snprintf(err, err_len, "etcd at %s%s: %s",
+			         c->etcd_endpoints[0],
+			         c->n_etcd_endpoints > 1 ? " (and others)" : "",
+			         kvs_strerror(rc));
+		kvs__coord_close(co);
+		return rc;
+	}
+	*out = co;
+	return KVS_OK;
+}
+
+uint64_t kvs__coord_epoch(const kvs__coord *co)
+{
+	return co->epoch;
+}
+
+/* Hold a lease with our key under it. */
+static int hold(kvs__coord *co)
+{
+	int rc;
+
+	if (co->lease != 0) {
+		rc = kvs__etcd_lease_keepalive(co->etcd, co->lease);
+		if (rc != KVS_NOTFOUND)
+			return rc;
+		say(co, KVS__LOG_WARN,
+		    "the registration lease of %s ran out (etcd not reached "
+		    "within %u s): registering again",
+		    co->node_key, co->ttl_s);
+		co->lease = 0;
+	}
+	rc = kvs__etcd_lease_grant(co->etcd, co->ttl_s, &co->lease);
+	if (rc != KVS_OK)
+		return rc;
+	return kvs__etcd_put(co->etcd, co->node_key, co->node_value,
+	                     strlen(co->node_value), co->lease);
+}
+
+struct names {
+	char **v;
+	size_t n, cap;
+	size_t skip; /* bytes of "<prefix>/nodes/" */
+	int failed;
+};
+
+static int add_name(void *ud, const char *key, size_t key_len,
+                    const char *value, size_t value_len)
+{
+	struct names *ns = ud;
+	char *name;
+
+	(void)value;
+	(void)value_len;
+	if (key_len <= ns->skip)
+		return 0;
+	if (ns->n == ns->cap) {
+		size_t cap = ns->cap ? 2 * ns->cap : 8;
+		char **v = realloc(ns->v, cap * sizeof(*v));
+
+		if (v == NULL) {
+			ns->failed = 1;
+			return 1;
+		}
+		ns->v = v;
+		ns->cap = cap;
+	}
+	name = malloc(key_len - ns->skip + 1);
+	if (name == NULL) {
+		ns->failed = 1;
+		return 1;
+	}
+	memcpy(name, key + ns->skip, key_len - ns->skip);
+	name[key_len - ns->skip] = '\0';
+	ns->v[ns->n++] = name;
+	return 0;
+}
+
+static void free_names(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* List who is registered, for kvs__coord_is_registered. */
+static int refresh(kvs__coord *co)
+{
+	char *dir = join(co->prefix, "/nodes/");
+	struct names ns = {0};
+	int rc;
+
+	if (dir == NULL)
+		return KVS_ENOMEM;
+	ns.skip = strlen(dir);
+	rc = kvs__etcd_list(co->etcd, dir, add_name, &ns);
+	free(dir);
+	if (rc == KVS_OK && ns.failed)
+		rc = KVS_ENOMEM;
+	if (rc != KVS_OK) {
+		free_names(ns.v, ns.n);
+		return rc;
+	}
+	pthread_mutex_lock(&co->mu);
+	free_names(co->registered, co->n_registered);
+	co->registered = ns.v;
+	co->n_registered = ns.n;
+	pthread_mutex_unlock(&co->mu);
+	return KVS_OK;
+}
+
+static void *renewer_main(void *arg)
+{
+	kvs__coord *co = arg;
+
+	pthread_mutex_lock(&co->mu);
+	while (!co->closing) {
+		unsigned wait_ms;
+		struct timespec until;
+		int rc;
+
+		pthread_mutex_unlock(&co->mu);
+		rc = hold(co);
+		if (rc == KVS_OK)
+			rc = refresh(co);
+		if (rc != KVS_OK && !co->unreachable) {
+			co->unreachable = 1;
+			say(co, KVS__LOG_WARN,
+			    "cannot renew %s in etcd: %s (retrying every %u ms)",
+			    co->node_key, kvs_strerror(rc), RETRY_MS);
+		} else if (rc == KVS_OK && co->unreachable) {
+			co->unreachable = 0;
+			say(co, KVS__LOG_INFO, "%s renewed in etcd again",
+			    co->node_key);
+		}
+		wait_ms = rc == KVS_OK ? co->ttl_s * 1000u / 3u : RETRY_MS;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += wait_ms / 1000u;
+		until.tv_nsec += (long)(wait_ms % 1000u) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_mutex_lock(&co->mu);
+		while (!co->closing &&
+		       pthread_cond_timedwait(&co->cv, &co->mu, &until) == 0)
+			;
+	}
+	pthread_mutex_unlock(&co->mu);
+	return NULL;
+}
+
+int kvs__coord_register(kvs__coord *co, const char *name,
+                        const char *address)
+{
+	char *dir = join(co->prefix, "/nodes/");
+	cJSON *v = cJSON_CreateObject();
+	int rc;
+
+	co->node_key = dir != NULL ? join(dir, name) : NULL;
+	free(dir);
+	if (v != NULL)
+		cJSON_AddStringToObject(v, "address", address);
+	co->node_value = v != NULL ? cJSON_PrintUnformatted(v) : NULL;
+	cJSON_Delete(v);
+	if (co->node_key == NULL || co->node_value == NULL)
+		return KVS_ENOMEM;
+	/* A failure here is etcd's passing trouble (it was reached a
+	 * moment ago): the thread keeps trying, as it does later. */
+	rc = hold(co);
+	if (rc == KVS_OK)
+		rc = refresh(co);
+	if (rc == KVS_ENOMEM)
+		return rc;
+	if (rc != KVS_OK) {
+		co->unreachable = 1;
+		say(co, KVS__LOG_WARN,
+		    "cannot register %s in etcd yet: %s (retrying every %u ms)",
+		    co->node_key, kvs_strerror(rc), RETRY_MS);
+	}
+	if (pthread_create(&co->thread, NULL, renewer_main, co) != 0)
+		return KVS_ESYS;
+	co->thread_started = 1;
+	return KVS_OK;
+}
+
+int kvs__coord_is_registered(kvs__coord *co, const char *name)
+{
+	int found = 0;
+
+	pthread_mutex_lock(&co->mu);
+	for (size_t i = 0; i < co->n_registered && !found; i++)
+		found = strcmp(co->registered[i], name) == 0;
+	pthread_mutex_unlock(&co->mu);
+	return found;
+}
+
+void kvs__coord_leave(kvs__coord *co)
+{
+	if (co == NULL)
+		return;
+	if (co->thread_started) {
+		pthread_mutex_lock(&co->mu);
+		co->closing = 1;
+		pthread_cond_signal(&co->cv);
+		pthread_mutex_unlock(&co->mu);
+		pthread_join(co->thread, NULL);
+		co->thread_started = 0;
+	}
+	/* Gone at once, not when the lease runs out. */
+	if (co->lease != 0 &&
+	    kvs__etcd_lease_revoke(co->etcd, co->lease) != KVS_OK)
+		say(co, KVS__LOG_WARN,
+		    "could not deregister %s from etcd: it goes when its "
+		    "lease runs out (%u s)",
+		    co->node_key, co->ttl_s);
+	co->lease = 0;
+}
+
+void kvs__coord_close(kvs__coord *co)
+{
+	if (co == NULL)
+		return;
+	kvs__coord_leave(co);
+	kvs__etcd_free(co->etcd);
+	free_names(co->registered, co->n_registered);
+	free(co->node_key);
+	free(co->node_value);
+	free(co->prefix);
+	pthread_cond_destroy(&co->cv);
+	pthread_mutex_destroy(&co->mu);
+	free(co);
+}

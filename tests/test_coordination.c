@@ -1,0 +1,369 @@
+/*
+ * test_coordination.c - shards whose topology is kept in a private etcd:
+ * the first seeds it, later files lose to it, nodes are registered while
+ * they live, and a node that cannot reach etcd says so and stops.
+ */
+#include <check.h>
+#include <cjson/cJSON.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cluster.h"
+#include "etcd.h"
+#include "kvshard.h"
+#include "testutil.h"
+
+extern char **environ;
+
+static struct tc_etcd E;
+static struct tc_cluster C;
+static char extra[512];
+
+static void setup(void)
+{
+	tc_etcd_start(&E);
+	snprintf(extra, sizeof(extra),
+	         "[cluster]\nname = \"t\"\n[coordination]\netcd = [\"%s\"]\n"
+	         "lease_ttl_s = 2\n",
+	         E.endpoint);
+}
+
+static void teardown(void)
+{
+	tc_stop(&C);
+	tc_etcd_stop(&E, 1);
+}
+
+/* etcd's document at /kvshard/t/topology, parsed. */
+static cJSON *topology_in_etcd(void)
+{
+	const char *ep[1] = {E.endpoint};
+	kvs__etcd *e;
+	char *v = NULL;
+	size_t len = 0;
+	cJSON *doc;
+
+	ck_assert_int_eq(kvs__etcd_new(&e, ep, 1, 2000), KVS_OK);
+	ck_assert_int_eq(kvs__etcd_get(e, "/kvshard/t/topology", &v, &len, NULL),
+	                 KVS_OK);
+	kvs__etcd_free(e);
+	doc = cJSON_ParseWithLength(v, len);
+	free(v);
+	ck_assert_ptr_nonnull(doc);
+	return doc;
+}
+
+/* /v1/cluster of node i, parsed. */
+static cJSON *cluster_of(int i)
+{
+	struct tc_resp r = tc_get(tc_url(&C, i, "/v1/cluster%s", ""), 200);
+	cJSON *doc = cJSON_ParseWithLength(r.body, r.len);
+
+	tc_resp_free(&r);
+	ck_assert_ptr_nonnull(doc);
+	return doc;
+}
+
+/* Whether node i's /v1/cluster says shard `name` is registered. */
+static int registered(int i, const char *name)
+{
+	cJSON *doc = cluster_of(i), *sh;
+	int found = -1;
+
+	cJSON_ArrayForEach(sh, cJSON_GetObjectItem(doc, "shards"))
+	{
+		if (strcmp(cJSON_GetObjectItem(sh, "name")->valuestring, name) ==
+		    0)
+			found = cJSON_IsTrue(cJSON_GetObjectItem(sh, "registered"));
+	}
+	cJSON_Delete(doc);
+	ck_assert_msg(found >= 0, "no shard %s in /v1/cluster", name);
+	return found;
+}
+
+/* Wait (5 s at most) until node i's probes say shard name is up. */
+static void wait_up(int i, const char *name)
+{
+	uint64_t deadline = tu_now_ms() + 5000;
+
+	for (;;) {
+		cJSON *doc = cluster_of(i), *sh;
+		int up = 0;
+
+		cJSON_ArrayForEach(sh, cJSON_GetObjectItem(doc, "shards"))
+		{
+			if (strcmp(cJSON_GetObjectItem(sh, "name")->valuestring,
+			           name) == 0)
+				up = strcmp(cJSON_GetObjectItem(sh, "status")
+				                    ->valuestring,
+				            "up") == 0;
+		}
+		cJSON_Delete(doc);
+		if (up)
+			return;
+		ck_assert_msg(tu_now_ms() < deadline,
+		              "%s not up after 5 s (seen by %s)", name,
+		              C.node[i].name);
+		usleep(100 * 1000);
+	}
+}
+
+/* Wait (ms at most) until node i sees shard name's registration as want. */
+static void expect_registered(int i, const char *name, int want, int ms)
+{
+	uint64_t deadline = tu_now_ms() + (uint64_t)ms;
+
+	while (registered(i, name) != want) {
+		ck_assert_msg(tu_now_ms() < deadline,
+		              "%s still %sregistered after %d ms (seen by %s)",
+		              name, want ? "not " : "", ms, C.node[i].name);
+		usleep(100 * 1000);
+	}
+}
+
+START_TEST(first_node_seeds_the_topology)
+{
+	cJSON *doc, *sh;
+	struct tc_resp r;
+	int n = 0;
+
+	tc_start(&C, 3, extra);
+	doc = topology_in_etcd();
+	ck_assert_int_eq(cJSON_GetObjectItem(doc, "epoch")->valueint, 1);
+	ck_assert_int_eq(cJSON_GetObjectItem(doc, "replication")->valueint, 3);
+	cJSON_ArrayForEach(sh, cJSON_GetObjectItem(doc, "shards"))
+	{
+		ck_assert_str_eq(cJSON_GetObjectItem(sh, "name")->valuestring,
+		                 C.node[n].name);
+		n++;
+	}
+	ck_assert_int_eq(n, 3);
+	cJSON_Delete(doc);
+	/* Every node is registered, as every node sees it. */
+	for (int i = 0; i < 3; i++)
+		for (int j = 0; j < 3; j++)
+			expect_registered(i, C.node[j].name, 1, 3000);
+	doc = cluster_of(1);
+	ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(doc,
+	                                                         "coordination"),
+	                                     "prefix")
+	                         ->valuestring,
+	                 "/kvshard/t");
+	cJSON_Delete(doc);
+	/* The seed's calls work through every node. */
+	r = tc_get(tc_url(&C, 0, "/store?key=k&value=%s", "v1"), 200);
+	tc_resp_free(&r);
+	for (int i = 0; i < 3; i++) {
+		r = tc_get(tc_url(&C, i, "/retrieve?key=%s", "k"), 200);
+		ck_assert_str_eq(r.body, "v1");
+		tc_resp_free(&r);
+	}
+	/* Runtime changes: refused, and said to be missing, not static. */
+	ck_assert_int_eq(tc_http("POST", tc_url(&C, 2, "/v1/cluster/shards%s", ""),
+	                         "{}", 2, NULL, &r),
+	                 0);
+	ck_assert_int_eq(r.status, 501);
+	ck_assert_ptr_nonnull(strstr(r.body, "\"not_supported\""));
+	tc_resp_free(&r);
+}
+END_TEST
+
+/* A node whose file differs from etcd's topology runs etcd's. */
+START_TEST(etcd_wins_over_a_differing_file)
+{
+	char text[1024], log[700], buf[8192];
+	cJSON *doc, *sh;
+	FILE *f;
+	size_t got;
+	int n = 0;
+
+	tc_start(&C, 2, extra);
+	tc_stop_node(&C, 0, SIGTERM);
+	tc_stop_node(&C, 1, SIGTERM);
+	/* The file now knows only the first shard, at weight 3. */
+	snprintf(text, sizeof(text),
+	         "%s[[shards]]\nname = \"%s\"\nidx = 0\n"
+	         "address = \"127.0.0.1:%d\"\nweight = 3\n",
+	         extra, C.node[0].name, C.node[0].port);
+	ck_assert_int_eq(tu_write_file(C.config, text, strlen(text)), 0);
+	tc_start_node(&C, 0);
+	doc = cluster_of(0);
+	cJSON_ArrayForEach(sh, cJSON_GetObjectItem(doc, "shards"))
+	{
+		ck_assert_double_eq(cJSON_GetObjectItem(sh, "weight")->valuedouble,
+		                    1.0);
+		n++;
+	}
+	ck_assert_int_eq(n, 2);
+	ck_assert_int_eq(cJSON_GetObjectItem(doc, "replication")->valueint, 2);
+	cJSON_Delete(doc);
+	snprintf(log, sizeof(log), "%s/%s.log", C.dir, C.node[0].name);
+	f = fopen(log, "r");
+	ck_assert_ptr_nonnull(f);
+	got = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[got] = '\0';
+	fclose(f);
+	ck_assert_msg(strstr(buf, "differs from") != NULL &&
+	                      strstr(buf, "etcd wins") != NULL,
+	              "no warning in the log: %s", buf);
+	/* etcd's document is unchanged. */
+	doc = topology_in_etcd();
+	ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(doc, "shards")),
+	                 2);
+	cJSON_Delete(doc);
+}
+END_TEST
+
+/* A node is registered while it lives: gone at once when it stops, within
+ * its lease when it dies, back when it restarts. */
+START_TEST(registration_follows_the_node)
+{
+	tc_start(&C, 2, extra);
+	expect_registered(0, C.node[1].name, 1, 3000);
+	/* Renewed: still there well past its lease's 2 s. */
+	usleep(3500 * 1000);
+	ck_assert(registered(0, C.node[1].name));
+	ck_assert(registered(1, C.node[1].name));
+	tc_stop_node(&C, 1, SIGKILL);
+	/* Lease 2 s, then etcd's check (500 ms), then a renewal (~0.7 s). */
+	expect_registered(0, C.node[1].name, 0, 6000);
+	tc_start_node(&C, 1);
+	expect_registered(0, C.node[1].name, 1, 3000);
+	tc_stop_node(&C, 1, SIGTERM);
+	/* Revoked on the way out: seen at node 0's next look. */
+	expect_registered(0, C.node[1].name, 0, 1500);
+}
+END_TEST
+
+/* Running nodes do not need etcd to serve: they keep their topology,
+ * and say once that they cannot renew. */
+START_TEST(serving_goes_on_without_etcd)
+{
+	char log[700], buf[8192];
+	struct tc_resp r;
+	uint64_t deadline;
+
+	tc_start(&C, 2, extra);
+	/* Each has seen the other up (probes, every second). */
+	for (int i = 0; i < 2; i++)
+		wait_up(i, C.node[1 - i].name);
+	tc_etcd_stop(&E, 0);
+	for (int i = 0; i < 2; i++) {
+		char value[8];
+
+		snprintf(value, sizeof(value), "v%d", i);
+		ck_assert_int_eq(tc_http("GET",
+		                         tc_url(&C, i, "/store?key=k&value=%s",
+		                                value),
+		                         NULL, 0, NULL, &r),
+		                 0);
+		if (r.status != 200) {
+			tc_dump_logs(&C);
+			ck_abort_msg("store: %ld %s", r.status, r.body);
+		}
+		tc_resp_free(&r);
+		r = tc_get(tc_url(&C, 1 - i, "/retrieve?key=%s", "k"), 200);
+		ck_assert_str_eq(r.body, value);
+		tc_resp_free(&r);
+	}
+	snprintf(log, sizeof(log), "%s/%s.log", C.dir, C.node[0].name);
+	deadline = tu_now_ms() + 8000;
+	for (;;) {
+		FILE *f = fopen(log, "r");
+		size_t got;
+
+		ck_assert_ptr_nonnull(f);
+		got = fread(buf, 1, sizeof(buf) - 1, f);
+		buf[got] = '\0';
+		fclose(f);
+		if (strstr(buf, "cannot renew") != NULL)
+			break;
+		ck_assert_msg(tu_now_ms() < deadline,
+		              "no warning about etcd in the log: %s", buf);
+		usleep(200 * 1000);
+	}
+	ck_assert_ptr_null(strstr(strstr(buf, "cannot renew") + 1,
+	                          "cannot renew"));
+}
+END_TEST
+
+/* Without etcd a node does not start, and says why, in bounded time. */
+START_TEST(unreachable_etcd_stops_the_start)
+{
+	char bad[256], log[700], buf[4096];
+	posix_spawn_file_actions_t fa;
+	pid_t pid;
+	int status = 0;
+	uint64_t deadline;
+	FILE *f;
+	size_t got;
+
+	snprintf(bad, sizeof(bad),
+	         "[coordination]\netcd = [\"127.0.0.1:%d\"]\n", tc_free_port());
+	tc_prepare(&C, 1, bad);
+	snprintf(log, sizeof(log), "%s/start.log", C.dir);
+	{
+		char *argv[] = {"kvshard-server", "--config", C.config,
+		                "--shard", C.node[0].name, NULL};
+
+		ck_assert_int_eq(posix_spawn_file_actions_init(&fa), 0);
+		ck_assert_int_eq(posix_spawn_file_actions_addopen(
+		                         &fa, STDERR_FILENO, log,
+		                         O_WRONLY | O_CREAT | O_TRUNC, 0644),
+		                 0);
+		ck_assert_int_eq(posix_spawn(&pid,
+		                             tu_build_path("server/kvshard-server"),
+		                             &fa, NULL, argv, environ),
+		                 0);
+		posix_spawn_file_actions_destroy(&fa);
+	}
+	deadline = tu_now_ms() + 10000;
+	while (waitpid(pid, &status, WNOHANG) != pid) {
+		if (tu_now_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			ck_abort_msg("kvshard-server still running 10 s after "
+			             "failing to reach etcd");
+		}
+		usleep(50 * 1000);
+	}
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_ne(WEXITSTATUS(status), 0);
+	f = fopen(log, "r");
+	ck_assert_ptr_nonnull(f);
+	got = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[got] = '\0';
+	fclose(f);
+	ck_assert_msg(strstr(buf, "etcd at 127.0.0.1:") != NULL &&
+	                      strstr(buf, "could not be reached") != NULL,
+	              "unclear message: %s", buf);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("coordination");
+	TCase *tc = tcase_create("core");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, first_node_seeds_the_topology);
+	tcase_add_test(tc, etcd_wins_over_a_differing_file);
+	tcase_add_test(tc, registration_follows_the_node);
+	tcase_add_test(tc, serving_goes_on_without_etcd);
+	tcase_add_test(tc, unreachable_etcd_stops_the_start);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
