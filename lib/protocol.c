@@ -34,6 +34,7 @@ unsigned kvs__http_status(int rc)
 	case KVS_EUNKNOWNARG:
 	case KVS_EBADCOND:
 	case KVS_EBADBATCH:
+	case KVS_EBADREQUEST:
 	case KVS_ECLOCK:
 		return 400;
 	case KVS_EAUTH:

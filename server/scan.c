@@ -2,6 +2,7 @@
  * scan.c - GET /v1/kv?prefix=P&start_after=K&limit=N&values=1&r=R: one
  * page of the cluster's keys, merged by the node (lib/cscan.c).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -91,10 +92,11 @@ static int get_limit(struct req *r, size_t *limit)
 	*limit = max;
 	if (rc <= 0)
 		return rc == 0;
+	errno = 0;
 	v = len > 0 && len <= 20 && text[0] >= '0' && text[0] <= '9'
 	            ? strtoull(text, &end, 10)
 	            : 0;
-	if (v == 0 || *end != '\0') {
+	if (v == 0 || *end != '\0' || errno == ERANGE) {
 		free(text);
 		reply_error(r, KVS_EBADARG, "limit must be a positive integer");
 		return 0;

@@ -101,7 +101,8 @@ KVS_API unsigned kvs_version_hex(void);
 	X(KVS_ECLOCK, -39, "clock_skew",                                       \
 	  "version too far ahead of this node's clock")                       \
 	X(KVS_ESTATIC, -40, "static_topology",                                 \
-	  "the topology is fixed by the configuration file")
+	  "the topology is fixed by the configuration file")                  \
+	X(KVS_EBADREQUEST, -41, "bad_request", "malformed HTTP request")
 
 #define KVS__ERROR_ENUM(name, value, code, text) name = (value),
 /** Result codes; see KVS_ERROR_LIST. */

@@ -1,0 +1,234 @@
+/*
+ * test_hostile.c - requests an attacker or a broken client sends, as raw
+ * bytes on a socket: each gets its 4xx, and the node goes on serving
+ * normal requests with every value it held.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster.h"
+#include "testutil.h"
+
+static struct tc_cluster C;
+
+static void teardown(void)
+{
+	tc_stop(&C);
+}
+
+/* A request and the status it must get; code: the JSON error code, when
+ * the answer is kvshard's own (NULL: libmicrohttpd's, or no check). */
+struct hostile {
+	const char *what;
+	const char *request; /* FILL: a filler the case asks for */
+	long status;
+	const char *code;
+	int filler; /* bytes of 'a' in place of FILL */
+};
+
+#define H11 " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+
+static const struct hostile cases[] = {
+	/* Framing: what a proxy in front could read another way. */
+	{"two different Content-Length",
+	 "PUT /v1/kv/k" H11 "Content-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+	 400, "bad_request", 0},
+	{"Content-Length and Transfer-Encoding",
+	 "PUT /v1/kv/k" H11 "Content-Length: 3\r\nTransfer-Encoding: chunked"
+	 "\r\n\r\n1\r\na\r\n0\r\n\r\n",
+	 400, "bad_request", 0},
+	{"HTTP/1.1 without Host",
+	 "GET /v1/kv/k0 HTTP/1.1\r\nConnection: close\r\n\r\n", 400,
+	 "bad_request", 0},
+	{"two Host headers",
+	 "GET /v1/kv/k0 HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: "
+	 "close\r\n\r\n",
+	 400, "bad_request", 0},
+	{"control byte in the path", "GET /v1/kv/a\x01z" H11 "\r\n", 400,
+	 "bad_request", 0},
+	{"DEL in the path", "GET /v1/kv/a\x7fz" H11 "\r\n", 400, "bad_request",
+	 0},
+	{"tab in the query", "GET /retrieve?key=a\tz" H11 "\r\n", 400,
+	 "bad_request", 0},
+	{"negative Content-Length",
+	 "PUT /v1/kv/k" H11 "Content-Length: -1\r\n\r\n", 400, NULL, 0},
+	{"Content-Length with a sign",
+	 "PUT /v1/kv/k" H11 "Content-Length: +1\r\n\r\na", 400, NULL, 0},
+	{"Content-Length not a number",
+	 "PUT /v1/kv/k" H11 "Content-Length: abc\r\n\r\n", 400, NULL, 0},
+	{"header line without a colon",
+	 "GET /v1/kv/k0" H11 "Nonsense\r\n\r\n", 400, NULL, 0},
+	{"chunk size not hex",
+	 "PUT /v1/kv/k" H11 "Transfer-Encoding: chunked\r\n\r\nzz\r\na\r\n0"
+	 "\r\n\r\n",
+	 400, NULL, 0},
+	/* Methods and endpoints. */
+	{"unknown method", "BREW /v1/kv/k0" H11 "\r\n", 405,
+	 "method_not_allowed", 0},
+	{"PATCH on a key", "PATCH /v1/kv/k0" H11 "Content-Length: 0\r\n\r\n",
+	 405, "method_not_allowed", 0},
+	{"DELETE on /retrieve", "DELETE /retrieve?key=k0" H11 "\r\n", 405,
+	 "method_not_allowed", 0},
+	{"POST on /v1/cluster", "POST /v1/cluster" H11
+	 "Content-Length: 0\r\n\r\n", 405, "method_not_allowed", 0},
+	{"no such endpoint", "GET /v2/kv/k0" H11 "\r\n", 404,
+	 "no_such_endpoint", 0},
+	{"a path under /internal", "GET /internal/nothing" H11 "\r\n", 404,
+	 NULL, 0},
+	{"admin call on a static topology",
+	 "POST /v1/cluster/shards" H11 "Content-Length: 2\r\n\r\n{}", 409,
+	 "static_topology", 0},
+	/* Keys and arguments. */
+	{"empty key", "GET /v1/kv/" H11 "\r\n", 400, "bad_key_size", 0},
+	{"key over max_key_bytes", "GET /v1/kv/FILL" H11 "\r\n", 400,
+	 "bad_key_size", 600},
+	{"bad percent-escape", "GET /v1/kv/a%zz" H11 "\r\n", 400,
+	 "bad_encoding", 0},
+	{"truncated percent-escape", "GET /v1/kv/a%4" H11 "\r\n", 400,
+	 "bad_encoding", 0},
+	{"/store without key", "GET /store?value=v" H11 "\r\n", 400,
+	 "missing_argument", 0},
+	{"/store with an unknown argument",
+	 "GET /store?key=k&value=v&ttl=3" H11 "\r\n", 400, "unknown_argument",
+	 0},
+	{"/store with key twice", "GET /store?key=a&key=b&value=v" H11 "\r\n",
+	 400, "bad_argument", 0},
+	{"/retrieve without key", "GET /retrieve" H11 "\r\n", 400,
+	 "missing_argument", 0},
+	{"r=0", "GET /retrieve?key=k0&r=0" H11 "\r\n", 400, "bad_argument", 0},
+	{"r too large", "GET /retrieve?key=k0&r=99" H11 "\r\n", 400,
+	 "bad_argument", 0},
+	{"w not a number", "GET /store?key=k&value=v&w=abc" H11 "\r\n", 400,
+	 "bad_argument", 0},
+	{"limit=-1", "GET /v1/kv?prefix=k&limit=-1" H11 "\r\n", 400,
+	 "bad_argument", 0},
+	{"limit=0", "GET /v1/kv?prefix=k&limit=0" H11 "\r\n", 400,
+	 "bad_argument", 0},
+	{"limit past 64 bits",
+	 "GET /v1/kv?prefix=k&limit=99999999999999999999" H11 "\r\n", 400,
+	 "bad_argument", 0},
+	{"limit not a number", "GET /v1/kv?prefix=k&limit=ten" H11 "\r\n", 400,
+	 "bad_argument", 0},
+	{"values=maybe", "GET /v1/kv?prefix=k&values=maybe" H11 "\r\n", 400,
+	 "bad_argument", 0},
+	{"start_after badly escaped", "GET /v1/kv?prefix=k&start_after=%zz" H11
+	 "\r\n", 400, "bad_encoding", 0},
+	{"malformed If-Match",
+	 "PUT /v1/kv/k" H11 "If-Match: nonsense\r\nContent-Length: 1\r\n\r\nv",
+	 400, "bad_precondition", 0},
+	/* Sizes. */
+	{"PUT without a length", "PUT /v1/kv/k" H11 "\r\n", 411,
+	 "length_required", 0},
+	{"value over max_value_bytes",
+	 "PUT /v1/kv/k" H11 "Content-Length: 99999999999\r\n\r\n", 413,
+	 "value_too_large", 0},
+	{"request line over 8 KiB", "GET /v1/kv/k?FILL" H11 "\r\n", 414,
+	 "uri_too_long", 9000},
+	/* Batches. */
+	{"batch that is not JSON",
+	 "POST /v1/batch" H11 "Content-Length: 5\r\n\r\n{{{{{", 400, "bad_batch",
+	 0},
+	{"batch that is not an object",
+	 "POST /v1/batch" H11 "Content-Length: 2\r\n\r\n[]", 400, "bad_batch",
+	 0},
+	{"batch op without a key",
+	 "POST /v1/batch" H11 "Content-Length: 26\r\n\r\n"
+	 "{\"ops\":[{\"op\":\"get\"}]}    ",
+	 400, "bad_batch", 0},
+};
+
+/* The request of case c, its filler put in. */
+static char *request_of(const struct hostile *c)
+{
+	const char *at = strstr(c->request, "FILL");
+	size_t n = strlen(c->request) + (size_t)c->filler + 1, head;
+	char *req = malloc(n);
+
+	ck_assert_ptr_nonnull(req);
+	if (at == NULL) {
+		memcpy(req, c->request, strlen(c->request) + 1);
+		return req;
+	}
+	head = (size_t)(at - c->request);
+	memcpy(req, c->request, head);
+	memset(req + head, 'a', (size_t)c->filler);
+	memcpy(req + head + (size_t)c->filler, at + 4, strlen(at + 4) + 1);
+	return req;
+}
+
+START_TEST(hostile_requests_get_4xx)
+{
+	enum { KEYS = 20 };
+	char key[32], value[32];
+	size_t n = sizeof(cases) / sizeof(cases[0]);
+
+	ck_assert_uint_ge(n, 40);
+	tc_start(&C, 1, NULL);
+	for (int i = 0; i < KEYS; i++) {
+		struct tc_resp r;
+
+		snprintf(key, sizeof(key), "k%d", i);
+		snprintf(value, sizeof(value), "value-%d", i);
+		ck_assert_int_eq(tc_http("PUT", tc_url(&C, 0, "/v1/kv/%s", key),
+		                         value, strlen(value), NULL, &r),
+		                 0);
+		ck_assert_int_eq(r.status, 200);
+		tc_resp_free(&r);
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct hostile *c = &cases[i];
+		char *req = request_of(c);
+		struct tc_resp r, ok;
+
+		ck_assert_msg(tc_raw(C.node[0].port, req, &r) == 0,
+		              "%s: no answer", c->what);
+		free(req);
+		ck_assert_msg(r.status == c->status, "%s: status %ld, wanted %ld: %s",
+		              c->what, r.status, c->status, r.body);
+		if (c->code != NULL) {
+			char want[64];
+
+			snprintf(want, sizeof(want), "\"error\":\"%s\"", c->code);
+			ck_assert_msg(strstr(r.body, want) != NULL,
+			              "%s: no %s in %s", c->what, want, r.body);
+		}
+		tc_resp_free(&r);
+		/* Still serving, the data as it was. */
+		snprintf(key, sizeof(key), "k%zu", i % KEYS);
+		snprintf(value, sizeof(value), "value-%zu", i % KEYS);
+		ok = tc_get(tc_url(&C, 0, "/retrieve?key=%s", key), 200);
+		ck_assert_msg(strcmp(ok.body, value) == 0, "after %s: %s is %s",
+		              c->what, key, ok.body);
+		tc_resp_free(&ok);
+	}
+	for (int i = 0; i < KEYS; i++) {
+		struct tc_resp r;
+
+		snprintf(key, sizeof(key), "k%d", i);
+		snprintf(value, sizeof(value), "value-%d", i);
+		r = tc_get(tc_url(&C, 0, "/v1/kv/%s", key), 200);
+		ck_assert_str_eq(r.body, value);
+		tc_resp_free(&r);
+	}
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("hostile");
+	TCase *tc = tcase_create("core");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, hostile_requests_get_4xx);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
