@@ -13,6 +13,7 @@
  *               data_dir, request_timeout_ms, connect_timeout_ms
  *   [storage]   sync, map_size, max_map_size
  *   [limits]    max_key_bytes, max_value_bytes, max_connections,
+ *               max_connections_per_client,
  *               idle_timeout_s, max_batch_ops, max_scan_limit
  *   [server]    threads
  *   [auth]      client_tokens, read_tokens, cluster_secret
@@ -628,6 +629,9 @@ static int load_limits(struct ctx *x, const kvs__toml_value *t)
 		else if (is_key(kv, "max_value_bytes"))
 			rc = get_size(x, kv, 0, KVS_STORE_MAX_VALUE_SIZE,
 			              &c->max_value_bytes);
+		else if (is_key(kv, "max_connections_per_client"))
+			rc = get_unsigned(x, kv, 0, MAX_CONNECTIONS,
+			                  &c->max_connections_per_client);
 		else if (is_key(kv, "max_connections"))
 			rc = get_unsigned(x, kv, 1, MAX_CONNECTIONS,
 			                  &c->max_connections);
@@ -845,6 +849,7 @@ static void set_defaults(kvs_cluster_config *c)
 	c->max_key_bytes = KVS_DEFAULT_MAX_KEY_BYTES;
 	c->max_value_bytes = KVS_DEFAULT_MAX_VALUE_BYTES;
 	c->max_connections = KVS_DEFAULT_MAX_CONNECTIONS;
+	c->max_connections_per_client = KVS_DEFAULT_MAX_CONNECTIONS_PER_CLIENT;
 	c->idle_timeout_s = KVS_DEFAULT_IDLE_TIMEOUT_S;
 	c->max_batch_ops = KVS_DEFAULT_MAX_BATCH_OPS;
 	c->max_scan_limit = KVS_DEFAULT_MAX_SCAN_LIMIT;

@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -321,13 +322,58 @@ static size_t unescape_nothing(void *cls, struct MHD_Connection *conn,
 	return strlen(s);
 }
 
+/*
+ * libmicrohttpd reports each malformed request, refused connection and
+ * the like: one line each would let anyone fill the log. A message (by
+ * its format, i.e. its cause) is written at most once per
+ * MHD_LOG_INTERVAL_MS; the next one written says how many were left out.
+ */
+#define MHD_LOG_INTERVAL_MS 10000u
+#define MHD_LOG_CAUSES 32
+
+static struct {
+	pthread_mutex_t mu;
+	struct {
+		const char *fmt;
+		uint64_t last_ms;
+		unsigned long quiet; /* left out since last_ms */
+	} cause[MHD_LOG_CAUSES];
+} mhd_logs = {PTHREAD_MUTEX_INITIALIZER, {{NULL, 0, 0}}};
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	uint64_t now = kvs__mono_ms();
+	unsigned long quiet = 0;
 	char msg[512];
+	size_t i;
 
 	(void)cls;
+	pthread_mutex_lock(&mhd_logs.mu);
+	for (i = 0; i < MHD_LOG_CAUSES && mhd_logs.cause[i].fmt != NULL &&
+	            mhd_logs.cause[i].fmt != fmt;
+	     i++)
+		;
+	if (i == MHD_LOG_CAUSES) {
+		i = MHD_LOG_CAUSES - 1; /* a full table shares its last place */
+	} else if (mhd_logs.cause[i].fmt == NULL) {
+		mhd_logs.cause[i].fmt = fmt;
+		mhd_logs.cause[i].last_ms = now - MHD_LOG_INTERVAL_MS;
+	}
+	if (now - mhd_logs.cause[i].last_ms < MHD_LOG_INTERVAL_MS) {
+		mhd_logs.cause[i].quiet++;
+		pthread_mutex_unlock(&mhd_logs.mu);
+		return;
+	}
+	quiet = mhd_logs.cause[i].quiet;
+	mhd_logs.cause[i].quiet = 0;
+	mhd_logs.cause[i].last_ms = now;
+	pthread_mutex_unlock(&mhd_logs.mu);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	log_msg(LL_WARN, "http: %s", msg);
+	if (quiet > 0)
+		log_msg(LL_WARN, "http: %s (%lu more like it since the last)",
+		        msg, quiet);
+	else
+		log_msg(LL_WARN, "http: %s", msg);
 }
 
 /*
@@ -352,6 +398,8 @@ int http_start(struct server *s, int listen_fd)
 	        MHD_OPTION_LISTEN_SOCKET, listen_fd,
 	        MHD_OPTION_THREAD_POOL_SIZE, s->threads,
 	        MHD_OPTION_CONNECTION_LIMIT, s->cc->max_connections,
+	        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+	        s->cc->max_connections_per_client,
 	        MHD_OPTION_CONNECTION_TIMEOUT, s->cc->idle_timeout_s,
 	        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)KVS_CONNECTION_MEMORY,
 	        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,

@@ -82,6 +82,7 @@ START_TEST(seed_file_loads_unchanged)
 	ck_assert_str_eq(c->name, "kvshard");
 	/* No [coordination]: the file's topology, no etcd. */
 	ck_assert_uint_eq(c->n_etcd_endpoints, 0);
+	ck_assert_uint_eq(c->max_connections_per_client, 256);
 	ck_assert_ptr_null(c->coordination_prefix);
 	kvs_config_free(cfg);
 }
@@ -125,6 +126,7 @@ START_TEST(every_option)
 		"max_key_bytes = 200\n"
 		"max_value_bytes = 1048576\n"
 		"max_connections = 300\n"
+		"max_connections_per_client = 7\n"
 		"idle_timeout_s = 30\n"
 		"max_batch_ops = 50\n"
 		"max_scan_limit = 500\n"
@@ -163,6 +165,7 @@ START_TEST(every_option)
 	ck_assert_uint_eq(c->max_key_bytes, 200);
 	ck_assert_uint_eq(c->max_value_bytes, 1048576);
 	ck_assert_uint_eq(c->max_connections, 300);
+	ck_assert_uint_eq(c->max_connections_per_client, 7);
 	ck_assert_uint_eq(c->idle_timeout_s, 30);
 	ck_assert_uint_eq(c->max_batch_ops, 50);
 	ck_assert_uint_eq(c->max_scan_limit, 500);

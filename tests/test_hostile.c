@@ -3,10 +3,17 @@
  * bytes on a socket: each gets its 4xx, and the node goes on serving
  * normal requests with every value it held.
  */
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include "cluster.h"
 #include "testutil.h"
@@ -215,6 +222,138 @@ START_TEST(hostile_requests_get_4xx)
 }
 END_TEST
 
+/* Lines of shard 0's log that hold needle. */
+static int log_lines(const char *needle)
+{
+	char path[700], line[2048];
+	int n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s.log", C.dir, C.node[0].name);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		n += strstr(line, needle) != NULL;
+	fclose(f);
+	return n;
+}
+
+/* A stream of malformed requests costs the log a line or two per cause,
+ * not one per request. */
+START_TEST(malformed_requests_do_not_fill_the_log)
+{
+	int before;
+
+	tc_start(&C, 1, NULL);
+	before = log_lines("http: ");
+	for (int i = 0; i < 200; i++) {
+		struct tc_resp r;
+
+		ck_assert_int_eq(tc_raw(C.node[0].port,
+		                        "GET /v1/kv/k" H11 "Nonsense\r\n\r\n", &r),
+		                 0);
+		ck_assert_int_eq(r.status, 400);
+		tc_resp_free(&r);
+	}
+	/* libmicrohttpd reports this cause in two messages. */
+	ck_assert_int_le(log_lines("http: ") - before, 4);
+	ck_assert_int_ge(log_lines("http: ") - before, 1);
+}
+END_TEST
+
+/* A TCP connection from src to 127.0.0.1:port, or -1. */
+static int connect_from(const char *src, int port)
+{
+	struct sockaddr_in a;
+	struct timeval tv = {2, 0};
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	inet_pton(AF_INET, src, &a.sin_addr);
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
+		goto fail;
+	a.sin_port = htons((uint16_t)port);
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
+		goto fail;
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
+
+/* Whether the server has closed fd (EOF or reset waiting). */
+static int closed_by_server(int fd)
+{
+	struct pollfd p = {fd, POLLIN, 0};
+	char b;
+
+	if (poll(&p, 1, 0) <= 0)
+		return 0;
+	return recv(fd, &b, 1, MSG_DONTWAIT) <= 0;
+}
+
+/* Thousands of idle connections from one address leave room for
+ * another client: past max_connections_per_client (256 by default),
+ * the server closes the first one's new connections. */
+START_TEST(one_client_cannot_take_every_connection)
+{
+	static int fds[2000];
+	struct rlimit rl;
+	int n = 2000, open_ones = 0, fd;
+	uint64_t t0, waited;
+	char answer[256];
+	ssize_t got;
+
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	if (rl.rlim_cur < (rlim_t)n + 64) {
+		rl.rlim_cur = rl.rlim_max < (rlim_t)n + 64 ? rl.rlim_max
+		                                           : (rlim_t)n + 64;
+		ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	}
+	if ((rlim_t)n + 64 > rl.rlim_cur)
+		n = (int)rl.rlim_cur - 64;
+	ck_assert_int_gt(n, 600); /* enough to pass the cap twice over */
+	tc_start(&C, 1, NULL);
+	for (int i = 0; i < n; i++) {
+		fds[i] = connect_from("127.0.0.1", C.node[0].port);
+		ck_assert_msg(fds[i] >= 0, "connection %d failed", i);
+	}
+	usleep(300 * 1000); /* the server accepts, and closes the excess */
+	/* Another address is served at once. */
+	t0 = tu_now_ms();
+	fd = connect_from("127.0.0.2", C.node[0].port);
+	ck_assert_int_ge(fd, 0);
+	{
+		static const char get[] = "GET /health HTTP/1.1\r\nHost: x\r\n"
+		                          "Connection: close\r\n\r\n";
+
+		ck_assert_int_eq(send(fd, get, sizeof(get) - 1, 0),
+		                 (ssize_t)sizeof(get) - 1);
+	}
+	got = recv(fd, answer, sizeof(answer) - 1, 0);
+	waited = tu_now_ms() - t0;
+	close(fd);
+	ck_assert_int_gt(got, 12);
+	answer[got] = '\0';
+	ck_assert_msg(strncmp(answer, "HTTP/1.1 200", 12) == 0, "%s", answer);
+	ck_assert_msg(waited < 1000, "served after %llu ms",
+	              (unsigned long long)waited);
+	/* The first address keeps its cap's worth, no more. */
+	for (int i = 0; i < n; i++) {
+		open_ones += !closed_by_server(fds[i]);
+		close(fds[i]);
+	}
+	ck_assert_int_le(open_ones, 256);
+	ck_assert_int_ge(open_ones, 1);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("hostile");
@@ -225,6 +364,8 @@ int main(void)
 	tcase_add_checked_fixture(tc, NULL, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, hostile_requests_get_4xx);
+	tcase_add_test(tc, malformed_requests_do_not_fill_the_log);
+	tcase_add_test(tc, one_client_cannot_take_every_connection);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -41,6 +41,7 @@ typedef struct kvs_config kvs_config;
 #define KVS_DEFAULT_MAX_KEY_BYTES 511u
 #define KVS_DEFAULT_MAX_VALUE_BYTES (16u * 1024u * 1024u)
 #define KVS_DEFAULT_MAX_CONNECTIONS 1024u
+#define KVS_DEFAULT_MAX_CONNECTIONS_PER_CLIENT 256u
 #define KVS_DEFAULT_IDLE_TIMEOUT_S 60u
 #define KVS_DEFAULT_MAX_BATCH_OPS 1000u
 #define KVS_DEFAULT_MAX_SCAN_LIMIT 10000u
@@ -130,6 +131,9 @@ typedef struct kvs_cluster_config {
 	size_t n_etcd_endpoints;
 	const char *coordination_prefix;
 	unsigned lease_ttl_s;
+	/* [limits]: connections one client address may hold (0: any
+	 * number, up to max_connections). */
+	unsigned max_connections_per_client;
 } kvs_cluster_config;
 
 /**
