@@ -282,6 +282,24 @@ void handle_metrics(struct req *r)
 		kvs__buf_addf(&b, "kvshard_peer_up{shard=\"%s\"} %d\n",
 		              kvs_config_shard(s->cfg, i)->name,
 		              kvs__node_shard_status(s->node, i));
+	kvs__buf_addf(&b,
+	              "# HELP kvshard_topology_epoch The epoch of the "
+	              "topology this node runs (1: the file's).\n"
+	              "# TYPE kvshard_topology_epoch gauge\n"
+	              "kvshard_topology_epoch %llu\n",
+	              (unsigned long long)kvs__node_epoch(s->node));
+	if (s->coord != NULL) {
+		kvs__buf_adds(&b, "# HELP kvshard_registered 1 if the shard held "
+		                  "its registration in etcd when this node last "
+		                  "looked.\n# TYPE kvshard_registered gauge\n");
+		for (size_t i = 0; i < kvs_config_shard_count(s->cfg); i++) {
+			const char *name = kvs_config_shard(s->cfg, i)->name;
+
+			kvs__buf_addf(&b, "kvshard_registered{shard=\"%s\"} %d\n",
+			              name,
+			              kvs__coord_is_registered(s->coord, name));
+		}
+	}
 	{
 		kvs__aae_stats a;
 

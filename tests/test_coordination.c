@@ -156,6 +156,12 @@ START_TEST(first_node_seeds_the_topology)
 	                         ->valuestring,
 	                 "/kvshard/t");
 	cJSON_Delete(doc);
+	/* And say so in /metrics. */
+	r = tc_get(tc_url(&C, 2, "/metrics%s", ""), 200);
+	ck_assert_ptr_nonnull(strstr(r.body, "\nkvshard_topology_epoch 1\n"));
+	ck_assert_ptr_nonnull(
+	        strstr(r.body, "\nkvshard_registered{shard=\"shard-1\"} 1\n"));
+	tc_resp_free(&r);
 	/* The seed's calls work through every node. */
 	r = tc_get(tc_url(&C, 0, "/store?key=k&value=%s", "v1"), 200);
 	tc_resp_free(&r);
@@ -233,6 +239,13 @@ START_TEST(registration_follows_the_node)
 	tc_stop_node(&C, 1, SIGKILL);
 	/* Lease 2 s, then etcd's check (500 ms), then a renewal (~0.7 s). */
 	expect_registered(0, C.node[1].name, 0, 6000);
+	{
+		struct tc_resp r = tc_get(tc_url(&C, 0, "/metrics%s", ""), 200);
+
+		ck_assert_ptr_nonnull(strstr(
+		        r.body, "\nkvshard_registered{shard=\"shard-2\"} 0\n"));
+		tc_resp_free(&r);
+	}
 	tc_start_node(&C, 1);
 	expect_registered(0, C.node[1].name, 1, 3000);
 	tc_stop_node(&C, 1, SIGTERM);
