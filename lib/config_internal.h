@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kvshard/config.h"
+
 /*
  * Split "host:port" ("[v6]:port" for IPv6) as shard addresses are written.
  * Returns 0 and fills host (without brackets, host_cap bytes at most) and
@@ -15,8 +17,6 @@
  */
 int kvs__parse_address(const char *a, char *host, size_t host_cap,
                        uint16_t *port, const char **why);
-
-typedef struct kvs_config kvs_config;
 
 /*
  * Make from's shards, replication factor and quorums cfg's (the topology

@@ -72,18 +72,6 @@ static void say(const kvs__coord *co, int level, const char *fmt, ...)
 	co->log(co->log_ud, level, msg);
 }
 
-static char *join(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	char *s = malloc(la + lb + 1);
-
-	if (s != NULL) {
-		memcpy(s, a, la);
-		memcpy(s + la, b, lb + 1);
-	}
-	return s;
-}
-
 /* The topology of cfg as a document (epoch 0: left out, to compare). */
 static char *topology_doc(const kvs_config *cfg, uint64_t epoch)
 {
@@ -231,7 +219,7 @@ static int parse_doc(const char *text, size_t len, const char *where,
 /* Seed etcd's topology from cfg, or adopt the one there. */
 static int agree(kvs__coord *co, kvs_config *cfg, char *err, size_t err_len)
 {
-	char *key = join(co->prefix, "/topology");
+	char *key = kvs__concat(co->prefix, "/topology");
 	int rc = KVS_ENOMEM;
 
 	if (key == NULL)
@@ -315,7 +303,7 @@ int kvs__coord_open(kvs__coord **out, kvs_config *cfg, kvs__coord_log_fn log,
 	co->log = log;
 	co->log_ud = log_ud;
 	co->ttl_s = c->lease_ttl_s;
-	co->prefix = join(c->coordination_prefix, "");
+	co->prefix = strdup(c->coordination_prefix);
 	rc = co->prefix != NULL ? kvs__etcd_new(&co->etcd, c->etcd_endpoints,
 	                                        c->n_etcd_endpoints,
 	                                        ETCD_TIMEOUT_MS)
@@ -411,7 +399,7 @@ static void free_names(char **v, size_t n)
 /* List who is registered, for kvs__coord_is_registered. */
 static int refresh(kvs__coord *co)
 {
-	char *dir = join(co->prefix, "/nodes/");
+	char *dir = kvs__concat(co->prefix, "/nodes/");
 	struct names ns = {0};
 	int rc;
 
@@ -440,7 +428,6 @@ static void *renewer_main(void *arg)
 
 	pthread_mutex_lock(&co->mu);
 	while (!co->closing) {
-		unsigned wait_ms;
 		struct timespec until;
 		int rc;
 
@@ -458,14 +445,8 @@ static void *renewer_main(void *arg)
 			say(co, KVS__LOG_INFO, "%s renewed in etcd again",
 			    co->node_key);
 		}
-		wait_ms = rc == KVS_OK ? co->ttl_s * 1000u / 3u : RETRY_MS;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += wait_ms / 1000u;
-		until.tv_nsec += (long)(wait_ms % 1000u) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
+		kvs__realtime_after(&until, rc == KVS_OK ? co->ttl_s * 1000u / 3u
+		                                         : RETRY_MS);
 		pthread_mutex_lock(&co->mu);
 		while (!co->closing &&
 		       pthread_cond_timedwait(&co->cv, &co->mu, &until) == 0)
@@ -478,11 +459,11 @@ static void *renewer_main(void *arg)
 int kvs__coord_register(kvs__coord *co, const char *name,
                         const char *address)
 {
-	char *dir = join(co->prefix, "/nodes/");
+	char *dir = kvs__concat(co->prefix, "/nodes/");
 	cJSON *v = cJSON_CreateObject();
 	int rc;
 
-	co->node_key = dir != NULL ? join(dir, name) : NULL;
+	co->node_key = dir != NULL ? kvs__concat(dir, name) : NULL;
 	free(dir);
 	if (v != NULL)
 		cJSON_AddStringToObject(v, "address", address);

@@ -68,7 +68,7 @@ int kvs__etcd_new(kvs__etcd **out, const char *const *endpoints, size_t n,
 	}
 	to.connect_timeout_ms = timeout_ms;
 	to.request_timeout_ms = timeout_ms;
-	to.max_host_connections = 2;
+	to.sync_only = 1; /* rare, small requests: no thread of its own */
 	rc = kvs__transport_new(&e->t, &to);
 	if (rc != KVS_OK) {
 		kvs__etcd_free(e);
@@ -90,6 +90,39 @@ void kvs__etcd_free(kvs__etcd *e)
 	free(e);
 }
 
+/* POST text to path on endpoint i: *answer is etcd's JSON (cJSON_Delete
+ * it), *status its HTTP status. */
+static int post(kvs__etcd *e, size_t i, const char *path, const char *text,
+                cJSON **answer, long *status)
+{
+	char url[512];
+	kvs__http_request req = {0};
+	kvs__http_response resp;
+	int rc;
+
+	*answer = NULL;
+	snprintf(url, sizeof(url), "%s%s", e->urls[i], path);
+	req.method = "POST";
+	req.url = url;
+	req.headers[0] = "Content-Type: application/json";
+	req.n_headers = 1;
+	req.body = text;
+	req.body_len = strlen(text);
+	req.max_body = MAX_ANSWER;
+	kvs__transport_request(e->t, &req, &resp);
+	rc = resp.rc;
+	*status = resp.status;
+	if (rc == KVS_OK) {
+		*answer = cJSON_ParseWithLength(resp.body, resp.body_len);
+		if (*answer == NULL)
+			rc = KVS_EPROTO;
+		else if (resp.status != 200)
+			rc = KVS_EHTTP; /* the answer says why */
+	}
+	kvs__http_response_clear(&resp);
+	return rc;
+}
+
 /* POST body to path on the endpoints, in turn from the last good one,
  * until one answers: *answer is its JSON (cJSON_Delete it). */
 static int call(kvs__etcd *e, const char *path, cJSON *body, cJSON **answer)
@@ -104,47 +137,26 @@ static int call(kvs__etcd *e, const char *path, cJSON *body, cJSON **answer)
 	pthread_mutex_lock(&e->mu);
 	first = e->good;
 	pthread_mutex_unlock(&e->mu);
-	for (size_t k = 0, again = 0; k < e->n; k++) {
+	for (size_t k = 0; k < e->n; k++) {
 		size_t i = (first + k) % e->n;
-		char url[512];
-		kvs__http_request req = {0};
-		kvs__http_response resp;
-		int unavailable;
+		long status = 0;
 
-		snprintf(url, sizeof(url), "%s%s", e->urls[i], path);
-		req.method = "POST";
-		req.url = url;
-		req.headers[0] = "Content-Type: application/json";
-		req.n_headers = 1;
-		req.body = text;
-		req.body_len = strlen(text);
-		req.max_body = MAX_ANSWER;
-		kvs__transport_request(e->t, &req, &resp);
-		rc = resp.rc;
-		unavailable = rc == KVS_OK && resp.status == 503;
-		if (rc == KVS_OK) {
-			pthread_mutex_lock(&e->mu);
-			e->good = i;
-			pthread_mutex_unlock(&e->mu);
-			cJSON_Delete(*answer);
-			*answer = cJSON_ParseWithLength(resp.body, resp.body_len);
-			if (*answer == NULL)
-				rc = KVS_EPROTO;
-			else if (resp.status != 200)
-				rc = KVS_EHTTP; /* the answer says why */
-		}
-		kvs__http_response_clear(&resp);
 		/* 503: the gateway lost its connection to etcd for a moment
 		 * ("transport is closing", seen right after etcd starts):
 		 * the same endpoint again, a little later, a few times. */
-		if (unavailable && again < UNAVAILABLE_RETRIES) {
+		for (unsigned again = 0;; again++) {
+			cJSON_Delete(*answer);
+			rc = post(e, i, path, text, answer, &status);
+			if (status != 503 || again == UNAVAILABLE_RETRIES)
+				break;
 			usleep((useconds_t)(100000u << again));
-			again++;
-			k--;
-			continue;
 		}
-		again = 0;
-		if (rc != KVS_ECONNECT && rc != KVS_ETIMEDOUT && !unavailable)
+		if (rc == KVS_OK || rc == KVS_EHTTP || rc == KVS_EPROTO) {
+			pthread_mutex_lock(&e->mu);
+			e->good = i;
+			pthread_mutex_unlock(&e->mu);
+		}
+		if (rc != KVS_ECONNECT && rc != KVS_ETIMEDOUT && status != 503)
 			break;
 	}
 	free(text);
@@ -355,30 +367,39 @@ int kvs__etcd_put(kvs__etcd *e, const char *key, const void *value,
 	return rc;
 }
 
-int kvs__etcd_lease_grant(kvs__etcd *e, unsigned ttl_s, int64_t *id)
+/* call() with the body {name: v}. */
+static int call_int(kvs__etcd *e, const char *path, const char *name,
+                    int64_t v, cJSON **answer)
 {
-	cJSON *body = cJSON_CreateObject(), *a = NULL;
+	cJSON *body = cJSON_CreateObject();
 	int rc = KVS_ENOMEM;
 
-	if (body != NULL && add_int(body, "TTL", ttl_s) == KVS_OK)
-		rc = call(e, "/v3/lease/grant", body, &a);
+	*answer = NULL;
+	if (body != NULL && add_int(body, name, v) == KVS_OK)
+		rc = call(e, path, body, answer);
+	cJSON_Delete(body);
+	return rc;
+}
+
+int kvs__etcd_lease_grant(kvs__etcd *e, unsigned ttl_s, int64_t *id)
+{
+	cJSON *a = NULL;
+	int rc = call_int(e, "/v3/lease/grant", "TTL", ttl_s, &a);
+
 	if (rc == KVS_OK) {
 		*id = get_int(a, "ID");
 		if (*id == 0)
 			rc = KVS_EPROTO;
 	}
 	cJSON_Delete(a);
-	cJSON_Delete(body);
 	return rc;
 }
 
 int kvs__etcd_lease_keepalive(kvs__etcd *e, int64_t id)
 {
-	cJSON *body = cJSON_CreateObject(), *a = NULL;
-	int rc = KVS_ENOMEM;
+	cJSON *a = NULL;
+	int rc = call_int(e, "/v3/lease/keepalive", "ID", id, &a);
 
-	if (body != NULL && add_int(body, "ID", id) == KVS_OK)
-		rc = call(e, "/v3/lease/keepalive", body, &a);
 	if (rc == KVS_OK) {
 		/* A stream of one message: {"result": {..., "TTL": "10"}}; an
 		 * expired lease renews to no TTL. */
@@ -390,19 +411,15 @@ int kvs__etcd_lease_keepalive(kvs__etcd *e, int64_t id)
 			rc = KVS_NOTFOUND;
 	}
 	cJSON_Delete(a);
-	cJSON_Delete(body);
 	return rc;
 }
 
 int kvs__etcd_lease_revoke(kvs__etcd *e, int64_t id)
 {
-	cJSON *body = cJSON_CreateObject(), *a = NULL;
-	int rc = KVS_ENOMEM;
+	cJSON *a = NULL;
+	int rc = call_int(e, "/v3/lease/revoke", "ID", id, &a);
 
-	if (body != NULL && add_int(body, "ID", id) == KVS_OK)
-		rc = call(e, "/v3/lease/revoke", body, &a);
 	cJSON_Delete(a);
-	cJSON_Delete(body);
 	return rc;
 }
 

@@ -602,10 +602,7 @@ static void *prober_main(void *arg)
 		pthread_mutex_unlock(&n->prober_mu);
 		kvs__node_tick(n);
 		pthread_mutex_lock(&n->prober_mu);
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += (long)KVS__PROBE_TICK_MS * 1000000L;
-		until.tv_sec += until.tv_nsec / 1000000000L;
-		until.tv_nsec %= 1000000000L;
+		kvs__realtime_after(&until, KVS__PROBE_TICK_MS);
 		if (!n->prober_stop)
 			pthread_cond_timedwait(&n->prober_cv, &n->prober_mu,
 			                       &until);

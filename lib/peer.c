@@ -12,6 +12,7 @@
 
 #include "peer.h"
 #include "transport.h"
+#include "util.h"
 
 struct http_peers {
 	kvs__peer_http_options o;
@@ -209,18 +210,6 @@ static void http_free(void *impl)
 	free(p);
 }
 
-static char *concat(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	char *s = malloc(la + lb + 1);
-
-	if (s != NULL) {
-		memcpy(s, a, la);
-		memcpy(s + la, b, lb + 1);
-	}
-	return s;
-}
-
 int kvs__peer_http_new(void **impl, const kvs__peer_http_options *o)
 {
 	struct http_peers *p = calloc(1, sizeof(*p));
@@ -237,12 +226,12 @@ int kvs__peer_http_new(void **impl, const kvs__peer_http_options *o)
 	if (p->ops_urls == NULL)
 		goto fail;
 	for (size_t i = 0; i < n; i++) {
-		p->ops_urls[i] = concat(o->urls[i], KVS_PATH_PEER);
+		p->ops_urls[i] = kvs__concat(o->urls[i], KVS_PATH_PEER);
 		if (p->ops_urls[i] == NULL)
 			goto fail;
 	}
 	if (o->secret != NULL) {
-		p->secret_header = concat(KVS_HDR_SECRET ": ", o->secret);
+		p->secret_header = kvs__concat(KVS_HDR_SECRET ": ", o->secret);
 		if (p->secret_header == NULL)
 			goto fail;
 	}

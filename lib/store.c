@@ -1094,12 +1094,7 @@ static void *indexer_main(void *arg)
 			pthread_cond_wait(&s->icv, &s->imu);
 		if (s->iclosing)
 			break; /* the close applies what is left */
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += INDEX_WINDOW_MS * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec += until.tv_nsec / 1000000000L;
-			until.tv_nsec %= 1000000000L;
-		}
+		kvs__realtime_after(&until, INDEX_WINDOW_MS);
 		while (!s->iclosing && s->ilog.len < INDEX_LOG_FLUSH &&
 		       pthread_cond_timedwait(&s->icv, &s->imu, &until) == 0)
 			;
@@ -1757,8 +1752,8 @@ static void *writer_main(void *arg)
 		while (s->head == NULL && pending == NULL && !s->closing) {
 			struct timespec until;
 
-			clock_gettime(CLOCK_REALTIME, &until);
-			until.tv_sec += READER_CHECK_INTERVAL_S;
+			kvs__realtime_after(&until,
+			                    READER_CHECK_INTERVAL_S * 1000u);
 			pthread_cond_timedwait(&s->cv, &s->mu, &until);
 			if (time(NULL) - last_check >= READER_CHECK_INTERVAL_S) {
 				int dead = 0;

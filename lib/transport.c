@@ -460,6 +460,8 @@ int kvs__transport_timer(kvs__transport *t, unsigned ms, kvs__timer_cb cb,
 	size_t i;
 	int earliest;
 
+	if (t->o.sync_only)
+		return KVS_ENOTSUP;
 	pthread_mutex_lock(&t->mu);
 	if (t->closing) {
 		pthread_mutex_unlock(&t->mu);
@@ -588,6 +590,8 @@ int kvs__transport_submit(kvs__transport *t, const kvs__http_request *req,
 
 	if (t == NULL || req == NULL || cb == NULL)
 		return KVS_EINVAL;
+	if (t->o.sync_only)
+		return KVS_ENOTSUP;
 	x = calloc(1, sizeof(*x));
 	if (x == NULL)
 		return KVS_ENOMEM;
@@ -732,9 +736,11 @@ int kvs__transport_new(kvs__transport **out, const kvs__transport_options *opts)
 	                  (long)t->o.max_host_connections);
 	curl_multi_setopt(t->multi, CURLMOPT_MAXCONNECTS,
 	                  (long)MAX_CACHED_CONNECTIONS);
-	if (pthread_create(&t->thread, NULL, engine_main, t) != 0)
-		goto fail;
-	t->started = 1;
+	if (!t->o.sync_only) {
+		if (pthread_create(&t->thread, NULL, engine_main, t) != 0)
+			goto fail;
+		t->started = 1;
+	}
 	*out = t;
 	return KVS_OK;
 fail:

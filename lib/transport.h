@@ -28,6 +28,9 @@ typedef struct kvs__transport_options {
 	unsigned max_host_connections; /* per peer, async path; 0: default */
 	/* Sent with every request ("Name: value"), e.g. Authorization. */
 	const char *extra_header;
+	/* Synchronous requests only: no thread is started, and the
+	 * asynchronous calls answer KVS_ENOTSUP. */
+	int sync_only;
 } kvs__transport_options;
 
 typedef struct kvs__http_request {
@@ -87,7 +90,8 @@ void kvs__transport_request(kvs__transport *t, const kvs__http_request *req,
 
 /**
  * Queue one request; cb is called exactly once if KVS_OK is returned.
- * @return KVS_OK, KVS_ENOMEM, KVS_ECLOSED, KVS_EINVAL.
+ * @return KVS_OK, KVS_ENOMEM, KVS_ECLOSED, KVS_EINVAL, KVS_ENOTSUP
+ *         (sync_only).
  */
 int kvs__transport_submit(kvs__transport *t, const kvs__http_request *req,
                           kvs__http_cb cb, void *ud);
@@ -100,7 +104,8 @@ typedef void (*kvs__timer_cb)(void *ud);
  * holds). Timers cannot be cancelled: cb finds out whether it still
  * matters. Must not block.
  *
- * @return KVS_OK, KVS_ENOMEM, KVS_ECLOSED (cb will not be called).
+ * @return KVS_OK, KVS_ENOMEM, KVS_ECLOSED, KVS_ENOTSUP (sync_only): cb
+ *         will not be called.
  */
 int kvs__transport_timer(kvs__transport *t, unsigned ms, kvs__timer_cb cb,
                          void *ud);

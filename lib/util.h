@@ -22,6 +22,13 @@
 uint64_t kvs__mono_ms(void);
 uint64_t kvs__mono_ns(void);
 
+struct timespec;
+/* CLOCK_REALTIME ms from now, as pthread_cond_timedwait() takes it. */
+void kvs__realtime_after(struct timespec *ts, unsigned ms);
+
+/* a followed by b, malloc'ed; NULL when out of memory. */
+char *kvs__concat(const char *a, const char *b);
+
 /*
  * A growable byte buffer. Errors are sticky: after the first failure (out
  * of memory, or growing past max) every later append does nothing, and

@@ -48,13 +48,33 @@ static enum MHD_Result queue(struct req *r)
 	return ret;
 }
 
-static enum MHD_Result count_arg(void *cls, enum MHD_ValueKind kind,
-                                 const char *key, const char *value)
+static int has_control(const char *s)
 {
-	size_t *n = cls;
+	for (const unsigned char *p = (const unsigned char *)s; p && *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return *p;
+	return 0;
+}
+
+/* The request target, as seen once: its length (libmicrohttpd passes the
+ * path alone: the query's arguments are added) and the first control
+ * byte in it (0: none). */
+struct target {
+	size_t len;
+	int control;
+};
+
+static enum MHD_Result scan_arg(void *cls, enum MHD_ValueKind kind,
+                                const char *key, const char *value)
+{
+	struct target *t = cls;
 
 	(void)kind;
-	*n += strlen(key) + (value ? strlen(value) + 1 : 0) + 1;
+	t->len += strlen(key) + (value ? strlen(value) + 1 : 0) + 1;
+	if (t->control == 0)
+		t->control = has_control(key);
+	if (t->control == 0)
+		t->control = has_control(value);
 	return MHD_YES;
 }
 
@@ -84,44 +104,22 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
 	return MHD_YES;
 }
 
-static int has_control(const char *s)
-{
-	for (const unsigned char *p = (const unsigned char *)s; p && *p; p++)
-		if (*p < 0x20 || *p == 0x7f)
-			return *p;
-	return 0;
-}
-
-static enum MHD_Result find_control(void *cls, enum MHD_ValueKind kind,
-                                    const char *key, const char *value)
-{
-	int *found = cls;
-
-	(void)kind;
-	if (*found == 0)
-		*found = has_control(key) ? has_control(key) : has_control(value);
-	return MHD_YES;
-}
-
 /*
  * What HTTP forbids, or leaves for two parsers to read two ways (request
  * smuggling through a proxy in front): refused before anything else.
  * (A NUL byte in the request line cannot be seen here: libmicrohttpd
  * 0.9 ends the path at it.)
  */
-static int framing_ok(struct req *r, const char *url, const char *version)
+static int framing_ok(struct req *r, const struct target *t,
+                      const char *version)
 {
 	struct framing f = {0};
-	int ctl = has_control(url);
 
-	if (ctl == 0)
-		MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND,
-		                          find_control, &ctl);
-	if (ctl != 0) {
+	if (t->control != 0) {
 		reply_error(r, KVS_EBADREQUEST,
 		            "the request target holds a control byte (0x%02x): "
 		            "percent-encode it",
-		            (unsigned)ctl);
+		            (unsigned)t->control);
 		return 0;
 	}
 	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_framing, &f);
@@ -150,15 +148,12 @@ static int framing_ok(struct req *r, const char *url, const char *version)
 }
 
 /* Checks made as soon as the headers are in. Returns 0 when refused. */
-static int early_checks(struct req *r, size_t url_len)
+static int early_checks(struct req *r, const struct target *t)
 {
 	const char *cl = req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	const char *te = req_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING);
 
-	/* libmicrohttpd passes the path alone: add the query's length. */
-	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, count_arg,
-	                          &url_len);
-	if (url_len > KVS_MAX_URL_BYTES) {
+	if (t->len > KVS_MAX_URL_BYTES) {
 		reply_error(r, KVS_EURITOOLONG,
 		            "the request line is longer than %d bytes; send "
 		            "large values as a request body",
@@ -230,6 +225,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
 	struct req *r = *con_cls;
 
 	if (r == NULL) {
+		struct target t = {strlen(url), has_control(url)};
+
 		r = calloc(1, sizeof(*r));
 		if (r == NULL)
 			return MHD_NO;
@@ -243,8 +240,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
 		r->role = route_role_of(r);
 		*con_cls = r;
 		atomic_fetch_add_explicit(&s->inflight, 1, memory_order_relaxed);
-		if (!framing_ok(r, url, version) ||
-		    !early_checks(r, strlen(url)))
+		MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND,
+		                          scan_arg, &t);
+		if (!framing_ok(r, &t, version) || !early_checks(r, &t))
 			return queue(r);
 		return MHD_YES;
 	}

@@ -344,7 +344,7 @@ int main(int argc, char **argv)
 	srv.cfg = cfg;
 	srv.cc = kvs_config_cluster(cfg);
 	/* Threads inherit this mask: only the main thread takes signals.
-	 * Set before any thread starts (etcd's client has one). */
+	 * Set before any library call that may start a thread. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);

@@ -136,63 +136,94 @@ static void dump_threads(pid_t pid)
 	closedir(d);
 }
 
+pid_t tc_spawn(const char *exe, char *const argv[], const char *log)
+{
+	/* posix_spawn, not fork and stdio in the child: tests start
+	 * processes while their own threads run (a client streaming
+	 * writes), and a forked child must not touch a lock one of them
+	 * held. */
+	posix_spawn_file_actions_t fa;
+	pid_t pid;
+	int rc;
+
+	ck_assert_int_eq(posix_spawn_file_actions_init(&fa), 0);
+	ck_assert_int_eq(posix_spawn_file_actions_addopen(
+	                         &fa, STDERR_FILENO, log,
+	                         O_WRONLY | O_CREAT | O_APPEND, 0644),
+	                 0);
+	ck_assert_int_eq(posix_spawn_file_actions_adddup2(&fa, STDERR_FILENO,
+	                                                  STDOUT_FILENO),
+	                 0);
+	rc = strchr(exe, '/') != NULL
+	             ? posix_spawn(&pid, exe, &fa, NULL, argv, environ)
+	             : posix_spawnp(&pid, exe, &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	ck_assert_msg(rc == 0, "cannot start %s: %s", exe, strerror(rc));
+	return pid;
+}
+
+int tc_wait_pid(pid_t pid, int ms, int *status)
+{
+	uint64_t deadline = tu_now_ms() + (uint64_t)ms;
+
+	while (waitpid(pid, status, WNOHANG) != pid) {
+		if (tu_now_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, status, 0);
+			return -1;
+		}
+		usleep(POLL_MS * 1000);
+	}
+	return 0;
+}
+
+/* Poll url until it answers 200 (1), pid exits (0, *status set) or
+ * START_TIMEOUT_MS pass (-1). */
+static int wait_healthy(const char *url, pid_t pid, int *status)
+{
+	uint64_t deadline = tu_now_ms() + START_TIMEOUT_MS;
+
+	while (tu_now_ms() < deadline) {
+		struct tc_resp r;
+		int rc;
+
+		quiet = 1;
+		rc = tc_http("GET", url, NULL, 0, NULL, &r);
+		quiet = 0;
+		rc = rc == 0 && r.status == 200;
+		tc_resp_free(&r);
+		if (rc)
+			return 1;
+		if (waitpid(pid, status, WNOHANG) == pid)
+			return 0;
+		usleep(POLL_MS * 1000);
+	}
+	return -1;
+}
+
 void tc_start_node(struct tc_cluster *c, int i)
 {
 	struct tc_node *nd = &c->node[i];
 	char log[700], data[700], exe[4096], health[96];
-	uint64_t deadline;
-	pid_t pid;
+	char *argv[] = {"kvshard-server", "--config", c->config, "--shard",
+	                nd->name, "--data-dir", data, NULL};
+	int status = 0, up;
 
 	snprintf(log, sizeof(log), "%s/%s.log", c->dir, nd->name);
 	snprintf(data, sizeof(data), "%s/data/%s", c->dir, nd->name);
 	snprintf(exe, sizeof(exe), "%s", tu_build_path("server/kvshard-server"));
-	{
-		/* posix_spawn, not fork and stdio in the child: tests start
-		 * servers while their own threads run (a client streaming
-		 * writes), and a forked child must not touch a lock one of
-		 * them held. */
-		char *argv[] = {"kvshard-server", "--config", c->config,
-		                "--shard", nd->name, "--data-dir", data, NULL};
-		posix_spawn_file_actions_t fa;
-		int rc;
-
-		ck_assert_int_eq(posix_spawn_file_actions_init(&fa), 0);
-		ck_assert_int_eq(posix_spawn_file_actions_addopen(
-		                         &fa, STDERR_FILENO, log,
-		                         O_WRONLY | O_CREAT | O_APPEND, 0644),
-		                 0);
-		ck_assert_int_eq(posix_spawn_file_actions_adddup2(
-		                         &fa, STDERR_FILENO, STDOUT_FILENO),
-		                 0);
-		rc = posix_spawn(&pid, exe, &fa, NULL, argv, environ);
-		posix_spawn_file_actions_destroy(&fa);
-		ck_assert_msg(rc == 0, "cannot start %s: %s", exe, strerror(rc));
-	}
-	nd->pid = pid;
+	nd->pid = tc_spawn(exe, argv, log);
 	snprintf(health, sizeof(health), "%s/health", nd->url);
-	deadline = tu_now_ms() + START_TIMEOUT_MS;
-	while (tu_now_ms() < deadline) {
-		struct tc_resp r;
-		int status, rc;
-
-		quiet = 1;
-		rc = tc_http("GET", health, NULL, 0, NULL, &r);
-		quiet = 0;
-		if (rc == 0 && r.status == 200) {
-			tc_resp_free(&r);
-			return;
-		}
-		tc_resp_free(&r);
-		if (waitpid(pid, &status, WNOHANG) == pid) {
-			nd->pid = 0;
-			tc_dump_logs(c);
-			ck_abort_msg("%s exited at start (status %d)", nd->name,
-			             status);
-		}
-		usleep(POLL_MS * 1000);
-	}
+	up = wait_healthy(health, nd->pid, &status);
+	if (up == 1)
+		return;
 	tc_dump_logs(c);
-	dump_threads(pid);
+	if (up == 0) {
+		nd->pid = 0;
+		ck_abort_msg("%s exited at start (status %d)", nd->name,
+		             status);
+	}
+	dump_threads(nd->pid);
 	ck_abort_msg("%s did not answer /health within %d ms", nd->name,
 	             START_TIMEOUT_MS);
 }
@@ -208,24 +239,17 @@ void tc_start(struct tc_cluster *c, int n, const char *extra_toml)
 int tc_stop_node(struct tc_cluster *c, int i, int sig)
 {
 	struct tc_node *nd = &c->node[i];
-	uint64_t deadline = tu_now_ms() + STOP_TIMEOUT_MS;
+	pid_t pid = nd->pid;
 	int status = 0;
 
-	if (nd->pid <= 0)
+	if (pid <= 0)
 		return 0;
-	kill(nd->pid, sig);
-	kill(nd->pid, SIGCONT); /* a stopped one must run to act on sig */
-	while (waitpid(nd->pid, &status, WNOHANG) != nd->pid) {
-		if (tu_now_ms() > deadline) {
-			kill(nd->pid, SIGKILL);
-			waitpid(nd->pid, &status, 0);
-			nd->pid = 0;
-			ck_abort_msg("%s did not exit within %d ms of signal %d",
-			             nd->name, STOP_TIMEOUT_MS, sig);
-		}
-		usleep(POLL_MS * 1000);
-	}
 	nd->pid = 0;
+	kill(pid, sig);
+	kill(pid, SIGCONT); /* a stopped one must run to act on sig */
+	if (tc_wait_pid(pid, STOP_TIMEOUT_MS, &status) != 0)
+		ck_abort_msg("%s did not exit within %d ms of signal %d",
+		             nd->name, STOP_TIMEOUT_MS, sig);
 	return status;
 }
 
@@ -594,10 +618,12 @@ void tc_etcd_start(struct tc_etcd *e)
 {
 	char client[64], peer[64], cluster[96], data[600], log[600];
 	char health[96];
-	int peer_port;
-	uint64_t deadline;
-	posix_spawn_file_actions_t fa;
-	int rc;
+	char *argv[] = {"etcd", "--data-dir", data, "--listen-client-urls",
+	                client, "--advertise-client-urls", client,
+	                "--listen-peer-urls", peer,
+	                "--initial-advertise-peer-urls", peer,
+	                "--initial-cluster", cluster, NULL};
+	int peer_port, status = 0, up;
 
 	memset(e, 0, sizeof(*e));
 	snprintf(e->dir, sizeof(e->dir), "%s", tu_mkdtemp());
@@ -611,47 +637,15 @@ void tc_etcd_start(struct tc_etcd *e)
 	snprintf(cluster, sizeof(cluster), "default=%s", peer);
 	snprintf(data, sizeof(data), "%s/data", e->dir);
 	snprintf(log, sizeof(log), "%s/etcd.log", e->dir);
-	{
-		char *argv[] = {"etcd", "--data-dir", data,
-		                "--listen-client-urls", client,
-		                "--advertise-client-urls", client,
-		                "--listen-peer-urls", peer,
-		                "--initial-advertise-peer-urls", peer,
-		                "--initial-cluster", cluster, NULL};
-
-		ck_assert_int_eq(posix_spawn_file_actions_init(&fa), 0);
-		ck_assert_int_eq(posix_spawn_file_actions_addopen(
-		                         &fa, STDERR_FILENO, log,
-		                         O_WRONLY | O_CREAT | O_APPEND, 0644),
-		                 0);
-		ck_assert_int_eq(posix_spawn_file_actions_adddup2(
-		                         &fa, STDERR_FILENO, STDOUT_FILENO),
-		                 0);
-		rc = posix_spawnp(&e->pid, "etcd", &fa, NULL, argv, environ);
-		posix_spawn_file_actions_destroy(&fa);
-		ck_assert_msg(rc == 0, "cannot start etcd: %s (install "
-		              "etcd-server)", strerror(rc));
-	}
+	e->pid = tc_spawn("etcd", argv, log); /* from etcd-server */
 	snprintf(health, sizeof(health), "%s/health", client);
-	deadline = tu_now_ms() + START_TIMEOUT_MS;
-	while (tu_now_ms() < deadline) {
-		struct tc_resp r;
-		int status;
-
-		quiet = 1;
-		rc = tc_http("GET", health, NULL, 0, NULL, &r);
-		quiet = 0;
-		if (rc == 0 && r.status == 200) {
-			tc_resp_free(&r);
-			return;
-		}
-		tc_resp_free(&r);
-		if (waitpid(e->pid, &status, WNOHANG) == e->pid) {
-			e->pid = 0;
-			ck_abort_msg("etcd exited at start (status %d); see %s",
-			             status, log);
-		}
-		usleep(POLL_MS * 1000);
+	up = wait_healthy(health, e->pid, &status);
+	if (up == 1)
+		return;
+	if (up == 0) {
+		e->pid = 0;
+		ck_abort_msg("etcd exited at start (status %d); see %s",
+		             status, log);
 	}
 	tc_etcd_stop(e, 0);
 	ck_abort_msg("etcd did not answer within %d ms; see %s",
@@ -661,19 +655,11 @@ void tc_etcd_start(struct tc_etcd *e)
 void tc_etcd_stop(struct tc_etcd *e, int remove)
 {
 	if (e->pid > 0) {
-		uint64_t deadline = tu_now_ms() + STOP_TIMEOUT_MS;
 		int status;
 
 		kill(e->pid, SIGTERM);
 		kill(e->pid, SIGCONT);
-		while (waitpid(e->pid, &status, WNOHANG) != e->pid) {
-			if (tu_now_ms() > deadline) {
-				kill(e->pid, SIGKILL);
-				waitpid(e->pid, &status, 0);
-				break;
-			}
-			usleep(POLL_MS * 1000);
-		}
+		(void)tc_wait_pid(e->pid, STOP_TIMEOUT_MS, &status);
 		e->pid = 0;
 	}
 	if (remove && e->dir[0] != '\0') {

@@ -49,6 +49,14 @@ void tc_start(struct tc_cluster *c, int n, const char *extra_toml);
 /* Start shard i and wait for /health (10 s at most). */
 void tc_start_node(struct tc_cluster *c, int i);
 
+/* Start exe (a path, or a name looked up in PATH) with argv, its stdout
+ * and stderr appended to log. Fails the test if it cannot. */
+pid_t tc_spawn(const char *exe, char *const argv[], const char *log);
+
+/* Wait (ms at most) for pid to exit: 0 and its *status, or -1 after
+ * killing it with SIGKILL. */
+int tc_wait_pid(pid_t pid, int ms, int *status);
+
 /* Send sig to shard i and wait for it to exit (10 s, then SIGKILL).
  * Returns the wait status. */
 int tc_stop_node(struct tc_cluster *c, int i, int sig);

@@ -5,9 +5,7 @@
  */
 #include <check.h>
 #include <cjson/cJSON.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +16,6 @@
 #include "etcd.h"
 #include "kvshard.h"
 #include "testutil.h"
-
-extern char **environ;
 
 static struct tc_etcd E;
 static struct tc_cluster C;
@@ -38,6 +34,15 @@ static void teardown(void)
 {
 	tc_stop(&C);
 	tc_etcd_stop(&E, 1);
+}
+
+/* Shard i's log (free it). */
+static char *log_of(int i)
+{
+	char path[700];
+
+	snprintf(path, sizeof(path), "%s/%s.log", C.dir, C.node[i].name);
+	return tu_read_file(path);
 }
 
 /* etcd's document at /kvshard/t/topology, parsed. */
@@ -70,21 +75,42 @@ static cJSON *cluster_of(int i)
 	return doc;
 }
 
-/* Whether node i's /v1/cluster says shard `name` is registered. */
-static int registered(int i, const char *name)
+/* Shard name's entry in a /v1/cluster document. */
+static const cJSON *shard_in(const cJSON *doc, const char *name)
 {
-	cJSON *doc = cluster_of(i), *sh;
-	int found = -1;
+	const cJSON *sh;
 
 	cJSON_ArrayForEach(sh, cJSON_GetObjectItem(doc, "shards"))
 	{
 		if (strcmp(cJSON_GetObjectItem(sh, "name")->valuestring, name) ==
 		    0)
-			found = cJSON_IsTrue(cJSON_GetObjectItem(sh, "registered"));
+			return sh;
 	}
+	ck_abort_msg("no shard %s in /v1/cluster", name);
+	return NULL;
+}
+
+/* Whether node i's /v1/cluster says shard `name` is registered. */
+static int registered(int i, const char *name)
+{
+	cJSON *doc = cluster_of(i);
+	int yes = cJSON_IsTrue(
+	        cJSON_GetObjectItem(shard_in(doc, name), "registered"));
+
 	cJSON_Delete(doc);
-	ck_assert_msg(found >= 0, "no shard %s in /v1/cluster", name);
-	return found;
+	return yes;
+}
+
+/* Whether node i's probes say shard name is up. */
+static int up(int i, const char *name)
+{
+	cJSON *doc = cluster_of(i);
+	int yes = strcmp(cJSON_GetObjectItem(shard_in(doc, name), "status")
+	                         ->valuestring,
+	                 "up") == 0;
+
+	cJSON_Delete(doc);
+	return yes;
 }
 
 /* Wait (5 s at most) until node i's probes say shard name is up. */
@@ -92,21 +118,7 @@ static void wait_up(int i, const char *name)
 {
 	uint64_t deadline = tu_now_ms() + 5000;
 
-	for (;;) {
-		cJSON *doc = cluster_of(i), *sh;
-		int up = 0;
-
-		cJSON_ArrayForEach(sh, cJSON_GetObjectItem(doc, "shards"))
-		{
-			if (strcmp(cJSON_GetObjectItem(sh, "name")->valuestring,
-			           name) == 0)
-				up = strcmp(cJSON_GetObjectItem(sh, "status")
-				                    ->valuestring,
-				            "up") == 0;
-		}
-		cJSON_Delete(doc);
-		if (up)
-			return;
+	while (!up(i, name)) {
 		ck_assert_msg(tu_now_ms() < deadline,
 		              "%s not up after 5 s (seen by %s)", name,
 		              C.node[i].name);
@@ -183,10 +195,8 @@ END_TEST
 /* A node whose file differs from etcd's topology runs etcd's. */
 START_TEST(etcd_wins_over_a_differing_file)
 {
-	char text[1024], log[700], buf[8192];
+	char text[1024], *log;
 	cJSON *doc, *sh;
-	FILE *f;
-	size_t got;
 	int n = 0;
 
 	tc_start(&C, 2, extra);
@@ -209,15 +219,11 @@ START_TEST(etcd_wins_over_a_differing_file)
 	ck_assert_int_eq(n, 2);
 	ck_assert_int_eq(cJSON_GetObjectItem(doc, "replication")->valueint, 2);
 	cJSON_Delete(doc);
-	snprintf(log, sizeof(log), "%s/%s.log", C.dir, C.node[0].name);
-	f = fopen(log, "r");
-	ck_assert_ptr_nonnull(f);
-	got = fread(buf, 1, sizeof(buf) - 1, f);
-	buf[got] = '\0';
-	fclose(f);
-	ck_assert_msg(strstr(buf, "differs from") != NULL &&
-	                      strstr(buf, "etcd wins") != NULL,
-	              "no warning in the log: %s", buf);
+	log = log_of(0);
+	ck_assert_msg(strstr(log, "differs from") != NULL &&
+	                      strstr(log, "etcd wins") != NULL,
+	              "no warning in the log: %s", log);
+	free(log);
 	/* etcd's document is unchanged. */
 	doc = topology_in_etcd();
 	ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(doc, "shards")),
@@ -258,7 +264,7 @@ END_TEST
  * and say once that they cannot renew. */
 START_TEST(serving_goes_on_without_etcd)
 {
-	char log[700], buf[8192];
+	char *log;
 	struct tc_resp r;
 	uint64_t deadline;
 
@@ -285,77 +291,43 @@ START_TEST(serving_goes_on_without_etcd)
 		ck_assert_str_eq(r.body, value);
 		tc_resp_free(&r);
 	}
-	snprintf(log, sizeof(log), "%s/%s.log", C.dir, C.node[0].name);
 	deadline = tu_now_ms() + 8000;
-	for (;;) {
-		FILE *f = fopen(log, "r");
-		size_t got;
-
-		ck_assert_ptr_nonnull(f);
-		got = fread(buf, 1, sizeof(buf) - 1, f);
-		buf[got] = '\0';
-		fclose(f);
-		if (strstr(buf, "cannot renew") != NULL)
-			break;
+	while (strstr(log = log_of(0), "cannot renew") == NULL) {
 		ck_assert_msg(tu_now_ms() < deadline,
-		              "no warning about etcd in the log: %s", buf);
+		              "no warning about etcd in the log: %s", log);
+		free(log);
 		usleep(200 * 1000);
 	}
-	ck_assert_ptr_null(strstr(strstr(buf, "cannot renew") + 1,
+	ck_assert_ptr_null(strstr(strstr(log, "cannot renew") + 1,
 	                          "cannot renew"));
+	free(log);
 }
 END_TEST
 
 /* Without etcd a node does not start, and says why, in bounded time. */
 START_TEST(unreachable_etcd_stops_the_start)
 {
-	char bad[256], log[700], buf[4096];
-	posix_spawn_file_actions_t fa;
-	pid_t pid;
+	char bad[256], log[700], *text;
+	char *argv[] = {"kvshard-server", "--config", C.config, "--shard",
+	                C.node[0].name, NULL};
 	int status = 0;
-	uint64_t deadline;
-	FILE *f;
-	size_t got;
 
 	snprintf(bad, sizeof(bad),
 	         "[coordination]\netcd = [\"127.0.0.1:%d\"]\n", tc_free_port());
 	tc_prepare(&C, 1, bad);
 	snprintf(log, sizeof(log), "%s/start.log", C.dir);
-	{
-		char *argv[] = {"kvshard-server", "--config", C.config,
-		                "--shard", C.node[0].name, NULL};
-
-		ck_assert_int_eq(posix_spawn_file_actions_init(&fa), 0);
-		ck_assert_int_eq(posix_spawn_file_actions_addopen(
-		                         &fa, STDERR_FILENO, log,
-		                         O_WRONLY | O_CREAT | O_TRUNC, 0644),
-		                 0);
-		ck_assert_int_eq(posix_spawn(&pid,
-		                             tu_build_path("server/kvshard-server"),
-		                             &fa, NULL, argv, environ),
-		                 0);
-		posix_spawn_file_actions_destroy(&fa);
-	}
-	deadline = tu_now_ms() + 10000;
-	while (waitpid(pid, &status, WNOHANG) != pid) {
-		if (tu_now_ms() > deadline) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			ck_abort_msg("kvshard-server still running 10 s after "
-			             "failing to reach etcd");
-		}
-		usleep(50 * 1000);
-	}
+	ck_assert_msg(tc_wait_pid(tc_spawn(tu_build_path("server/kvshard-server"),
+	                                   argv, log),
+	                          10000, &status) == 0,
+	              "kvshard-server still running 10 s after failing to "
+	              "reach etcd");
 	ck_assert(WIFEXITED(status));
 	ck_assert_int_ne(WEXITSTATUS(status), 0);
-	f = fopen(log, "r");
-	ck_assert_ptr_nonnull(f);
-	got = fread(buf, 1, sizeof(buf) - 1, f);
-	buf[got] = '\0';
-	fclose(f);
-	ck_assert_msg(strstr(buf, "etcd at 127.0.0.1:") != NULL &&
-	                      strstr(buf, "could not be reached") != NULL,
-	              "unclear message: %s", buf);
+	text = tu_read_file(log);
+	ck_assert_msg(strstr(text, "etcd at 127.0.0.1:") != NULL &&
+	                      strstr(text, "could not be reached") != NULL,
+	              "unclear message: %s", text);
+	free(text);
 }
 END_TEST
 

@@ -135,6 +135,39 @@ START_TEST(leases_hold_keys)
 }
 END_TEST
 
+/* Threads of this process. */
+static int threads(void)
+{
+	char line[256];
+	int n = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "Threads: %d", &n) == 1)
+			break;
+	fclose(f);
+	ck_assert_int_gt(n, 0);
+	return n;
+}
+
+/* Requests are rare and synchronous: the client runs none of its own. */
+START_TEST(no_thread_of_its_own)
+{
+	const char *ep[1] = {srv.endpoint};
+	int before = threads();
+	kvs__etcd *other;
+	char *v = NULL;
+	size_t len;
+
+	ck_assert_int_eq(kvs__etcd_new(&other, ep, 1, 2000), KVS_OK);
+	ck_assert_int_eq(kvs__etcd_get(other, "/t/none", &v, &len, NULL),
+	                 KVS_NOTFOUND);
+	ck_assert_int_eq(threads(), before);
+	kvs__etcd_free(other);
+}
+END_TEST
+
 /* An endpoint that does not answer is skipped; with none left, the
  * call fails within its timeouts. */
 START_TEST(endpoints_in_turn)
@@ -176,6 +209,7 @@ int main(void)
 	tcase_add_test(tc, compare_and_swap);
 	tcase_add_test(tc, leases_hold_keys);
 	tcase_add_test(tc, endpoints_in_turn);
+	tcase_add_test(tc, no_thread_of_its_own);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -82,6 +82,27 @@ int tu_write_file(const char *path, const void *data, size_t len)
 	return 0;
 }
 
+char *tu_read_file(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	char *text = NULL;
+	size_t len = 0, cap = 0, n;
+
+	ck_assert_msg(f != NULL, "cannot open %s", path);
+	do {
+		if (cap - len < 4096) {
+			cap = cap ? 2 * cap : 8192;
+			text = realloc(text, cap);
+			ck_assert_ptr_nonnull(text);
+		}
+		n = fread(text + len, 1, cap - len - 1, f);
+		len += n;
+	} while (n > 0);
+	fclose(f);
+	text[len] = '\0';
+	return text;
+}
+
 void tu_lmdb_drop(const char *dir, const char *name)
 {
 	MDB_env *env;

@@ -24,11 +24,15 @@ const char *tu_build_path(const char *rel);
 /* Path of a file in the source tree ($KVS_SOURCE_ROOT/rel), static storage. */
 const char *tu_source_path(const char *rel);
 
-/* Write len bytes to a new file; returns 0 or -1. */
 /* Drop (empty) the LMDB database name of the environment in dir, which
  * no process may have open: what a store looks like without it. */
 void tu_lmdb_drop(const char *dir, const char *name);
 
+/* Write len bytes to a new file; returns 0 or -1. */
 int tu_write_file(const char *path, const void *data, size_t len);
+
+/* The whole file as a NUL-terminated string (free it); fails the test
+ * if it cannot be read. */
+char *tu_read_file(const char *path);
 
 #endif
