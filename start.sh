@@ -61,6 +61,13 @@ answers() {
 	[[ ${line:-} == HTTP/1.?" 200 "* ]]
 }
 
+# With TLS the port speaks HTTPS, which bash cannot: a shard is up once
+# its log says it serves (it does after binding and starting the HTTP
+# server), in the lines written since this start.
+serving_since() { # name offset
+	tail -c +"$(($2 + 1))" "$RUN_DIR/$1.log" 2>/dev/null | grep -q " serving on "
+}
+
 stop_all() {
 	local name addr pid left=() deadline entry
 	while read -r name addr; do
@@ -117,6 +124,29 @@ need_server
 [ -f "$CONFIG" ] || { kvs_log "no $CONFIG"; exit 1; }
 list=$(shards) || { kvs_log "$CONFIG cannot be read (see above)"; exit 1; }
 mkdir -p "$RUN_DIR" || exit 1
+tls=0
+grep -Eq '^[[:space:]]*\[[[:space:]]*tls[[:space:]]*\]' "$CONFIG" && tls=1
+
+# The shards authenticate each other with a secret of this cluster's own
+# (so that no client can speak the peer protocol): made once, kept in
+# $RUN_DIR/cluster-secret, and added to a copy of the config the shards
+# run with. A config with its own [auth] table is used as it is.
+if grep -Eq '^[[:space:]]*\[[[:space:]]*auth[[:space:]]*\]' "$CONFIG"; then
+	RUN_CONFIG=$CONFIG
+else
+	if [ ! -s "$RUN_DIR/cluster-secret" ]; then
+		(umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' \
+			>"$RUN_DIR/cluster-secret") || exit 1
+	fi
+	# Its lines are $CONFIG's, so that any message's line:column holds.
+	RUN_CONFIG=$RUN_DIR/config.toml
+	{
+		cat "$CONFIG"
+		printf '\n# Added by start.sh: the local cluster'"'"'s secret.\n'
+		printf '[auth]\ncluster_secret = "%s"\n' "$(cat "$RUN_DIR/cluster-secret")"
+	} >"$RUN_CONFIG.tmp" && chmod 600 "$RUN_CONFIG.tmp" &&
+		mv "$RUN_CONFIG.tmp" "$RUN_CONFIG" || exit 1
+fi
 
 # Start the shards that do not run yet; leave running ones alone.
 started=()
@@ -127,9 +157,11 @@ while read -r name addr; do
 		already=$((already + 1))
 		continue
 	fi
-	"$SERVER" --config "$CONFIG" --shard "$name" >>"$RUN_DIR/$name.log" 2>&1 &
+	# Where this start's lines begin in the log (for serving_since).
+	logged=$(stat -c %s "$RUN_DIR/$name.log" 2>/dev/null || echo 0)
+	"$SERVER" --config "$RUN_CONFIG" --shard "$name" >>"$RUN_DIR/$name.log" 2>&1 &
 	echo $! >"$RUN_DIR/$name.pid"
-	started+=("$name $addr $!")
+	started+=("$name $addr $! $logged")
 done <<<"$list"
 if [ ${#started[@]} -eq 0 ]; then
 	if [ $background = 1 ]; then
@@ -142,15 +174,15 @@ fi
 
 # Wait until every shard started answers /health (or has died).
 for entry in "${started[@]}"; do
-	read -r name addr pid <<<"$entry"
+	read -r name addr pid logged <<<"$entry"
 	deadline=$((SECONDS + START_TIMEOUT_S))
-	until answers "$addr" 2>/dev/null; do
+	until if [ $tls = 1 ]; then serving_since "$name" "$logged"; else answers "$addr" 2>/dev/null; fi; do
 		if ! alive "$pid" || [ $SECONDS -ge $deadline ]; then
 			kvs_log "$name did not start; its log ($RUN_DIR/$name.log) ends with:"
 			tail -n 5 "$RUN_DIR/$name.log" >&2
 			# Stop only what this run started.
 			for e in "${started[@]}"; do
-				read -r _ _ p <<<"$e"
+				read -r _ _ p _ <<<"$e"
 				kill -TERM "$p" 2>/dev/null
 			done
 			exit 1
@@ -161,14 +193,21 @@ for entry in "${started[@]}"; do
 done
 
 first=$(awk 'NR == 1 { print $2 }' <<<"$list")
+if [ $tls = 1 ]; then
+	scheme=https
+	curl_ca=" --cacert <the [tls] ca file>"
+else
+	scheme=http
+	curl_ca=
+fi
 cat <<MSG
 
 kvshard is running: $(wc -l <<<"$list") shards from $CONFIG. Try, against any shard:
 
-  curl -Lkv 'http://$first/store?key=mykey&value=myvalue'
-  curl -Lkv 'http://$first/retrieve?key=mykey'
-  curl -X PUT --data-binary @somefile 'http://$first/v1/kv/some%2Fkey'
-  curl 'http://$first/v1/cluster'
+  curl -Lkv$curl_ca '$scheme://$first/store?key=mykey&value=myvalue'
+  curl -Lkv$curl_ca '$scheme://$first/retrieve?key=mykey'
+  curl$curl_ca -X PUT --data-binary @somefile '$scheme://$first/v1/kv/some%2Fkey'
+  curl$curl_ca '$scheme://$first/v1/cluster'
 
 MSG
 if [ $background = 1 ]; then
@@ -179,7 +218,7 @@ echo "Press Ctrl-C to stop every shard."
 trap 'echo; stop_all; exit 0' INT TERM
 while :; do
 	for entry in "${started[@]}"; do
-		read -r name addr pid <<<"$entry"
+		read -r name addr pid _ <<<"$entry"
 		if ! alive "$pid"; then
 			kvs_log "$name (pid $pid) exited; see $RUN_DIR/$name.log"
 			stop_all

@@ -63,6 +63,8 @@ struct kvs_client {
 	kvs__transport *t;
 	unsigned max_attempts;
 	char *auth_header;
+	const char *scheme; /* "http" or "https" */
+	char *ca_file;      /* from the config file, or NULL */
 	char *seeds[MAX_SEEDS];
 	size_t n_seeds;
 	pthread_mutex_t mu;
@@ -118,7 +120,8 @@ static void topo_put(struct topo *t)
 }
 
 /* Build a topology from /v1/cluster's JSON. */
-static int topo_parse(const char *body, size_t len, struct topo **out)
+static int topo_parse(const char *scheme, const char *body, size_t len,
+                      struct topo **out)
 {
 	cJSON *doc = cJSON_ParseWithLength(body, len), *shards, *it;
 	kvs_ring_member *members = NULL;
@@ -170,13 +173,13 @@ static int topo_parse(const char *body, size_t len, struct topo **out)
 		s->address = strdup(addr->valuestring);
 		s->idx = (uint32_t)idx->valuedouble;
 		s->weight = w->valuedouble;
-		ulen = strlen(addr->valuestring) + 8;
+		ulen = strlen(addr->valuestring) + 16;
 		s->url = malloc(ulen);
 		if (s->name == NULL || s->address == NULL || s->url == NULL) {
 			rc = KVS_ENOMEM;
 			goto out;
 		}
-		snprintf(s->url, ulen, "http://%s", s->address);
+		snprintf(s->url, ulen, "%s://%s", scheme, s->address);
 		members[i].name = s->name;
 		members[i].weight = s->weight;
 		i++;
@@ -214,7 +217,7 @@ static int topo_fetch(kvs_client *c, const char *base_url, struct topo **out)
 		rc = resp.status == 401 || resp.status == 403 ? KVS_EAUTH
 		                                              : KVS_EPROTO;
 	if (rc == KVS_OK)
-		rc = topo_parse(resp.body, resp.body_len, out);
+		rc = topo_parse(c->scheme, resp.body, resp.body_len, out);
 	kvs__http_response_clear(&resp);
 	return rc;
 }
@@ -236,7 +239,7 @@ static int refresh(kvs_client *c, char *errbuf)
 	for (size_t i = 0; i < c->n_seeds && fresh == NULL; i++) {
 		char url[300];
 
-		snprintf(url, sizeof(url), "http://%s", c->seeds[i]);
+		snprintf(url, sizeof(url), "%s://%s", c->scheme, c->seeds[i]);
 		rc = topo_fetch(c, url, &fresh);
 		if (rc != KVS_OK)
 			set_err(errbuf, "cannot get the topology from %s: %s",
@@ -751,9 +754,13 @@ int kvs_client_mget(kvs_client *c, const kvs_key *keys, size_t n,
 		items[i].key_len = keys[i].len;
 	}
 	rc = run_batches(c, items, n, 1, results);
-	/* Keys whose shard did not answer: one by one, other owners. */
+	/* Keys whose shard did not answer: one by one, other owners; and
+	 * keys whose values did not fit in the batch's answer (the server
+	 * caps it at max_answer_bytes): one by one too. */
 	for (size_t i = 0; rc == KVS_OK && i < n; i++)
-		if (results[i].rc == KVS_ECONNECT || results[i].rc == KVS_ETIMEDOUT)
+		if (results[i].rc == KVS_ECONNECT ||
+		    results[i].rc == KVS_ETIMEDOUT ||
+		    results[i].rc == KVS_EANSWERSIZE)
 			results[i].rc = kvs_client_get(c, keys[i].key, keys[i].len,
 			                               &results[i].value,
 			                               &results[i].value_len,
@@ -1055,6 +1062,14 @@ static int parse_seeds(kvs_client *c, const char *list, char *errbuf)
 		}
 		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
 			len--;
+		if (len > 8 && strncmp(p, "https://", 8) == 0) {
+			c->scheme = "https";
+			p += 8;
+			len -= 8;
+		} else if (len > 7 && strncmp(p, "http://", 7) == 0) {
+			p += 7;
+			len -= 7;
+		}
 		if (len > 0) {
 			char *s;
 
@@ -1092,6 +1107,15 @@ static int seeds_from_config(kvs_client *c, const char *path, char *errbuf)
 
 	if (rc != KVS_OK)
 		return rc;
+	if (kvs_config_cluster(cfg)->tls_cert != NULL) {
+		const char *ca = kvs_config_cluster(cfg)->tls_ca;
+
+		c->scheme = "https";
+		if (ca != NULL && (c->ca_file = strdup(ca)) == NULL) {
+			kvs_config_free(cfg);
+			return KVS_ENOMEM;
+		}
+	}
 	for (size_t i = 0; i < kvs_config_shard_count(cfg) && i < MAX_SEEDS;
 	     i++) {
 		c->seeds[c->n_seeds] = strdup(kvs_config_shard(cfg, i)->address);
@@ -1115,6 +1139,7 @@ void kvs_client_close(kvs_client *c)
 	for (size_t i = 0; i < c->n_seeds; i++)
 		free(c->seeds[i]);
 	free(c->auth_header);
+	free(c->ca_file);
 	pthread_mutex_destroy(&c->mu);
 	free(c);
 }
@@ -1138,6 +1163,7 @@ int kvs_client_open(kvs_client **out, const kvs_client_options *opts,
 		return KVS_ENOMEM;
 	pthread_mutex_init(&c->mu, NULL);
 	c->max_attempts = o->max_attempts;
+	c->scheme = o->ca_file != NULL ? "https" : "http";
 	if (o->token != NULL) {
 		size_t len = strlen(o->token) + 32;
 
@@ -1165,6 +1191,7 @@ int kvs_client_open(kvs_client **out, const kvs_client_options *opts,
 	to.connect_timeout_ms = o->connect_timeout_ms;
 	to.request_timeout_ms = o->request_timeout_ms;
 	to.extra_header = c->auth_header;
+	to.tls_ca = o->ca_file != NULL ? o->ca_file : c->ca_file;
 	rc = kvs__transport_new(&c->t, &to);
 	if (rc != KVS_OK)
 		goto fail;

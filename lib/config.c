@@ -14,12 +14,16 @@
  *   [storage]   sync, map_size, max_map_size
  *   [limits]    max_key_bytes, max_value_bytes, max_connections,
  *               max_connections_per_client,
- *               idle_timeout_s, max_batch_ops, max_scan_limit
+ *               idle_timeout_s, max_batch_ops, max_scan_limit,
+ *               max_answer_bytes, header_timeout_s, body_timeout_s,
+ *               max_buffered_bytes
  *   [server]    threads
- *   [auth]      client_tokens, read_tokens, cluster_secret
+ *   [auth]      client_tokens, read_tokens, admin_tokens, cluster_secret
  *   [coordination] etcd, prefix, lease_ttl_s
+ *   [tls]       cert, key, ca, peer_cert, peer_key, mutual
  */
 #include <errno.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,8 +50,13 @@
 #define MIN_MAP_SIZE ((size_t)1 << 20)
 #define MAX_CONNECTIONS 1000000u
 #define MAX_IDLE_TIMEOUT_S 86400u
+/* max_buffered_bytes, by default, holds this many of the largest values. */
+#define DEFAULT_BUFFERED_VALUES 4u
 #define MAX_BATCH_OPS 100000u
 #define MAX_SCAN_LIMIT 1000000u
+/* What an answer holds besides one value in base64: its key in both
+ * forms, its version, the rest of the JSON, other results' small parts. */
+#define ANSWER_OVERHEAD_BYTES ((size_t)64 << 10)
 #define MAX_THREADS 256u
 #define MAX_TOKENS 1024
 #define MAX_ETCD_ENDPOINTS 16
@@ -167,6 +176,15 @@ static int get_unsigned(struct ctx *x, const kvs__toml_keyval *kv,
 
 	if (rc == KVS_OK)
 		*out = (unsigned)v;
+	return rc;
+}
+
+static int get_bool(struct ctx *x, const kvs__toml_keyval *kv, int *out)
+{
+	int rc = want_type(x, kv, KVS_TOML_BOOL, "true or false");
+
+	if (rc == KVS_OK)
+		*out = kv->value->u.boolean != 0;
 	return rc;
 }
 
@@ -615,9 +633,16 @@ static int load_storage(struct ctx *x, const kvs__toml_value *t)
 	return rc;
 }
 
+/* The least max_answer_bytes may be: any one value, in base64, fits. */
+static size_t min_answer_bytes(size_t max_value_bytes)
+{
+	return (max_value_bytes + 2) / 3 * 4 + ANSWER_OVERHEAD_BYTES;
+}
+
 static int load_limits(struct ctx *x, const kvs__toml_value *t)
 {
 	kvs_cluster_config *c = &x->cfg->c;
+	const kvs__toml_keyval *answer = NULL, *buffered = NULL;
 	int rc = KVS_OK;
 
 	for (size_t i = 0; i < t->u.tab.len && rc == KVS_OK; i++) {
@@ -629,6 +654,11 @@ static int load_limits(struct ctx *x, const kvs__toml_value *t)
 		else if (is_key(kv, "max_value_bytes"))
 			rc = get_size(x, kv, 0, KVS_STORE_MAX_VALUE_SIZE,
 			              &c->max_value_bytes);
+		else if (is_key(kv, "max_answer_bytes")) {
+			answer = kv;
+			rc = get_size(x, kv, 1, SIZE_MAX / 2,
+			              &c->max_answer_bytes);
+		}
 		else if (is_key(kv, "max_connections_per_client"))
 			rc = get_unsigned(x, kv, 0, MAX_CONNECTIONS,
 			                  &c->max_connections_per_client);
@@ -638,6 +668,17 @@ static int load_limits(struct ctx *x, const kvs__toml_value *t)
 		else if (is_key(kv, "idle_timeout_s"))
 			rc = get_unsigned(x, kv, 1, MAX_IDLE_TIMEOUT_S,
 			                  &c->idle_timeout_s);
+		else if (is_key(kv, "header_timeout_s"))
+			rc = get_unsigned(x, kv, 1, MAX_IDLE_TIMEOUT_S,
+			                  &c->header_timeout_s);
+		else if (is_key(kv, "body_timeout_s"))
+			rc = get_unsigned(x, kv, 1, MAX_IDLE_TIMEOUT_S,
+			                  &c->body_timeout_s);
+		else if (is_key(kv, "max_buffered_bytes")) {
+			buffered = kv;
+			rc = get_size(x, kv, 1, SIZE_MAX / 2,
+			              &c->max_buffered_bytes);
+		}
 		else if (is_key(kv, "max_batch_ops"))
 			rc = get_unsigned(x, kv, 1, MAX_BATCH_OPS,
 			                  &c->max_batch_ops);
@@ -647,6 +688,33 @@ static int load_limits(struct ctx *x, const kvs__toml_value *t)
 		else
 			rc = unknown_key(x, kv, "[limits]");
 	}
+	/* A scan page or a batch answer always has room for one value:
+	 * the default grows with max_value_bytes, a cap given must. */
+	if (rc == KVS_OK && answer == NULL &&
+	    c->max_answer_bytes < min_answer_bytes(c->max_value_bytes))
+		c->max_answer_bytes = min_answer_bytes(c->max_value_bytes);
+	if (rc == KVS_OK && answer != NULL &&
+	    c->max_answer_bytes < min_answer_bytes(c->max_value_bytes))
+		rc = fail(x, answer->value->line, answer->value->col,
+		          "'max_answer_bytes' %zu is too small: an answer must "
+		          "hold one value of 'max_value_bytes' %zu in base64 "
+		          "with its key, at least %zu bytes",
+		          c->max_answer_bytes, c->max_value_bytes,
+		          min_answer_bytes(c->max_value_bytes));
+	/* Bodies held at once have room for a few of the largest values
+	 * by default, and for one at least. */
+	if (rc == KVS_OK && buffered == NULL &&
+	    c->max_buffered_bytes / DEFAULT_BUFFERED_VALUES <
+	            c->max_value_bytes)
+		c->max_buffered_bytes = c->max_value_bytes *
+		                        DEFAULT_BUFFERED_VALUES;
+	if (rc == KVS_OK && buffered != NULL &&
+	    c->max_buffered_bytes < c->max_value_bytes)
+		rc = fail(x, buffered->value->line, buffered->value->col,
+		          "'max_buffered_bytes' %zu is smaller than "
+		          "'max_value_bytes' %zu: a value that large could "
+		          "never be received",
+		          c->max_buffered_bytes, c->max_value_bytes);
 	return rc;
 }
 
@@ -677,6 +745,9 @@ static int load_auth(struct ctx *x, const kvs__toml_value *t)
 		if (is_key(kv, "client_tokens"))
 			rc = get_string_array(x, kv, &c->client_tokens,
 			                      &c->n_client_tokens);
+		else if (is_key(kv, "admin_tokens"))
+			rc = get_string_array(x, kv, &c->admin_tokens,
+			                      &c->n_admin_tokens);
 		else if (is_key(kv, "read_tokens"))
 			rc = get_string_array(x, kv, &c->read_tokens,
 			                      &c->n_read_tokens);
@@ -687,12 +758,83 @@ static int load_auth(struct ctx *x, const kvs__toml_value *t)
 	}
 	/* Peers trust each other through the secret: with client tokens but
 	 * no secret, anyone could use the peer protocol. */
-	if (rc == KVS_OK && c->n_client_tokens + c->n_read_tokens > 0 &&
+	if (rc == KVS_OK &&
+	    c->n_client_tokens + c->n_read_tokens + c->n_admin_tokens > 0 &&
 	    c->cluster_secret == NULL)
 		rc = fail(x, t->line, t->col,
 		          "[auth] with tokens also needs 'cluster_secret' (the "
 		          "shards' shared secret for peer requests)");
 	return rc;
+}
+
+/* A file the server reads (a certificate or a key): there now, and a
+ * certificate readable, so that a typo is reported here, with its place,
+ * not at the first connection. A key need not be readable by everyone
+ * who loads the file (the client and CLI do, for the shards). */
+static int get_readable_file(struct ctx *x, const kvs__toml_keyval *kv,
+                             const char **out)
+{
+	int rc = get_string(x, kv, out);
+	int is_key_file = strstr(kv->key, "key") != NULL;
+
+	if (rc == KVS_OK && access(*out, is_key_file ? F_OK : R_OK) != 0)
+		rc = fail(x, kv->value->line, kv->value->col,
+		          "'%s': cannot read \"%s\": %s", kv->key, *out,
+		          strerror(errno));
+	return rc;
+}
+
+/*
+ * [tls]: cert and key (the node's HTTPS identity, PEM) go together; ca
+ * verifies the other nodes (absent: the system's trusted CAs); peer_cert
+ * and peer_key (default: cert and key) are what a node shows the others
+ * when mutual = true, and then a request whose client certificate ca
+ * verifies is a peer's. Anything incomplete is an error: an operator who
+ * asks for TLS must never get plain HTTP.
+ */
+static int load_tls(struct ctx *x, const kvs__toml_value *t)
+{
+	kvs_cluster_config *c = &x->cfg->c;
+	const kvs__toml_keyval *mutual = NULL;
+	int rc = KVS_OK;
+
+	for (size_t i = 0; i < t->u.tab.len && rc == KVS_OK; i++) {
+		const kvs__toml_keyval *kv = &t->u.tab.items[i];
+
+		if (is_key(kv, "cert"))
+			rc = get_readable_file(x, kv, &c->tls_cert);
+		else if (is_key(kv, "key"))
+			rc = get_readable_file(x, kv, &c->tls_key);
+		else if (is_key(kv, "ca"))
+			rc = get_readable_file(x, kv, &c->tls_ca);
+		else if (is_key(kv, "peer_cert"))
+			rc = get_readable_file(x, kv, &c->tls_peer_cert);
+		else if (is_key(kv, "peer_key"))
+			rc = get_readable_file(x, kv, &c->tls_peer_key);
+		else if (is_key(kv, "mutual")) {
+			mutual = kv;
+			rc = get_bool(x, kv, &c->tls_mutual);
+		} else
+			rc = unknown_key(x, kv, "[tls]");
+	}
+	if (rc != KVS_OK)
+		return rc;
+	if (c->tls_cert == NULL || c->tls_key == NULL)
+		return fail(x, t->line, t->col,
+		            "[tls] needs both 'cert' and 'key' (the node's "
+		            "certificate and private key, PEM); without [tls] "
+		            "kvshard serves plain HTTP");
+	if ((c->tls_peer_cert == NULL) != (c->tls_peer_key == NULL))
+		return fail(x, t->line, t->col,
+		            "[tls] 'peer_cert' and 'peer_key' go together");
+	if (c->tls_peer_cert != NULL && !c->tls_mutual)
+		return fail(x, t->line, t->col,
+		            "[tls] 'peer_cert' is only used with mutual = true");
+	if (c->tls_mutual && c->tls_ca == NULL)
+		return fail(x, mutual->value->line, mutual->value->col,
+		            "mutual TLS needs 'ca': the authority whose "
+		            "certificates make a client a peer");
+	return KVS_OK;
 }
 
 /* A prefix of keys in etcd: "/" then names separated by single '/'. */
@@ -851,8 +993,12 @@ static void set_defaults(kvs_cluster_config *c)
 	c->max_connections = KVS_DEFAULT_MAX_CONNECTIONS;
 	c->max_connections_per_client = KVS_DEFAULT_MAX_CONNECTIONS_PER_CLIENT;
 	c->idle_timeout_s = KVS_DEFAULT_IDLE_TIMEOUT_S;
+	c->header_timeout_s = KVS_DEFAULT_HEADER_TIMEOUT_S;
+	c->body_timeout_s = KVS_DEFAULT_BODY_TIMEOUT_S;
+	c->max_buffered_bytes = KVS_DEFAULT_MAX_BUFFERED_BYTES;
 	c->max_batch_ops = KVS_DEFAULT_MAX_BATCH_OPS;
 	c->max_scan_limit = KVS_DEFAULT_MAX_SCAN_LIMIT;
+	c->max_answer_bytes = KVS_DEFAULT_MAX_ANSWER_BYTES;
 }
 
 static int load_root(struct ctx *x, const kvs__toml_value *root)
@@ -868,22 +1014,14 @@ static int load_root(struct ctx *x, const kvs__toml_value *root)
 			rc = load_shards(x, kv);
 			continue;
 		}
-		if (is_key(kv, "tls")) {
-			/* Refused rather than ignored: an operator who asks
-			 * for TLS must not get plain HTTP. */
-			rc = fail(x, kv->line, kv->col,
-			          "[tls] is not supported by this version: "
-			          "kvshard serves plain HTTP (see "
-			          "docs/config.md)");
-			break;
-		}
 		if (!is_key(kv, "cluster") && !is_key(kv, "storage") &&
 		    !is_key(kv, "limits") && !is_key(kv, "server") &&
-		    !is_key(kv, "auth") && !is_key(kv, "coordination")) {
+		    !is_key(kv, "auth") && !is_key(kv, "coordination") &&
+		    !is_key(kv, "tls")) {
 			rc = fail(x, kv->line, kv->col,
 			          "unknown key '%s' (expected [[shards]], "
 			          "[cluster], [storage], [limits], [server], "
-			          "[auth] or [coordination])",
+			          "[auth], [coordination] or [tls])",
 			          kv->key);
 			break;
 		}
@@ -900,6 +1038,8 @@ static int load_root(struct ctx *x, const kvs__toml_value *root)
 			rc = load_server(x, kv->value);
 		else if (is_key(kv, "auth"))
 			rc = load_auth(x, kv->value);
+		else if (is_key(kv, "tls"))
+			rc = load_tls(x, kv->value);
 		else
 			rc = load_coordination(x, kv->value);
 	}

@@ -669,6 +669,7 @@ void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st)
 	st->hints_delivered = atomic_load(&n->counters.hints_delivered);
 	st->hints_expired = atomic_load(&n->counters.hints_expired);
 	st->hints_dropped = atomic_load(&n->counters.hints_dropped);
+	kvs__store_full_writes(n->store, &st->full_map, &st->full_fs);
 }
 
 uint64_t kvs__node_epoch(const kvs__node *n)
@@ -681,15 +682,16 @@ kvs_store *kvs__node_store(kvs__node *n)
 	return n->store;
 }
 
-/* "http://host:port" of shard s, malloc'ed. */
-static char *base_url(const kvs_shard_config *s)
+/* "http[s]://host:port" of shard s, malloc'ed. */
+static char *base_url(const kvs_cluster_config *cc, const kvs_shard_config *s)
 {
 	int v6 = strchr(s->host, ':') != NULL;
 	size_t len = strlen(s->host) + 32;
 	char *u = malloc(len);
 
 	if (u != NULL)
-		snprintf(u, len, v6 ? "http://[%s]:%u" : "http://%s:%u", s->host,
+		snprintf(u, len, v6 ? "%s://[%s]:%u" : "%s://%s:%u",
+		         cc->tls_cert != NULL ? "https" : "http", s->host,
 		         (unsigned)s->port);
 	return u;
 }
@@ -703,7 +705,7 @@ static int start_http_peers(kvs__node *n, char *errbuf, size_t errlen)
 	if (urls == NULL)
 		return KVS_ENOMEM;
 	for (size_t i = 0; i < n->n_shards; i++) {
-		urls[i] = base_url(kvs_config_shard(n->cfg, i));
+		urls[i] = base_url(n->cc, kvs_config_shard(n->cfg, i));
 		if (urls[i] == NULL)
 			goto out;
 	}
@@ -712,6 +714,13 @@ static int start_http_peers(kvs__node *n, char *errbuf, size_t errlen)
 	po.urls = (const char *const *)urls;
 	po.n_urls = n->n_shards;
 	po.secret = n->cc->cluster_secret;
+	po.tls_ca = n->cc->tls_ca;
+	if (n->cc->tls_mutual) {
+		po.tls_cert = n->cc->tls_peer_cert != NULL ? n->cc->tls_peer_cert
+		                                           : n->cc->tls_cert;
+		po.tls_key = n->cc->tls_peer_key != NULL ? n->cc->tls_peer_key
+		                                         : n->cc->tls_key;
+	}
 	po.connect_timeout_ms = n->cc->connect_timeout_ms;
 	po.request_timeout_ms = n->cc->request_timeout_ms;
 	po.probe_timeout_ms = n->cc->request_timeout_ms < KVS__PROBE_TIMEOUT_MS

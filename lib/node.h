@@ -239,6 +239,8 @@ typedef struct kvs__node_stats {
 	uint64_t hints_expired;  /* older than hint_max_age_s: deleted unsent */
 	uint64_t hints_dropped;  /* not kept: hint_max_bytes reached, or
 	                            the store failed */
+	uint64_t full_map;       /* writes the store refused: map full */
+	uint64_t full_fs;        /* ... and filesystem full */
 } kvs__node_stats;
 
 void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st);

@@ -239,6 +239,9 @@ int kvs__peer_http_new(void **impl, const kvs__peer_http_options *o)
 	to.connect_timeout_ms = o->connect_timeout_ms;
 	to.request_timeout_ms = o->request_timeout_ms;
 	to.extra_header = p->secret_header;
+	to.tls_ca = o->tls_ca;
+	to.tls_cert = o->tls_cert;
+	to.tls_key = o->tls_key;
 	rc = kvs__transport_new(&p->t, &to);
 	if (rc != KVS_OK)
 		goto fail;

@@ -97,6 +97,10 @@ typedef struct kvs__peer_http_options {
 	const char *const *urls;  /* "http://host:port" of each shard */
 	size_t n_urls;
 	const char *secret;       /* the cluster secret, or NULL */
+	/* HTTPS: see kvs__transport_options. */
+	const char *tls_ca;
+	const char *tls_cert;
+	const char *tls_key;
 	unsigned connect_timeout_ms;
 	unsigned request_timeout_ms;
 	unsigned probe_timeout_ms;

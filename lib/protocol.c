@@ -52,6 +52,7 @@ unsigned kvs__http_status(int rc)
 		return 412;
 	case KVS_EVALSIZE:
 	case KVS_ETOOMANY:
+	case KVS_EANSWERSIZE:
 		return 413;
 	case KVS_EURITOOLONG:
 		return 414;
@@ -69,6 +70,7 @@ unsigned kvs__http_status(int rc)
 	case KVS_EBUSY:
 	case KVS_ECLOSED:
 	case KVS_ESHUTDOWN:
+	case KVS_EOVERLOAD:
 		return 503;
 	case KVS_EFULL:
 		return 507;

@@ -110,6 +110,9 @@
 #define KVS_F_IF_ABSENT "if_absent"
 #define KVS_F_IF_EXISTS "if_exists"
 #define KVS_F_RESULTS "results" /* batch answer */
+/* Batch answer: the first operation whose value was left out (those from
+ * there on are answer_too_large); absent when the answer is whole. */
+#define KVS_F_TRUNCATED_AT "truncated_at"
 #define KVS_F_STATUS "status"
 #define KVS_OP_GET "get"
 #define KVS_OP_PUT "put"

@@ -50,6 +50,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,6 +70,9 @@
 /* Most value bytes committed in one transaction (LMDB also caps the dirty
  * pages of a transaction: MDB_TXN_FULL). */
 #define MAX_BATCH_BYTES ((size_t)64 << 20)
+/* Room the filesystem must have beyond a failed batch for an EIO to be
+ * taken for an I/O error rather than a full filesystem (write_error). */
+#define FS_FULL_MARGIN ((size_t)1 << 20)
 /* How often the idle writer clears reader slots of dead processes. */
 #define READER_CHECK_INTERVAL_S 10
 #define META_FORMAT "format"
@@ -166,6 +170,10 @@ struct kvs_store {
 	_Atomic uint64_t syncs;
 	_Atomic uint64_t grows;
 	_Atomic uint64_t clock_refusals;
+	/* Writes refused for lack of room: the map at max_map_size, or the
+	 * filesystem full. */
+	_Atomic uint64_t full_map;
+	_Atomic uint64_t full_fs;
 };
 
 /* ------------------------------------------------------------------ */
@@ -1739,6 +1747,53 @@ static size_t batch_bytes(const struct write_op *list)
 	return n;
 }
 
+/* Has the filesystem of the store less room than need bytes, and a
+ * margin? */
+static int fs_has_no_room(kvs_store *s, size_t need)
+{
+	struct statvfs st;
+	unsigned long long avail;
+	mdb_filehandle_t fd;
+
+	if (mdb_env_get_fd(s->env, &fd) != MDB_SUCCESS ||
+	    fstatvfs(fd, &st) != 0)
+		return 0;
+	/* root may use the blocks reserved for it, others may not. */
+	avail = geteuid() == 0 ? st.f_bfree : st.f_bavail;
+	avail *= st.f_frsize;
+	return avail < (unsigned long long)need + FS_FULL_MARGIN;
+}
+
+/*
+ * Fail every write of list with the result of mrc. A full filesystem
+ * reaches us in two ways: ENOSPC when a write(2) found no room at all,
+ * but EIO when it stored only part of what it was given (LMDB calls a
+ * short write EIO; the errno the next write would have had is never
+ * seen). So an EIO while the filesystem has no room left for the batch
+ * is a full store too.
+ */
+static void fail_writes(kvs_store *s, struct write_op *list, int mrc)
+{
+	int rc = map_mdb_error(mrc);
+	uint64_t n = 0;
+
+	for (const struct write_op *o = list; o != NULL; o = o->next)
+		n++;
+	if (mrc == EIO && fs_has_no_room(s, batch_bytes(list)))
+		rc = KVS_EFULL;
+	if (rc == KVS_EFULL && mrc == MDB_MAP_FULL)
+		atomic_fetch_add(&s->full_map, n);
+	else if (rc == KVS_EFULL)
+		atomic_fetch_add(&s->full_fs, n);
+	complete(list, rc);
+}
+
+void kvs__store_full_writes(kvs_store *s, uint64_t *map, uint64_t *fs)
+{
+	*map = s != NULL ? atomic_load(&s->full_map) : 0;
+	*fs = s != NULL ? atomic_load(&s->full_fs) : 0;
+}
+
 static void *writer_main(void *arg)
 {
 	kvs_store *s = arg;
@@ -1769,7 +1824,10 @@ static void *writer_main(void *arg)
 			pthread_mutex_unlock(&s->mu);
 			mrc = mdb_env_sync(s->env, 1);
 			atomic_fetch_add(&s->syncs, 1);
-			complete(pending, map_mdb_error(mrc));
+			if (mrc != MDB_SUCCESS)
+				fail_writes(s, pending, mrc);
+			else
+				complete(pending, KVS_OK);
 			pending = NULL;
 			pthread_mutex_lock(&s->mu);
 			continue;
@@ -1805,7 +1863,7 @@ static void *writer_main(void *arg)
 		}
 
 		if (mrc != MDB_SUCCESS) {
-			complete(batch, map_mdb_error(mrc));
+			fail_writes(s, batch, mrc);
 		} else {
 			unsigned n = 0;
 

@@ -50,6 +50,13 @@ int kvs__store_write(kvs_store *s, int is_delete, const void *key,
                      size_t key_len, const void *value, size_t value_len,
                      const kvs__cond *cond, kvs_stamp *stamp);
 
+/**
+ * Writes refused with KVS_EFULL since the store was opened: *map because
+ * the map reached max_map_size, *fs because the filesystem was full.
+ * Any thread; s may be NULL (zeros).
+ */
+void kvs__store_full_writes(kvs_store *s, uint64_t *map, uint64_t *fs);
+
 /** A new reading of the store's clock (for stamps made outside it). */
 uint64_t kvs__store_clock_now(kvs_store *s);
 

@@ -64,6 +64,7 @@ struct xfer {
 struct kvs__transport {
 	kvs__transport_options o;
 	char *extra_header;
+	char *tls_ca, *tls_cert, *tls_key; /* copies of o's */
 
 	pthread_mutex_t pool_mu;
 	CURL *pool[EASY_POOL_MAX];
@@ -234,6 +235,12 @@ static void setup_easy(kvs__transport *t, struct xfer *x)
 	curl_easy_setopt(e, CURLOPT_PROXY, "");
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	if (t->tls_ca != NULL)
+		curl_easy_setopt(e, CURLOPT_CAINFO, t->tls_ca);
+	if (t->tls_cert != NULL) {
+		curl_easy_setopt(e, CURLOPT_SSLCERT, t->tls_cert);
+		curl_easy_setopt(e, CURLOPT_SSLKEY, t->tls_key);
+	}
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
 	                 (long)t->o.connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, x->timeout_ms);
@@ -702,6 +709,21 @@ void kvs__transport_parallel(kvs__transport *t,
 
 /* ------------------------------------------------------------------ */
 
+static void free_copies(kvs__transport *t)
+{
+	free(t->extra_header);
+	free(t->tls_ca);
+	free(t->tls_cert);
+	free(t->tls_key);
+}
+
+/* Copy an optional string: 0 when out of memory. */
+static int dup_opt(const char *s, char **out)
+{
+	*out = s != NULL ? strdup(s) : NULL;
+	return s == NULL || *out != NULL;
+}
+
 int kvs__transport_new(kvs__transport **out, const kvs__transport_options *opts)
 {
 	kvs__transport *t;
@@ -721,11 +743,12 @@ int kvs__transport_new(kvs__transport **out, const kvs__transport_options *opts)
 		t->o.request_timeout_ms = KVS__TRANSPORT_REQUEST_TIMEOUT_MS;
 	if (t->o.max_host_connections == 0)
 		t->o.max_host_connections = DEFAULT_MAX_HOST_CONNECTIONS;
-	if (t->o.extra_header != NULL) {
-		t->extra_header = strdup(t->o.extra_header);
-		if (t->extra_header == NULL)
-			goto fail;
-	}
+	if (!dup_opt(t->o.extra_header, &t->extra_header) ||
+	    !dup_opt(t->o.tls_ca, &t->tls_ca) ||
+	    !dup_opt(t->o.tls_cert, &t->tls_cert) ||
+	    !dup_opt(t->o.tls_key != NULL ? t->o.tls_key : t->o.tls_cert,
+	             &t->tls_key))
+		goto fail;
 	pthread_mutex_init(&t->pool_mu, NULL);
 	pthread_mutex_init(&t->mu, NULL);
 	t->queue_tail = &t->queue;
@@ -746,7 +769,7 @@ int kvs__transport_new(kvs__transport **out, const kvs__transport_options *opts)
 fail:
 	if (t->multi != NULL)
 		curl_multi_cleanup(t->multi);
-	free(t->extra_header);
+	free_copies(t);
 	free(t);
 	return KVS_ENOMEM;
 }
@@ -767,6 +790,6 @@ void kvs__transport_free(kvs__transport *t)
 	pthread_mutex_destroy(&t->pool_mu);
 	pthread_mutex_destroy(&t->mu);
 	free(t->timers);
-	free(t->extra_header);
+	free_copies(t);
 	free(t);
 }

@@ -31,6 +31,11 @@ typedef struct kvs__transport_options {
 	/* Synchronous requests only: no thread is started, and the
 	 * asynchronous calls answer KVS_ENOTSUP. */
 	int sync_only;
+	/* HTTPS (copied): the CA file that verifies servers (NULL: the
+	 * system's), and a client certificate and key (PEM) to show. */
+	const char *tls_ca;
+	const char *tls_cert;
+	const char *tls_key;
 } kvs__transport_options;
 
 typedef struct kvs__http_request {

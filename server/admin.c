@@ -276,6 +276,16 @@ void handle_metrics(struct req *r)
 	          (unsigned long long)c.hints_dropped,
 	          (unsigned long long)atomic_load(&s->connections),
 	          (unsigned long long)uptime_s(s));
+	kvs__buf_addf(&b,
+	              "# HELP kvshard_store_full_writes_total Writes this "
+	              "node's store refused (507 storage_full): its map at "
+	              "max_map_size, or its filesystem full.\n"
+	              "# TYPE kvshard_store_full_writes_total counter\n"
+	              "kvshard_store_full_writes_total{cause=\"map\"} %llu\n"
+	              "kvshard_store_full_writes_total{cause=\"filesystem\"} "
+	              "%llu\n",
+	              (unsigned long long)c.full_map,
+	              (unsigned long long)c.full_fs);
 	kvs__buf_adds(&b, "# HELP kvshard_peer_up 1 if this node believes the "
 	                  "shard is up.\n# TYPE kvshard_peer_up gauge\n");
 	for (size_t i = 0; i < kvs_config_shard_count(s->cfg); i++)

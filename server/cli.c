@@ -68,6 +68,7 @@ enum {
 	OPT_CLUSTER = 256,
 	OPT_CONFIG,
 	OPT_TOKEN,
+	OPT_CACERT,
 	OPT_TIMEOUT,
 	OPT_JSON,
 	OPT_LIMIT,
@@ -79,6 +80,7 @@ static const struct option long_options[] = {
 	{"cluster", required_argument, NULL, OPT_CLUSTER},
 	{"config", required_argument, NULL, OPT_CONFIG},
 	{"token", required_argument, NULL, OPT_TOKEN},
+	{"cacert", required_argument, NULL, OPT_CACERT},
 	{"timeout", required_argument, NULL, OPT_TIMEOUT},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"limit", required_argument, NULL, OPT_LIMIT},
@@ -93,6 +95,7 @@ struct options {
 	const char *cluster;
 	const char *config;
 	const char *token;
+	const char *cacert;
 	unsigned timeout_ms; /* 0: the library's default */
 	int json;
 	int help;
@@ -127,6 +130,9 @@ static const char options_help[] =
         "  --config FILE            find the nodes in the cluster's\n"
         "                           configuration file instead\n"
         "  --token TOKEN            send \"Authorization: Bearer TOKEN\"\n"
+        "  --cacert FILE            speak HTTPS, verifying the nodes with\n"
+        "                           this CA (PEM); https:// addresses use\n"
+        "                           the system's CAs\n"
         "  --timeout MS             bound on each request to a node, in\n"
         "                           milliseconds (default 2000)\n"
         "  --json                   print one JSON document on stdout\n"
@@ -358,6 +364,9 @@ static int parse_options(int argc, char **argv, const char *optstring,
 		case OPT_TOKEN:
 			o->token = optarg;
 			break;
+		case OPT_CACERT:
+			o->cacert = optarg;
+			break;
 		case OPT_TIMEOUT:
 			if (parse_number(optarg, MIN_TIMEOUT_MS, MAX_TIMEOUT_MS,
 			                 &v) != 0) {
@@ -411,6 +420,7 @@ static int connect_cluster(struct ctx *x)
 	co.seeds = x->o.cluster;
 	co.config_path = x->o.config;
 	co.token = x->o.token;
+	co.ca_file = x->o.cacert;
 	co.request_timeout_ms = x->o.timeout_ms;
 	if (x->o.timeout_ms != 0 &&
 	    x->o.timeout_ms < LIBRARY_CONNECT_TIMEOUT_MS)

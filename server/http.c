@@ -6,17 +6,20 @@
  * when the headers are in, once per chunk of body, and once more when the
  * request is complete. The first call only creates the request (answering
  * at once only for requests refused before their body: 411, 413, 414,
- * which close the connection); queueing a normal answer on the first call
- * would make libmicrohttpd 0.9 answer "Connection: close" and lose
- * keep-alive. The last call dispatches to the endpoint (router.c), whose
- * handler answers before returning, or starts a node operation and
- * suspends the connection (request.c); the operation's completion resumes
- * it, libmicrohttpd calls the handler once more, and the answer is built
- * then, on this thread, and queued.
+ * 503 overloaded, which close the connection); queueing a normal answer
+ * on the first call would make libmicrohttpd 0.9 answer "Connection:
+ * close" and lose keep-alive. The last call dispatches to the endpoint
+ * (router.c), whose handler answers before returning, or starts a node
+ * operation and suspends the connection (request.c); the operation's
+ * completion resumes it, libmicrohttpd calls the handler once more, and
+ * the answer is built then, on this thread, and queued.
+ *
+ * Each step tells guard.c, which keeps the connection caps, the deadlines
+ * of a request's headers and body, and the budget of bodies held.
  */
 #include <errno.h>
 #include <microhttpd.h>
-#include <pthread.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +28,12 @@
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
+
+/* A chunked body's first buffer; it doubles as the body grows. */
+#define CHUNKED_BODY_START 4096u
+/* Retry-After of a 503 overloaded, in seconds: bodies held are released
+ * as their requests finish. */
+#define OVERLOAD_RETRY_AFTER_S "1"
 
 static enum method parse_method(const char *m)
 {
@@ -147,6 +156,16 @@ static int framing_ok(struct req *r, const struct target *t,
 	return 1;
 }
 
+/* Answer 503 overloaded: the bodies held would pass max_buffered_bytes. */
+static void reply_overloaded(struct req *r)
+{
+	reply_error(r, KVS_EOVERLOAD,
+	            "request bodies held in memory would pass "
+	            "max_buffered_bytes (%zu bytes); retry later",
+	            r->srv->cc->max_buffered_bytes);
+	reply_header(r, MHD_HTTP_HEADER_RETRY_AFTER, OVERLOAD_RETRY_AFTER_S);
+}
+
 /* Checks made as soon as the headers are in. Returns 0 when refused. */
 static int early_checks(struct req *r, const struct target *t)
 {
@@ -173,7 +192,20 @@ static int early_checks(struct req *r, const struct target *t)
 			            n, r->body_limit);
 			return 0;
 		}
+		if (errno == 0 && *end == '\0' &&
+		    n > r->srv->cc->max_buffered_bytes) {
+			reply_error(r, KVS_EVALSIZE,
+			            "the request body (%llu bytes) is larger "
+			            "than max_buffered_bytes (%zu)",
+			            n, r->srv->cc->max_buffered_bytes);
+			return 0;
+		}
 		if (errno == 0 && *end == '\0' && n > 0) {
+			if (!guard_reserve(r->srv, (size_t)n)) {
+				reply_overloaded(r);
+				return 0;
+			}
+			r->reserved = (size_t)n;
 			r->body = malloc((size_t)n + 1);
 			if (r->body == NULL) {
 				reply_fail(r, KVS_ENOMEM, "reading the body");
@@ -191,19 +223,35 @@ static int early_checks(struct req *r, const struct target *t)
 	return 1;
 }
 
-/* Take a piece of the body; past the limit, remember and discard. */
+/* Take a piece of the body; past the limit or the budget, remember and
+ * discard. */
 static void take_body(struct req *r, const char *data, size_t len)
 {
+	if (r->over_budget)
+		return;
 	if (r->body_too_big || r->body_len + len > r->body_limit) {
 		r->body_too_big = 1;
 		return;
 	}
 	if (r->body_len + len + 1 > r->body_cap) {
-		size_t cap = r->body_cap ? r->body_cap : 4096;
+		size_t cap = r->body_cap ? r->body_cap : CHUNKED_BODY_START;
 		char *b;
 
 		while (cap < r->body_len + len + 1)
 			cap *= 2;
+		if (cap > r->body_limit + 1)
+			cap = r->body_limit + 1;
+		/* A chunked body: what it holds grows with its buffer. */
+		if (!guard_reserve(r->srv, cap - r->body_cap)) {
+			r->over_budget = 1;
+			free(r->body);
+			r->body = NULL;
+			r->body_len = r->body_cap = 0;
+			guard_release(r->reserved);
+			r->reserved = 0;
+			return;
+		}
+		r->reserved += cap - r->body_cap;
 		b = realloc(r->body, cap);
 		if (b == NULL) {
 			r->body_too_big = 1;
@@ -214,6 +262,51 @@ static void take_body(struct req *r, const char *data, size_t len)
 	}
 	memcpy(r->body + r->body_len, data, len);
 	r->body_len += len;
+}
+
+/* The deadlines of conn (guard.c), or NULL. */
+static struct guard_conn *socket_context_of(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+	        conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci != NULL ? ci->socket_context : NULL;
+}
+
+/*
+ * Writes the store refused for lack of room (507 storage_full), whoever
+ * asked for them (a client, a peer, anti-entropy): logged from here, at
+ * most once per interval, with how many since the last line. Checked as
+ * each request that may write completes, while the node is surely open.
+ */
+static void report_full_store(struct server *s)
+{
+	static _Atomic uint64_t seen_map, seen_fs;
+	static const char cause = 0; /* the rate limit's key */
+	kvs__node_stats c;
+	uint64_t map, fs, m0, f0;
+
+	kvs__node_stats_get(s->node, &c);
+	map = c.full_map;
+	fs = c.full_fs;
+	m0 = atomic_load_explicit(&seen_map, memory_order_relaxed);
+	f0 = atomic_load_explicit(&seen_fs, memory_order_relaxed);
+	if ((map == m0 && fs == f0) || !log_limit_take(&cause, NULL))
+		return;
+	m0 = atomic_exchange(&seen_map, map);
+	f0 = atomic_exchange(&seen_fs, fs);
+	if (map > m0)
+		log_msg(LL_ERROR,
+		        "storage full: %llu writes refused (507 storage_full) "
+		        "since the last report: the store's map reached "
+		        "max_map_size (%zu bytes); raise it, or delete data",
+		        (unsigned long long)(map - m0), s->cc->max_map_size);
+	if (fs > f0)
+		log_msg(LL_ERROR,
+		        "storage full: %llu writes refused (507 storage_full) "
+		        "since the last report: the filesystem of the store "
+		        "has no room left; free some space",
+		        (unsigned long long)(fs - f0));
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
@@ -238,8 +331,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
 		r->ep = route_find(url);
 		r->body_limit = route_body_limit(s, r->ep);
 		r->role = route_role_of(r);
+		r->track = socket_context_of(conn);
 		*con_cls = r;
 		atomic_fetch_add_explicit(&s->inflight, 1, memory_order_relaxed);
+		/* The headers are in: the body's clock starts. */
+		guard_headers_in(s, r->track);
 		MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND,
 		                          scan_arg, &t);
 		if (!framing_ok(r, &t, version) || !early_checks(r, &t))
@@ -259,7 +355,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
 		/* Resumed: the node operation is done. */
 		r->suspended = 0;
 		r->render(r);
+	} else if (r->over_budget) {
+		guard_body_in(r->track);
+		reply_overloaded(r);
 	} else {
+		guard_body_in(r->track);
 		route_dispatch(r);
 		if (r->suspended)
 			return MHD_YES;
@@ -273,10 +373,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
 	struct server *s = cls;
 	struct req *r = *con_cls;
 	uint64_t elapsed;
+	int may_write;
 
 	(void)conn;
 	if (r == NULL)
 		return;
+	may_write = !(r->method & (M_GET | M_HEAD));
 	elapsed = kvs__mono_ns() - r->start_ns;
 	metrics_record(route_id(r->ep), r->status, elapsed);
 	atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
@@ -292,8 +394,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
 	if (r->ctx_free != NULL)
 		r->ctx_free(r->ctx);
 	free(r->body);
+	guard_release(r->reserved);
+	/* The next request's clock starts (guard.c). */
+	guard_answered(s, r->track);
 	free(r);
 	*con_cls = NULL;
+	/* At shutdown, the node may be closed already. */
+	if (may_write && toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN)
+		report_full_store(s);
 	atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_relaxed);
 }
 
@@ -303,12 +411,34 @@ static void on_connection(void *cls, struct MHD_Connection *conn,
 {
 	struct server *s = cls;
 
-	(void)conn;
-	(void)socket_context;
-	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *fd = MHD_get_connection_info(
+		        conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		const union MHD_ConnectionInfo *addr = MHD_get_connection_info(
+		        conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		const struct sockaddr *sa = addr != NULL ? addr->client_addr
+		                                         : NULL;
+
 		atomic_fetch_add_explicit(&s->connections, 1, memory_order_relaxed);
-	else
+		if (fd != NULL)
+			*socket_context = guard_open(
+			        s, fd->connect_fd, sa,
+			        sa != NULL && sa->sa_family == AF_INET6
+			                ? sizeof(struct sockaddr_in6)
+			                : sizeof(struct sockaddr_in));
+	} else {
+		/* Before libmicrohttpd closes the socket (guard.c). */
+		guard_close(*socket_context);
+		*socket_context = NULL;
 		atomic_fetch_sub_explicit(&s->connections, 1, memory_order_relaxed);
+	}
+}
+
+/* The accept policy: the connection caps (guard.c). */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr,
+                                 socklen_t addrlen)
+{
+	return guard_admit(cls, addr, addrlen) ? MHD_YES : MHD_NO;
 }
 
 /* Keep paths and query strings as they came: handlers decode them. */
@@ -324,54 +454,12 @@ static size_t unescape_nothing(void *cls, struct MHD_Connection *conn,
  * libmicrohttpd reports each malformed request, refused connection and
  * the like: one line each would let anyone fill the log. A message (by
  * its format, i.e. its cause) is written at most once per
- * MHD_LOG_INTERVAL_MS; the next one written says how many were left out.
+ * LOG_LIMIT_INTERVAL_MS; the next one written says how many were left out.
  */
-#define MHD_LOG_INTERVAL_MS 10000u
-#define MHD_LOG_CAUSES 32
-
-static struct {
-	pthread_mutex_t mu;
-	struct {
-		const char *fmt;
-		uint64_t last_ms;
-		unsigned long quiet; /* left out since last_ms */
-	} cause[MHD_LOG_CAUSES];
-} mhd_logs = {PTHREAD_MUTEX_INITIALIZER, {{NULL, 0, 0}}};
-
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
-	uint64_t now = kvs__mono_ms();
-	unsigned long quiet = 0;
-	char msg[512];
-	size_t i;
-
 	(void)cls;
-	pthread_mutex_lock(&mhd_logs.mu);
-	for (i = 0; i < MHD_LOG_CAUSES && mhd_logs.cause[i].fmt != NULL &&
-	            mhd_logs.cause[i].fmt != fmt;
-	     i++)
-		;
-	if (i == MHD_LOG_CAUSES) {
-		i = MHD_LOG_CAUSES - 1; /* a full table shares its last place */
-	} else if (mhd_logs.cause[i].fmt == NULL) {
-		mhd_logs.cause[i].fmt = fmt;
-		mhd_logs.cause[i].last_ms = now - MHD_LOG_INTERVAL_MS;
-	}
-	if (now - mhd_logs.cause[i].last_ms < MHD_LOG_INTERVAL_MS) {
-		mhd_logs.cause[i].quiet++;
-		pthread_mutex_unlock(&mhd_logs.mu);
-		return;
-	}
-	quiet = mhd_logs.cause[i].quiet;
-	mhd_logs.cause[i].quiet = 0;
-	mhd_logs.cause[i].last_ms = now;
-	pthread_mutex_unlock(&mhd_logs.mu);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	if (quiet > 0)
-		log_msg(LL_WARN, "http: %s (%lu more like it since the last)",
-		        msg, quiet);
-	else
-		log_msg(LL_WARN, "http: %s", msg);
+	log_vlimited(LL_WARN, "http: ", fmt, ap);
 }
 
 /*
@@ -389,20 +477,36 @@ int http_start(struct server *s, int listen_fd)
 	unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_TURBO |
 	                 MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
 	                 MHD_USE_ERROR_LOG;
+	struct MHD_OptionItem tls[4];
+	size_t n = 0;
+
+	if (s->tls_cert_pem != NULL) {
+		flags |= MHD_USE_TLS;
+		tls[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0,
+		                                   s->tls_cert_pem};
+		tls[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0,
+		                                   s->tls_key_pem};
+		if (s->tls_ca_pem != NULL)
+			tls[n++] = (struct MHD_OptionItem){
+			        MHD_OPTION_HTTPS_MEM_TRUST, 0, s->tls_ca_pem};
+	}
+	tls[n] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 
 	s->daemon = MHD_start_daemon(
-	        flags, 0, NULL, NULL, on_access, s,
+	        flags, 0, on_accept, s, on_access, s,
 	        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	        MHD_OPTION_LISTEN_SOCKET, listen_fd,
 	        MHD_OPTION_THREAD_POOL_SIZE, s->threads,
-	        MHD_OPTION_CONNECTION_LIMIT, s->cc->max_connections,
-	        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-	        s->cc->max_connections_per_client,
+	        /* The caps are on_accept's (guard.c): libmicrohttpd's
+	         * limit is only a backstop above them. */
+	        MHD_OPTION_CONNECTION_LIMIT,
+	        s->cc->max_connections + s->threads,
 	        MHD_OPTION_CONNECTION_TIMEOUT, s->cc->idle_timeout_s,
 	        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)KVS_CONNECTION_MEMORY,
 	        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
 	        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
 	        MHD_OPTION_UNESCAPE_CALLBACK, unescape_nothing, NULL,
+	        MHD_OPTION_ARRAY, tls,
 	        MHD_OPTION_END);
 	return s->daemon != NULL ? 0 : -1;
 }
@@ -418,4 +522,5 @@ void http_stop(struct server *s)
 	if (s->daemon != NULL)
 		MHD_stop_daemon(s->daemon);
 	s->daemon = NULL;
+	guard_stop();
 }

@@ -228,7 +228,9 @@ static void render(struct req *r)
 		kvs__buf loc;
 
 		kvs__buf_init(&loc, 0);
-		kvs__buf_addf(&loc, "http://%s%s%s%s", t->address, r->url,
+		kvs__buf_addf(&loc, "%s://%s%s%s%s",
+		              r->srv->cc->tls_cert != NULL ? "https" : "http",
+		              t->address, r->url,
 		              q != NULL && *q ? "?" : "", q != NULL ? q : "");
 		free(q);
 		if (loc.rc != KVS_OK) {

@@ -224,6 +224,26 @@ static unsigned cpu_count(void)
 }
 
 /*
+ * Peers are recognised by the cluster secret or, with mutual TLS, by their
+ * certificate. With neither, any client that reaches a node's port may
+ * speak the peer protocol: a cluster of several shards says so loudly.
+ */
+static void warn_if_open(const kvs_config *cfg)
+{
+	const kvs_cluster_config *cc = kvs_config_cluster(cfg);
+
+	if (kvs_config_shard_count(cfg) < 2 || cc->cluster_secret != NULL ||
+	    cc->tls_mutual)
+		return;
+	log_msg(LL_WARN,
+	        "SECURITY: no [auth] cluster_secret and no mutual TLS: any "
+	        "client that can reach this port can act as a peer (write "
+	        "any version to /internal, read past quorum, fill hints). "
+	        "Set [auth] cluster_secret on every shard, and keep the "
+	        "ports on a trusted network (docs/security.md)");
+}
+
+/*
  * Bind the port, then create the data directory and open the node, then
  * serve: in this order, so that a busy port never leaves anything on disk.
  * Returns 0, or 1 with the reason printed.
@@ -234,6 +254,12 @@ static int start(struct server *srv, const struct args *a, int *fd)
 	kvs__node_options no;
 	int rc;
 
+	if (tls_load(srv, err, sizeof(err)) != 0) {
+		fprintf(stderr, "kvshard-server: %s: [tls]: %s\n",
+		        srv->cc->path, err);
+		return 1;
+	}
+	warn_if_open(srv->cfg);
 	if (a->data_dir != NULL)
 		snprintf(store_dir, sizeof(store_dir), "%s", a->data_dir);
 	else
@@ -395,6 +421,7 @@ out:
 	 * the running daemon. */
 	kvs__node_close(srv.node);
 	http_stop(&srv);
+	tls_free(&srv);
 	kvs__coord_close(srv.coord);
 	if (fd >= 0)
 		close(fd);

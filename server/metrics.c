@@ -1,5 +1,6 @@
 /*
- * metrics.c - per-thread request counters and latency histograms.
+ * metrics.c - per-thread request counters and latency histograms, and
+ * the refusals of the [limits].
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -27,6 +28,13 @@ static const char *const endpoint_names[EP__COUNT] = {
 	"status", "health", "metrics", "internal", "other",
 };
 
+/* Refusals are rare: one shared counter per cause. */
+static const char *const refusal_names[REFUSED__COUNT] = {
+	"per_client_limit", "connection_limit", "header_timeout",
+	"body_timeout", "body_budget",
+};
+static _Atomic uint64_t refusals[REFUSED__COUNT];
+
 struct block {
 	_Atomic uint64_t requests[EP__COUNT][N_STATUS];
 	/* Bucket counts (not cumulative), the last one is +Inf. */
@@ -44,6 +52,13 @@ static void bump(_Atomic uint64_t *c, uint64_t by)
 	/* Only the owning thread writes a block: no locked instruction. */
 	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + by,
 	                      memory_order_relaxed);
+}
+
+void metrics_refused(enum refusal why)
+{
+	if (why < REFUSED__COUNT)
+		atomic_fetch_add_explicit(&refusals[why], 1,
+		                          memory_order_relaxed);
 }
 
 void metrics_record(enum endpoint_id ep, unsigned status, uint64_t elapsed_ns)
@@ -147,6 +162,21 @@ void metrics_render(kvs__buf *tb)
 		          endpoint_names[e], (unsigned long long)cum);
 	}
 	pthread_mutex_unlock(&render_mu);
+	kvs__buf_addf(tb, "# HELP kvshard_refused_total Connections and "
+	              "requests refused before they were served, by cause "
+	              "(the [limits] that refused them).\n"
+	              "# TYPE kvshard_refused_total counter\n");
+	for (size_t i = 0; i < REFUSED__COUNT; i++)
+		kvs__buf_addf(tb, "kvshard_refused_total{cause=\"%s\"} %llu\n",
+		              refusal_names[i],
+		              (unsigned long long)atomic_load_explicit(
+		                      &refusals[i], memory_order_relaxed));
+	kvs__buf_addf(tb, "# HELP kvshard_buffered_body_bytes Bytes of request "
+	              "bodies held in memory now (max_buffered_bytes at "
+	              "most).\n"
+	              "# TYPE kvshard_buffered_body_bytes gauge\n"
+	              "kvshard_buffered_body_bytes %llu\n",
+	              (unsigned long long)guard_buffered());
 }
 
 void metrics_shutdown(void)

@@ -11,6 +11,19 @@
 
 #include "server.h"
 
+/* Why a connection or a request was refused before it was served. */
+enum refusal {
+	REFUSED_CLIENT_CAP,     /* max_connections_per_client */
+	REFUSED_CONNECTIONS,    /* max_connections */
+	REFUSED_HEADER_TIMEOUT, /* header_timeout_s */
+	REFUSED_BODY_TIMEOUT,   /* body_timeout_s */
+	REFUSED_BODY_BUDGET,    /* max_buffered_bytes */
+	REFUSED__COUNT
+};
+
+/* Count one refusal (any thread). */
+void metrics_refused(enum refusal why);
+
 /* Count one finished request. */
 void metrics_record(enum endpoint_id ep, unsigned status, uint64_t elapsed_ns);
 

@@ -23,18 +23,16 @@
 #include <string.h>
 #include <strings.h>
 
+#include "query.h"
 #include "server.h"
 
 enum { ST_IDLE, ST_CALLING, ST_WAITING, ST_SUSPENDED, ST_DONE };
-
-/* Longest quorum argument worth reading ("quorum"). */
-#define QUORUM_TEXT_MAX 16
 
 int req_arg(struct req *r, const char *name, char **out, size_t *out_len)
 {
 	const char *raw = NULL;
 	size_t raw_len = 0;
-	char *dec;
+	int rc;
 
 	*out = NULL;
 	*out_len = 0;
@@ -46,52 +44,42 @@ int req_arg(struct req *r, const char *name, char **out, size_t *out_len)
 		raw = "";
 		raw_len = 0;
 	}
-	dec = malloc(raw_len + 1);
-	if (dec == NULL) {
+	rc = query_decode(raw, raw_len, out, out_len);
+	if (rc == KVS_ENOMEM) {
 		reply_fail(r, KVS_ENOMEM, "reading the query");
 		return -1;
 	}
-	if (kvs__url_decode(raw, raw_len, dec, out_len, 1) != 0) {
-		free(dec);
+	if (rc != KVS_OK) {
 		reply_error(r, KVS_EBADENCODING,
 		            "query argument '%s' has a malformed %%-escape", name);
 		return -1;
 	}
-	dec[*out_len] = '\0';
-	*out = dec;
 	return 1;
 }
 
 struct arg_check {
-	const char *const *allowed;
+	struct query_names names;
 	const char *unknown;
 	const char *twice;
-	const char *seen[16];
-	size_t n_seen;
 };
 
 static enum MHD_Result check_arg(void *cls, enum MHD_ValueKind kind,
                                  const char *key, const char *value)
 {
 	struct arg_check *c = cls;
-	int known = 0;
 
 	(void)kind;
 	(void)value;
-	for (size_t i = 0; c->allowed != NULL && c->allowed[i] != NULL; i++)
-		known |= strcmp(c->allowed[i], key) == 0;
-	if (!known) {
+	switch (query_name(&c->names, key)) {
+	case QUERY_NAME_UNKNOWN:
 		c->unknown = key;
 		return MHD_NO;
+	case QUERY_NAME_TWICE:
+		c->twice = key;
+		return MHD_NO;
+	default:
+		return MHD_YES;
 	}
-	for (size_t i = 0; i < c->n_seen; i++)
-		if (strcmp(c->seen[i], key) == 0) {
-			c->twice = key;
-			return MHD_NO;
-		}
-	if (c->n_seen < KVS_ARRAY_SIZE(c->seen))
-		c->seen[c->n_seen++] = key;
-	return MHD_YES;
 }
 
 int req_check_args(struct req *r, const char *const *allowed)
@@ -99,7 +87,7 @@ int req_check_args(struct req *r, const char *const *allowed)
 	struct arg_check c;
 
 	memset(&c, 0, sizeof(c));
-	c.allowed = allowed;
+	query_names_init(&c.names, allowed);
 	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, check_arg, &c);
 	if (c.unknown != NULL) {
 		reply_error(r, KVS_EUNKNOWNARG,
@@ -126,20 +114,7 @@ int req_quorum(struct req *r, const char *name, unsigned *out)
 	*out = 0;
 	if (rc <= 0)
 		return rc == 0;
-	if (strcmp(text, KVS_QUORUM_MAJORITY) == 0) {
-		*out = n / 2 + 1;
-	} else if (strcmp(text, KVS_QUORUM_ALL) == 0) {
-		*out = n;
-	} else {
-		char *end;
-		unsigned long v = len > 0 && len < QUORUM_TEXT_MAX &&
-		                                  text[0] >= '0' && text[0] <= '9'
-		                          ? strtoul(text, &end, 10)
-		                          : 0;
-
-		if (v >= 1 && v <= n && *end == '\0')
-			*out = (unsigned)v;
-	}
+	*out = query_quorum(text, len, n);
 	free(text);
 	if (*out == 0) {
 		reply_error(r, KVS_EBADARG,

@@ -2,12 +2,15 @@
  * router.c - the endpoints, in one table: path, methods, how much body,
  * which role each method needs, the query arguments, the handler.
  *
- * Roles. A request from a peer carries the cluster secret
- * (X-Kvshard-Secret) and may do anything. Otherwise, with [auth] tokens,
- * a bearer token is a client token (read and write) or a read token;
- * without tokens every client may read and write, and also act as a peer
- * when no cluster secret is configured either. Each endpoint says which
- * role its methods need; the seed's /store writes whatever its method.
+ * Roles, in increasing power: none, read, write, admin, peer. A request
+ * from a peer carries the cluster secret (X-Kvshard-Secret) or, with
+ * mutual TLS, a client certificate the cluster's CA signed, and may do
+ * anything. Otherwise, with [auth] tokens, a bearer token is an admin
+ * token (also changes the topology), a client token (reads and writes) or
+ * a read token; without tokens every client is an admin, and also a peer
+ * when no cluster secret (or mutual TLS) is configured either. Each
+ * endpoint says which role its methods need; the seed's /store writes
+ * whatever its method.
  */
 #include <stdio.h>
 #include <string.h>
@@ -22,8 +25,9 @@ struct endpoint {
 	int prefix;             /* path is a prefix: the rest is the key */
 	enum endpoint_id id;
 	unsigned methods;       /* enum method bits it accepts */
-	unsigned write_methods; /* those of them that need ROLE_WRITE */
-	enum role role;         /* what the other methods need */
+	enum role role;         /* what they need, but for: */
+	unsigned write_methods; /* those of them that need write_role */
+	enum role write_role;
 	enum body_kind body;
 	const char *const *args; /* query arguments it takes (NULL: none) */
 	void (*handler)(struct req *r);
@@ -67,38 +71,41 @@ static void static_topology(struct req *r)
 	            "docs/config.md)");
 }
 
+#define ADMIN (M_POST | M_PATCH | M_DELETE)
+
+/* Path, prefix?, label, methods, the role they need, the methods of
+ * those that need more, and how much, body, arguments, handler. */
 static const struct endpoint endpoints[] = {
-	{KVS_PATH_KEY, 1, EP_KV, READS | M_PUT | M_DELETE, M_PUT | M_DELETE,
-	 ROLE_READ, BODY_VALUE, kv_args, handle_kv},
-	{KVS_PATH_SCAN, 0, EP_SCAN, READS, 0, ROLE_READ, BODY_SMALL, scan_args,
-	 handle_scan},
-	{KVS_PATH_STORE, 0, EP_STORE, M_GET | M_POST | M_PUT,
-	 M_GET | M_POST | M_PUT, ROLE_WRITE, BODY_VALUE, store_args,
-	 handle_store},
-	{KVS_PATH_RETRIEVE, 0, EP_RETRIEVE, READS, 0, ROLE_READ, BODY_SMALL,
-	 retrieve_args, handle_retrieve},
+	{KVS_PATH_KEY, 1, EP_KV, READS | M_PUT | M_DELETE, ROLE_READ,
+	 M_PUT | M_DELETE, ROLE_WRITE, BODY_VALUE, kv_args, handle_kv},
+	{KVS_PATH_SCAN, 0, EP_SCAN, READS, ROLE_READ, 0, ROLE_READ, BODY_SMALL,
+	 scan_args, handle_scan},
+	/* The seed's write: a write whatever its method. */
+	{KVS_PATH_STORE, 0, EP_STORE, M_GET | M_POST | M_PUT, ROLE_WRITE, 0,
+	 ROLE_WRITE, BODY_VALUE, store_args, handle_store},
+	{KVS_PATH_RETRIEVE, 0, EP_RETRIEVE, READS, ROLE_READ, 0, ROLE_READ,
+	 BODY_SMALL, retrieve_args, handle_retrieve},
 	/* Each write of a batch is checked against the role. */
-	{KVS_PATH_BATCH, 0, EP_BATCH, M_POST, 0, ROLE_READ, BODY_BATCH,
-	 batch_args, handle_batch},
-	{KVS_PATH_CLUSTER, 0, EP_CLUSTER, READS, 0, ROLE_READ, BODY_SMALL, NULL,
-	 handle_cluster},
+	{KVS_PATH_BATCH, 0, EP_BATCH, M_POST, ROLE_READ, 0, ROLE_READ,
+	 BODY_BATCH, batch_args, handle_batch},
+	{KVS_PATH_CLUSTER, 0, EP_CLUSTER, READS, ROLE_READ, 0, ROLE_READ,
+	 BODY_SMALL, NULL, handle_cluster},
 	/* Before KVS_PATH_CLUSTER's exact match: the admin calls. */
-	{KVS_PATH_CLUSTER_SHARDS, 1, EP_CLUSTER, M_POST | M_PATCH | M_DELETE,
-	 M_POST | M_PATCH | M_DELETE, ROLE_WRITE, BODY_SMALL, NULL,
-	 static_topology},
-	{KVS_PATH_REBALANCE, 1, EP_CLUSTER, READS | M_POST, M_POST, ROLE_WRITE,
-	 BODY_SMALL, NULL, static_topology},
-	{KVS_PATH_STATUS, 0, EP_STATUS, READS, 0, ROLE_READ, BODY_SMALL, NULL,
-	 handle_status},
+	{KVS_PATH_CLUSTER_SHARDS, 1, EP_CLUSTER, ADMIN, ROLE_ADMIN, 0,
+	 ROLE_ADMIN, BODY_SMALL, NULL, static_topology},
+	{KVS_PATH_REBALANCE, 1, EP_CLUSTER, READS | M_POST, ROLE_READ, M_POST,
+	 ROLE_ADMIN, BODY_SMALL, NULL, static_topology},
+	{KVS_PATH_STATUS, 0, EP_STATUS, READS, ROLE_READ, 0, ROLE_READ,
+	 BODY_SMALL, NULL, handle_status},
 	/* For load balancers and probes: no credentials. */
-	{KVS_PATH_HEALTH, 0, EP_HEALTH, READS, 0, ROLE_NONE, BODY_SMALL, NULL,
-	 handle_health},
-	{KVS_PATH_METRICS, 0, EP_METRICS, READS, 0, ROLE_READ, BODY_SMALL, NULL,
-	 handle_metrics},
-	{KVS_PATH_PEER, 0, EP_INTERNAL, M_POST, 0, ROLE_PEER, BODY_PEER, NULL,
-	 handle_internal},
-	{KVS_PATH_INTERNAL, 1, EP_INTERNAL, ~0u, 0, ROLE_PEER, BODY_SMALL, NULL,
-	 no_peer_endpoint},
+	{KVS_PATH_HEALTH, 0, EP_HEALTH, READS, ROLE_NONE, 0, ROLE_NONE,
+	 BODY_SMALL, NULL, handle_health},
+	{KVS_PATH_METRICS, 0, EP_METRICS, READS, ROLE_READ, 0, ROLE_READ,
+	 BODY_SMALL, NULL, handle_metrics},
+	{KVS_PATH_PEER, 0, EP_INTERNAL, M_POST, ROLE_PEER, 0, ROLE_PEER,
+	 BODY_PEER, NULL, handle_internal},
+	{KVS_PATH_INTERNAL, 1, EP_INTERNAL, ~0u, ROLE_PEER, 0, ROLE_PEER,
+	 BODY_SMALL, NULL, no_peer_endpoint},
 };
 
 const struct endpoint *route_find(const char *url)
@@ -173,17 +180,24 @@ enum role route_role_of(struct req *r)
 	const kvs_cluster_config *cc = r->srv->cc;
 	const char *secret = req_header(r, KVS_HDR_SECRET);
 	const char *auth;
-	int any_tokens = cc->n_client_tokens + cc->n_read_tokens > 0;
+	int any_tokens =
+	        cc->n_client_tokens + cc->n_read_tokens + cc->n_admin_tokens > 0;
 
 	if (cc->cluster_secret != NULL && secret != NULL &&
 	    same_secret(secret, cc->cluster_secret))
 		return ROLE_PEER;
+	if (tls_client_is_peer(r))
+		return ROLE_PEER;
 	if (!any_tokens)
-		return cc->cluster_secret != NULL ? ROLE_WRITE : ROLE_PEER;
+		return cc->cluster_secret != NULL || cc->tls_mutual ? ROLE_ADMIN
+		                                                    : ROLE_PEER;
 	auth = req_header(r, "Authorization");
 	if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
 		return ROLE_NONE;
 	auth += 7;
+	for (size_t i = 0; i < cc->n_admin_tokens; i++)
+		if (same_secret(auth, cc->admin_tokens[i]))
+			return ROLE_ADMIN;
 	for (size_t i = 0; i < cc->n_client_tokens; i++)
 		if (same_secret(auth, cc->client_tokens[i]))
 			return ROLE_WRITE;
@@ -197,7 +211,8 @@ enum role route_role_of(struct req *r)
 static int authorized(struct req *r)
 {
 	const struct endpoint *e = r->ep;
-	enum role need = (e->write_methods & r->method) ? ROLE_WRITE : e->role;
+	enum role need = (e->write_methods & r->method) ? e->write_role
+	                                                : e->role;
 
 	if (r->role >= need)
 		return 1;
@@ -206,6 +221,10 @@ static int authorized(struct req *r)
 	else if (need == ROLE_PEER)
 		reply_error(r, r->role == ROLE_NONE ? KVS_EAUTH : KVS_EFORBIDDEN,
 		            "peer requests need the cluster secret");
+	else if (need == ROLE_ADMIN)
+		reply_error(r, KVS_EFORBIDDEN,
+		            "this call needs an admin token or the cluster "
+		            "secret");
 	else
 		reply_error(r, KVS_EFORBIDDEN, "this token may only read");
 	return 0;

@@ -13,10 +13,16 @@
  *              headers) and the wait for a node operation
  *   reply.c    answers: values, JSON, errors, redirects
  *   kv.c scan.c batch.c internal.c admin.c   the handlers
+ *   query.c batch_parse.c   query arguments and batch documents from
+ *              their bytes, without HTTP (the fuzz targets call them)
  *   metrics.c  request counters and latency histograms
+ *   guard.c    what one client may take: connections, time for headers
+ *              and body, memory for bodies ([limits])
+ *
+ *   tls.c      HTTPS: certificates for libmicrohttpd, client certificates
  *
  * Calls go one way: http.c -> router.c -> handlers -> request.c, reply.c.
- * Only http.c, request.c and reply.c include <microhttpd.h>.
+ * Only http.c, request.c, reply.c and tls.c include <microhttpd.h>.
  *
  * A handler answers exactly once: at once (reply_*), or after a node
  * operation. For the latter it calls req_start(), starts the operation
@@ -31,6 +37,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "coord.h"
 #include "kvshard.h"
@@ -83,7 +90,7 @@ enum method {
 extern const enum method known_methods[6];
 
 /* Who is asking, in increasing power. */
-enum role { ROLE_NONE, ROLE_READ, ROLE_WRITE, ROLE_PEER };
+enum role { ROLE_NONE, ROLE_READ, ROLE_WRITE, ROLE_ADMIN, ROLE_PEER };
 
 struct server {
 	kvs__node *node;
@@ -99,6 +106,10 @@ struct server {
 	_Atomic uint64_t inflight;
 	_Atomic uint64_t requests;
 	_Atomic uint64_t connections;
+	/* [tls]: the PEM text of the files, NULL without TLS (tls.c). */
+	char *tls_cert_pem;
+	char *tls_key_pem;
+	char *tls_ca_pem; /* mutual TLS only */
 };
 
 struct endpoint;
@@ -118,6 +129,9 @@ struct req {
 	size_t body_cap;
 	size_t body_limit;
 	int body_too_big;
+	int over_budget;     /* past max_buffered_bytes: discarded */
+	size_t reserved;     /* bytes of max_buffered_bytes it holds */
+	struct guard_conn *track; /* its connection's deadlines */
 
 	/* The answer. */
 	unsigned status;
@@ -134,6 +148,29 @@ struct req {
 	void *ctx;
 	void (*ctx_free)(void *ctx);
 };
+
+/* tls.c: read [tls]'s files (0, or -1 with a message); does a client
+ * certificate make this request a peer's (mutual TLS). */
+int tls_load(struct server *s, char *err, size_t errlen);
+void tls_free(struct server *s);
+int tls_client_is_peer(struct req *r);
+
+/* guard.c: the accept policy (1: serve this connection); a
+ * connection's life (guard_open shuts the socket down and returns NULL
+ * when it cannot track it; guard_close accepts NULL); the deadline's
+ * steps; the body budget (1 reserved, or 0 refused). */
+struct guard_conn;
+int guard_admit(struct server *s, const struct sockaddr *sa, socklen_t len);
+struct guard_conn *guard_open(struct server *s, int fd,
+                              const struct sockaddr *sa, socklen_t len);
+void guard_close(struct guard_conn *c);
+void guard_headers_in(struct server *s, struct guard_conn *c);
+void guard_body_in(struct guard_conn *c);
+void guard_answered(struct server *s, struct guard_conn *c);
+void guard_stop(void);
+int guard_reserve(struct server *s, size_t n);
+void guard_release(size_t n);
+size_t guard_buffered(void);
 
 /* http.c */
 int http_start(struct server *s, int listen_fd);

@@ -55,13 +55,16 @@ int tc_free_port(void)
 
 void tc_prepare(struct tc_cluster *c, int n, const char *extra_toml)
 {
-	char host[256];
+	char host[256], cacert[512];
 	FILE *f;
 
 	ck_assert_int_le(n, TC_MAX_NODES);
 	snprintf(host, sizeof(host), "%s", c->host[0] ? c->host : "127.0.0.1");
+	snprintf(cacert, sizeof(cacert), "%s", c->cacert);
 	memset(c, 0, sizeof(*c));
 	snprintf(c->host, sizeof(c->host), "%s", host);
+	snprintf(c->cacert, sizeof(c->cacert), "%s", cacert);
+	tc_http_cacert = c->cacert[0] ? c->cacert : NULL;
 	c->n = n;
 	snprintf(c->dir, sizeof(c->dir), "%s", tu_mkdtemp());
 	snprintf(c->config, sizeof(c->config), "%s/cluster.toml", c->dir);
@@ -80,8 +83,8 @@ void tc_prepare(struct tc_cluster *c, int n, const char *extra_toml)
 			for (int j = 0; j < i; j++)
 				again |= c->node[j].port == nd->port;
 		}
-		snprintf(nd->url, sizeof(nd->url), "http://127.0.0.1:%d",
-		         nd->port);
+		snprintf(nd->url, sizeof(nd->url), "%s://127.0.0.1:%d",
+		         c->cacert[0] ? "https" : "http", nd->port);
 		fprintf(f, "[[shards]]\nname = \"%s\"\nidx = %d\n"
 		           "address = \"%s:%d\"\n\n",
 		        nd->name, i, c->host, nd->port);
@@ -411,6 +414,48 @@ static size_t on_header(char *d, size_t s, size_t n, void *ud)
 	return len;
 }
 
+int tc_connect_from(const char *src, int port)
+{
+	struct sockaddr_in a;
+	struct timeval tv = {2, 0};
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	inet_pton(AF_INET, src, &a.sin_addr);
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
+		goto fail;
+	a.sin_port = htons((uint16_t)port);
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
+		goto fail;
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
+
+int tc_log_lines(const struct tc_cluster *c, int node, const char *needle)
+{
+	char path[700], line[2048];
+	int n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s.log", c->dir, c->node[node].name);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		n += strstr(line, needle) != NULL;
+	fclose(f);
+	return n;
+}
+
+const char *tc_http_cacert;
+
 int tc_http_on(void **handle, const char *method, const char *url,
                const void *body, size_t len, const char *const *headers,
                struct tc_resp *out)
@@ -433,6 +478,8 @@ int tc_http_on(void **handle, const char *method, const char *url,
 		h = curl_slist_append(h, headers[i]);
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+	if (tc_http_cacert != NULL)
+		curl_easy_setopt(e, CURLOPT_CAINFO, tc_http_cacert);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 20000L);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);

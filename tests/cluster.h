@@ -17,7 +17,7 @@ struct tc_node {
 	char name[24];
 	int port;
 	pid_t pid;
-	char url[64]; /* "http://127.0.0.1:port" */
+	char url[64]; /* "http[s]://127.0.0.1:port" */
 };
 
 struct tc_cluster {
@@ -28,7 +28,14 @@ struct tc_cluster {
 	/* The host the config gives the shards (default 127.0.0.1); it must
 	 * resolve to 127.0.0.1. Set before tc_prepare / tc_start. */
 	char host[256];
+	/* A CA file (PEM): the shards serve HTTPS (the extra TOML gives
+	 * [tls]), node URLs are https and tc_http verifies with it. Set
+	 * before tc_prepare / tc_start. */
+	char cacert[512];
 };
+
+/* The CA tc_http verifies HTTPS servers with (NULL: the system's). */
+extern const char *tc_http_cacert;
 
 /* The URL of shard node of c followed by fmt, whose one %s is arg (one of
  * four static buffers, reused in turn). */
@@ -74,6 +81,13 @@ const char *tc_key_owned_by(const struct tc_cluster *c, int owner,
 /* The same for a key "<prefix><n><suffix>". */
 const char *tc_key_owned_by2(const struct tc_cluster *c, int owner,
                              const char *prefix, const char *suffix);
+
+/* A TCP connection from address src (of 127.0.0.0/8) to
+ * 127.0.0.1:port, with 2 s send and receive timeouts, or -1. */
+int tc_connect_from(const char *src, int port);
+
+/* How many lines of shard node's log hold needle. */
+int tc_log_lines(const struct tc_cluster *c, int node, const char *needle);
 
 /* An HTTP answer. */
 struct tc_resp {

@@ -240,6 +240,78 @@ END_TEST
 
 #define ONE_SHARD "[[shards]]\nname = \"s\"\nidx = 0\naddress = \"h:1\"\n"
 
+/* [tls] with the test certificates: each '@' in tmpl is their
+ * directory. */
+static void tls_case(const char *tmpl, const char *want)
+{
+	const char *dir = tu_source_path("tests/tls");
+	char text[4096];
+	size_t len = 0;
+
+	for (const char *p = tmpl; *p != '\0'; p++) {
+		size_t n = *p == '@' ? strlen(dir) : 1;
+
+		ck_assert_uint_lt(len + n, sizeof(text));
+		memcpy(text + len, *p == '@' ? dir : p, n);
+		len += n;
+	}
+	text[len] = '\0';
+	if (want != NULL) {
+		parse_err(text, want);
+	} else {
+		kvs_config *cfg = parse_ok(text);
+		const kvs_cluster_config *c = kvs_config_cluster(cfg);
+
+		ck_assert_ptr_nonnull(strstr(c->tls_cert, "node.pem"));
+		ck_assert_ptr_nonnull(strstr(c->tls_key, "node.key"));
+		kvs_config_free(cfg);
+	}
+}
+
+/* Asking for TLS must never give plain HTTP: every incomplete [tls] is
+ * an error at its place. */
+START_TEST(tls_must_be_complete)
+{
+	tls_case(ONE_SHARD "[tls]\ncert = \"@/node.pem\"\nkey = \"@/node.key\"\n"
+	                   "ca = \"@/ca.pem\"\nmutual = true\n",
+	         NULL);
+	tls_case(ONE_SHARD "[tls]\n", "t.toml:5:1: [tls] needs both 'cert' and "
+	                              "'key' (the node's certificate and private "
+	                              "key, PEM); without [tls] kvshard serves "
+	                              "plain HTTP");
+	tls_case(ONE_SHARD "[tls]\ncert = \"@/node.pem\"\n",
+	         "t.toml:5:1: [tls] needs both 'cert' and 'key' (the node's "
+	         "certificate and private key, PEM); without [tls] kvshard "
+	         "serves plain HTTP");
+	tls_case(ONE_SHARD "[tls]\nkey = \"@/node.key\"\n",
+	         "t.toml:5:1: [tls] needs both 'cert' and 'key' (the node's "
+	         "certificate and private key, PEM); without [tls] kvshard "
+	         "serves plain HTTP");
+	parse_err(ONE_SHARD "[tls]\ncert = \"/nonexistent/c.pem\"\n",
+	          "t.toml:6:8: 'cert': cannot read \"/nonexistent/c.pem\": No "
+	          "such file or directory");
+	parse_err(ONE_SHARD "[tls]\ncert = \"\"\n",
+	          "t.toml:6:8: 'cert' must not be empty");
+	parse_err(ONE_SHARD "[tls]\ncert = 1\n",
+	          "t.toml:6:8: 'cert' must be a string, not integer");
+	parse_err(ONE_SHARD "[tls]\ncrt = \"x\"\n",
+	          "t.toml:6:1: unknown key 'crt' in [tls]");
+	tls_case(ONE_SHARD "[tls]\ncert = \"@/node.pem\"\nkey = \"@/node.key\"\n"
+	                   "mutual = true\n",
+	         "t.toml:8:10: mutual TLS needs 'ca': the authority whose "
+	         "certificates make a client a peer");
+	tls_case(ONE_SHARD "[tls]\ncert = \"@/node.pem\"\nkey = \"@/node.key\"\n"
+	                   "mutual = \"yes\"\n",
+	         "t.toml:8:10: 'mutual' must be true or false, not string");
+	tls_case(ONE_SHARD "[tls]\ncert = \"@/node.pem\"\nkey = \"@/node.key\"\n"
+	                   "peer_cert = \"@/node.pem\"\n",
+	         "t.toml:5:1: [tls] 'peer_cert' and 'peer_key' go together");
+	tls_case(ONE_SHARD "[tls]\ncert = \"@/node.pem\"\nkey = \"@/node.key\"\n"
+	                   "peer_cert = \"@/node.pem\"\npeer_key = \"@/node.key\"\n",
+	         "t.toml:5:1: [tls] 'peer_cert' is only used with mutual = true");
+}
+END_TEST
+
 START_TEST(errors_point_at_the_mistake)
 {
 	parse_err("", "t.toml:1:1: no shards: add at least one [[shards]] "
@@ -276,8 +348,8 @@ START_TEST(errors_point_at_the_mistake)
 	          "t.toml:6:1: unknown key 'replicas' in [cluster]");
 	parse_err(ONE_SHARD "[clutser]\nreplication = 3\n",
 	          "t.toml:5:2: unknown key 'clutser' (expected [[shards]], "
-	          "[cluster], [storage], [limits], [server], [auth] or "
-	          "[coordination])");
+	          "[cluster], [storage], [limits], [server], [auth], "
+	          "[coordination] or [tls])");
 	parse_err(ONE_SHARD "[coordination]\nprefix = \"/a\"\n",
 	          "t.toml:5:1: [coordination] needs 'etcd', the list of etcd's "
 	          "client endpoints (\"host:port\")");
@@ -326,10 +398,6 @@ START_TEST(errors_point_at_the_mistake)
 	          "and 86400000, not 0");
 	parse_err(ONE_SHARD "[limits]\nmax_key_bytes = 512\n",
 	          "t.toml:6:17: 'max_key_bytes' must be between 1 and 511, not 512");
-	/* Refused, not ignored: asking for TLS must never give plain HTTP. */
-	parse_err(ONE_SHARD "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
-	          "t.toml:5:2: [tls] is not supported by this version: kvshard "
-	          "serves plain HTTP (see docs/config.md)");
 	parse_err(ONE_SHARD "[auth]\nclient_tokens = [\"a\", 3]\n",
 	          "t.toml:6:23: 'client_tokens' must be an array of strings; "
 	          "entry 2 is integer");
@@ -349,6 +417,78 @@ START_TEST(errors_point_at_the_mistake)
 	          "t.toml:1:1: every shard has weight 0: nothing could store a key");
 	parse_err(ONE_SHARD "[storage]\nsync = \"none\"\n",
 	          "t.toml:6:8: 'sync' must be \"full\" or \"relaxed\", not \"none\"");
+}
+END_TEST
+
+/* The deadlines and the body budget: defaults, values, bad values. */
+START_TEST(request_limits)
+{
+	kvs_config *cfg = parse_ok(ONE_SHARD);
+	const kvs_cluster_config *c = kvs_config_cluster(cfg);
+
+	ck_assert_uint_eq(c->header_timeout_s, KVS_DEFAULT_HEADER_TIMEOUT_S);
+	ck_assert_uint_eq(c->body_timeout_s, KVS_DEFAULT_BODY_TIMEOUT_S);
+	ck_assert_uint_eq(c->max_buffered_bytes,
+	                  KVS_DEFAULT_MAX_BUFFERED_BYTES);
+	kvs_config_free(cfg);
+	cfg = parse_ok(ONE_SHARD "[limits]\nheader_timeout_s = 3\n"
+	               "body_timeout_s = 120\nmax_buffered_bytes = 1048576\n"
+	               "max_value_bytes = 1048576\n");
+	c = kvs_config_cluster(cfg);
+	ck_assert_uint_eq(c->header_timeout_s, 3);
+	ck_assert_uint_eq(c->body_timeout_s, 120);
+	ck_assert_uint_eq(c->max_buffered_bytes, 1048576);
+	kvs_config_free(cfg);
+	/* The default budget grows with max_value_bytes. */
+	cfg = parse_ok(ONE_SHARD "[limits]\nmax_value_bytes = 134217728\n");
+	ck_assert_uint_eq(kvs_config_cluster(cfg)->max_buffered_bytes,
+	                  4 * (size_t)134217728);
+	kvs_config_free(cfg);
+	parse_err(ONE_SHARD "[limits]\nheader_timeout_s = 0\n",
+	          "t.toml:6:20: 'header_timeout_s' must be between 1 and "
+	          "86400, not 0");
+	parse_err(ONE_SHARD "[limits]\nbody_timeout_s = 86401\n",
+	          "t.toml:6:18: 'body_timeout_s' must be between 1 and "
+	          "86400, not 86401");
+	parse_err(ONE_SHARD "[limits]\nbody_timeout_s = \"1m\"\n",
+	          "t.toml:6:18: 'body_timeout_s' must be an integer, not "
+	          "string");
+	parse_err(ONE_SHARD "[limits]\nmax_buffered_bytes = 0\n",
+	          "t.toml:6:22: 'max_buffered_bytes' must be between 1 and "
+	          "9223372036854775807, not 0");
+	parse_err(ONE_SHARD "[limits]\nmax_buffered_bytes = 1000\n",
+	          "t.toml:6:22: 'max_buffered_bytes' 1000 is smaller than "
+	          "'max_value_bytes' 16777216: a value that large could never "
+	          "be received");
+}
+END_TEST
+
+/* max_answer_bytes: its default, which grows with max_value_bytes, and a
+ * cap given too small for one value. */
+START_TEST(answer_cap)
+{
+	kvs_config *cfg = parse_ok(ONE_SHARD);
+
+	ck_assert_uint_eq(kvs_config_cluster(cfg)->max_answer_bytes,
+	                  KVS_DEFAULT_MAX_ANSWER_BYTES);
+	kvs_config_free(cfg);
+	cfg = parse_ok(ONE_SHARD "[limits]\nmax_value_bytes = 1000\n"
+	               "max_answer_bytes = 66872\n");
+	ck_assert_uint_eq(kvs_config_cluster(cfg)->max_answer_bytes, 66872);
+	kvs_config_free(cfg);
+	/* 4/3 of 96 MiB, plus 64 KiB. */
+	cfg = parse_ok(ONE_SHARD "[limits]\nmax_value_bytes = 100663296\n");
+	ck_assert_uint_eq(kvs_config_cluster(cfg)->max_answer_bytes,
+	                  134217728 + 65536);
+	kvs_config_free(cfg);
+	parse_err(ONE_SHARD "[limits]\nmax_answer_bytes = 66871\n"
+	          "max_value_bytes = 1000\n",
+	          "t.toml:6:20: 'max_answer_bytes' 66871 is too small: an "
+	          "answer must hold one value of 'max_value_bytes' 1000 in "
+	          "base64 with its key, at least 66872 bytes");
+	parse_err(ONE_SHARD "[limits]\nmax_answer_bytes = 0\n",
+	          "t.toml:6:20: 'max_answer_bytes' must be between 1 and "
+	          "9223372036854775807, not 0");
 }
 END_TEST
 
@@ -415,8 +555,11 @@ int main(void)
 	tcase_add_test(tc, replication_is_capped);
 	tcase_add_test(tc, shards_in_idx_order);
 	tcase_add_test(tc, errors_point_at_the_mistake);
+	tcase_add_test(tc, tls_must_be_complete);
+	tcase_add_test(tc, answer_cap);
 	tcase_add_test(tc, syntax_errors_have_positions);
 	tcase_add_test(tc, load_from_file);
+	tcase_add_test(tc, request_limits);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -4,6 +4,7 @@
  * errors, failures of peers, signals, restarts.
  */
 #include <check.h>
+#include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1033,6 +1034,357 @@ START_TEST(versions_far_ahead_are_refused)
 }
 END_TEST
 
+/* Batches that cJSON would read one way and another reader another, or
+ * whose meaning is unclear, are refused whole: nothing is written. */
+START_TEST(batch_documents_are_read_strictly)
+{
+	static const char *const bad[] = {
+	    /* A raw control character in a string. */
+	    "{\"ops\":[{\"op\":\"put\",\"key\":\"x\",\"value\":\"a\tb\"}]}",
+	    /* A condition that is not a boolean. */
+	    "{\"ops\":[{\"op\":\"put\",\"key\":\"x\",\"value\":\"v\","
+	    "\"if_absent\":\"yes\"}]}",
+	    /* if_absent on a delete, even with if_exists. */
+	    "{\"ops\":[{\"op\":\"delete\",\"key\":\"x\",\"if_absent\":true,"
+	    "\"if_exists\":true}]}",
+	    /* A field given twice. */
+	    "{\"ops\":[{\"op\":\"put\",\"key\":\"x\",\"value\":\"v\","
+	    "\"key\":\"y\"}]}",
+	    /* "ops" given twice. */
+	    "{\"ops\":[{\"op\":\"put\",\"key\":\"x\",\"value\":\"v\"}],"
+	    "\"ops\":[]}",
+	    /* Something after the document. */
+	    "{\"ops\":[{\"op\":\"put\",\"key\":\"x\",\"value\":\"v\"}]}{}",
+	    /* Not JSON numbers. */
+	    "{\"ops\":[{\"op\":\"put\",\"key\":\"x\",\"value\":\"v\"}],"
+	    "\"n\":01}",
+	    /* An operation with too many values. */
+	    "{\"ops\":[{\"op\":\"put\",\"key\":\"x\",\"value\":\"v\","
+	    "\"a\":1,\"b\":1,\"c\":1,\"d\":1,\"e\":1,\"f\":1,\"g\":1,\"h\":1,"
+	    "\"i\":1,\"j\":1,\"k\":1,\"l\":1,\"m\":1}]}",
+	};
+	static const char ok[] =
+	    "{\"\\u006fps\":[{\"op\":\"put\",\"key\":\"x\",\"value\":\"v\","
+	    "\"if_absent\":false,\"n\":-2.5e+3}],\"note\":[1,null]}";
+	struct tc_resp r;
+
+	tc_start(&C, 1, NULL);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_int_eq(tc_http("POST", url(0, "/v1/batch%s", ""),
+		                         bad[i], strlen(bad[i]), NULL, &r),
+		                 0);
+		ck_assert_msg(r.status == 400, "%zu: %ld %s", i, r.status,
+		              r.body);
+		expect_error(&r, 400, "bad_batch");
+		tc_resp_free(&r);
+		r = tc_get(url(0, "/v1/kv/%s", "x"), 404);
+		tc_resp_free(&r);
+	}
+	ck_assert_int_eq(tc_http("POST", url(0, "/v1/batch%s", ""), ok,
+	                         strlen(ok), NULL, &r),
+	                 0);
+	ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+	tc_resp_free(&r);
+	r = tc_get(url(0, "/v1/kv/%s", "x"), 200);
+	ck_assert_str_eq(r.body, "v");
+	tc_resp_free(&r);
+}
+END_TEST
+
+/* Answers capped at ANSWER_CAP bytes, values of CAP_VALUE_BYTES: the
+ * least cap such values allow is 4/3 of one plus 64 KiB, 66872. */
+#define ANSWER_CAP      70000
+#define CAP_VALUE_BYTES 1000
+#define CAP_KEYS        200
+static const char cap_toml[] = "[cluster]\nreplication = 1\n"
+                               "[limits]\nmax_value_bytes = 1000\n"
+                               "max_answer_bytes = 70000\n";
+
+static void cap_key(int i, char *key, size_t size)
+{
+	snprintf(key, size, "cap-%03d", i);
+}
+
+/* The value of key i: CAP_VALUE_BYTES bytes, its key first. */
+static void cap_value(int i, char *v)
+{
+	char key[16];
+
+	cap_key(i, key, sizeof(key));
+	memset(v, 'a' + i % 26, CAP_VALUE_BYTES);
+	memcpy(v, key, strlen(key));
+}
+
+static void cap_fill(void)
+{
+	char key[16], v[CAP_VALUE_BYTES];
+	struct tc_resp r;
+
+	for (int i = 0; i < CAP_KEYS; i++) {
+		cap_key(i, key, sizeof(key));
+		cap_value(i, v);
+		ck_assert_int_eq(tc_http("PUT", url(i % C.n, "/v1/kv/%s", key),
+		                         v, sizeof(v), NULL, &r),
+		                 0);
+		ck_assert_int_eq(r.status, 200);
+		tc_resp_free(&r);
+	}
+}
+
+/* Does o's "value_b64" hold key i's value? */
+static int cap_value_is(const cJSON *o, int i)
+{
+	const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "value_b64");
+	char want[CAP_VALUE_BYTES];
+	unsigned char *got;
+	size_t len;
+	int same;
+
+	if (!cJSON_IsString(b) ||
+	    kvs__b64_decode_alloc(b->valuestring, strlen(b->valuestring), &got,
+	                          &len) != KVS_OK)
+		return 0;
+	cap_value(i, want);
+	same = len == sizeof(want) && memcmp(got, want, len) == 0;
+	free(got);
+	return same;
+}
+
+static kvs_client *cap_client(void)
+{
+	char seeds[256], err[KVS_ERRBUF_SIZE];
+	kvs_client_options o;
+	kvs_client *c = NULL;
+
+	snprintf(seeds, sizeof(seeds), "127.0.0.1:%d,127.0.0.1:%d",
+	         C.node[0].port, C.node[1].port);
+	kvs_client_options_init(&o);
+	o.seeds = seeds;
+	ck_assert_msg(kvs_client_open(&c, &o, err) == KVS_OK, "%s", err);
+	return c;
+}
+
+struct cap_scan {
+	int n;
+	int ok; /* every record in order with its value */
+};
+
+static int cap_record(void *ud, const kvs_record *rec)
+{
+	struct cap_scan *s = ud;
+	char key[16], v[CAP_VALUE_BYTES];
+
+	cap_key(s->n, key, sizeof(key));
+	cap_value(s->n, v);
+	s->ok &= rec->key_len == strlen(key) &&
+	         memcmp(rec->key, key, rec->key_len) == 0 &&
+	         rec->value_len == sizeof(v) &&
+	         memcmp(rec->value, v, sizeof(v)) == 0;
+	s->n++;
+	return 0;
+}
+
+/* A scan with values stops its page before max_answer_bytes, and its
+ * "next" continues where it stopped: following it gives every key once,
+ * in order, over the HTTP API and through the C client. */
+START_TEST(scan_pages_stop_at_max_answer_bytes)
+{
+	char after[32] = "", u[160];
+	int got = 0, pages = 0;
+	struct cap_scan s = {0, 1};
+	kvs_client_scan_options so;
+	kvs_client *c;
+	struct tc_resp r;
+	void *next = NULL;
+	size_t next_len = 0;
+
+	tc_start(&C, 2, cap_toml);
+	cap_fill();
+	do {
+		const cJSON *keys, *nx, *it;
+		cJSON *doc;
+
+		snprintf(u, sizeof(u), "/v1/kv?prefix=cap-&values=1%s%s",
+		         after[0] ? "&start_after=" : "", after);
+		r = tc_get(url(pages % 2, "%s", u), 200);
+		ck_assert_uint_le(r.len, ANSWER_CAP);
+		doc = cJSON_Parse(r.body);
+		keys = cJSON_GetObjectItemCaseSensitive(doc, "keys");
+		nx = cJSON_GetObjectItemCaseSensitive(doc, "next");
+		ck_assert(cJSON_IsArray(keys));
+		ck_assert_int_gt(cJSON_GetArraySize(keys), 0);
+		cJSON_ArrayForEach(it, keys) {
+			const cJSON *k =
+			    cJSON_GetObjectItemCaseSensitive(it, "key");
+			char want[16];
+
+			cap_key(got, want, sizeof(want));
+			ck_assert(cJSON_IsString(k));
+			ck_assert_str_eq(k->valuestring, want);
+			ck_assert_msg(cap_value_is(it, got), "value of %s",
+			              want);
+			got++;
+		}
+		/* A page cut by bytes, not by limit, says where to go on. */
+		if (pages == 0)
+			ck_assert(cJSON_IsString(nx) && got < CAP_KEYS);
+		after[0] = '\0';
+		if (cJSON_IsString(nx))
+			snprintf(after, sizeof(after), "%s", nx->valuestring);
+		else
+			ck_assert(cJSON_IsNull(nx));
+		cJSON_Delete(doc);
+		tc_resp_free(&r);
+		ck_assert_int_lt(++pages, 50);
+	} while (after[0] != '\0');
+	ck_assert_int_eq(got, CAP_KEYS);
+	ck_assert_int_ge(pages, CAP_KEYS * CAP_VALUE_BYTES / ANSWER_CAP);
+	/* Without values, one page holds them all. */
+	r = tc_get(url(0, "/v1/kv?prefix=cap-%s", ""), 200);
+	ck_assert_ptr_nonnull(strstr(r.body, "\"next\":null"));
+	tc_resp_free(&r);
+	/* The client follows "next" too. */
+	c = cap_client();
+	memset(&so, 0, sizeof(so));
+	so.prefix = "cap-";
+	so.prefix_len = 4;
+	so.values = 1;
+	pages = 0;
+	do {
+		so.start_after = next;
+		so.start_after_len = next_len;
+		next = NULL;
+		ck_assert_int_eq(
+		    kvs_client_scan(c, &so, cap_record, &s, &next, &next_len),
+		    KVS_OK);
+		kvs_free((void *)so.start_after);
+		ck_assert_int_lt(++pages, 50);
+	} while (next != NULL);
+	ck_assert_int_eq(s.n, CAP_KEYS);
+	ck_assert(s.ok);
+	ck_assert_int_ge(pages, 2);
+	kvs_client_close(c);
+}
+END_TEST
+
+/* A batch whose values would pass max_answer_bytes: every operation
+ * runs, gets from "truncated_at" on answer 413 answer_too_large, and
+ * asking again for those gives the rest; the client's mget returns every
+ * value. */
+START_TEST(batch_answers_stop_at_max_answer_bytes)
+{
+	enum { GETS = 90, PUTS = 10 };
+	static kvs_key keys[CAP_KEYS];
+	static char names[CAP_KEYS][16];
+	kvs_key_result res[GETS];
+	int have[GETS] = {0}, rounds = 0, from = 0;
+	char body[8192], key[16];
+	struct tc_resp r;
+	kvs_client *c;
+
+	tc_start(&C, 2, cap_toml);
+	cap_fill();
+	while (from < GETS) {
+		const cJSON *results, *cut, *it;
+		int i = from, end = from == 0 ? GETS + PUTS : GETS, cut_at;
+		size_t n;
+		cJSON *doc;
+
+		n = (size_t)snprintf(body, sizeof(body), "{\"ops\":[");
+		for (int k = from; k < end; k++) {
+			if (k < GETS)
+				cap_key(k, key, sizeof(key));
+			else
+				snprintf(key, sizeof(key), "new-%d", k);
+			n += (size_t)snprintf(
+			    body + n, sizeof(body) - n,
+			    "%s{\"op\":\"%s\",\"key\":\"%s\"%s}",
+			    k > from ? "," : "", k < GETS ? "get" : "put", key,
+			    k < GETS ? "" : ",\"value\":\"v\"");
+		}
+		n += (size_t)snprintf(body + n, sizeof(body) - n, "]}");
+		ck_assert_int_eq(tc_http("POST",
+		                         url(rounds % 2, "/v1/batch%s", ""),
+		                         body, n, NULL, &r),
+		                 0);
+		ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+		ck_assert_uint_le(r.len, ANSWER_CAP);
+		doc = cJSON_Parse(r.body);
+		results = cJSON_GetObjectItemCaseSensitive(doc, "results");
+		cut = cJSON_GetObjectItemCaseSensitive(doc, "truncated_at");
+		ck_assert_int_eq(cJSON_GetArraySize(results), end - from);
+		cut_at =
+		    cJSON_IsNumber(cut) ? from + (int)cut->valuedouble : end;
+		/* The first round cannot hold 90 values of 1336 bytes. */
+		if (rounds == 0)
+			ck_assert(cJSON_IsNumber(cut) && cut_at > 0 &&
+			          cut_at < GETS);
+		cJSON_ArrayForEach(it, results) {
+			const cJSON *st =
+			    cJSON_GetObjectItemCaseSensitive(it, "status");
+			const cJSON *e =
+			    cJSON_GetObjectItemCaseSensitive(it, "error");
+
+			ck_assert(cJSON_IsNumber(st));
+			if (i < cut_at || i >= GETS) {
+				ck_assert_int_eq((int)st->valuedouble, 200);
+				if (i < GETS) {
+					ck_assert(cap_value_is(it, i));
+					have[i]++;
+				} else {
+					ck_assert_ptr_nonnull(
+					    cJSON_GetObjectItemCaseSensitive(
+					        it, "replicas"));
+				}
+			} else {
+				ck_assert_int_eq((int)st->valuedouble, 413);
+				ck_assert(cJSON_IsString(e));
+				ck_assert_str_eq(e->valuestring,
+				                 "answer_too_large");
+				ck_assert_ptr_null(
+				    cJSON_GetObjectItemCaseSensitive(
+				        it, "value_b64"));
+			}
+			i++;
+		}
+		cJSON_Delete(doc);
+		tc_resp_free(&r);
+		ck_assert_int_gt(cut_at, from); /* progress */
+		from = cut_at;
+		ck_assert_int_lt(++rounds, 20);
+	}
+	ck_assert_int_ge(rounds, 2);
+	for (int i = 0; i < GETS; i++)
+		ck_assert_int_eq(have[i], 1);
+	/* Every write of the first round was made, once. */
+	for (int k = GETS; k < GETS + PUTS; k++) {
+		snprintf(key, sizeof(key), "new-%d", k);
+		r = tc_get(url(k % 2, "/v1/kv/%s", key), 200);
+		ck_assert_str_eq(r.body, "v");
+		tc_resp_free(&r);
+	}
+	/* The client gets every value, asking again for those left out. */
+	for (int i = 0; i < GETS; i++) {
+		cap_key(i, names[i], sizeof(names[i]));
+		keys[i].key = names[i];
+		keys[i].len = strlen(names[i]);
+	}
+	c = cap_client();
+	ck_assert_int_eq(kvs_client_mget(c, keys, GETS, res), KVS_OK);
+	for (int i = 0; i < GETS; i++) {
+		char want[CAP_VALUE_BYTES];
+
+		cap_value(i, want);
+		ck_assert_msg(res[i].rc == KVS_OK, "%d: %s", i,
+		              kvs_strerror(res[i].rc));
+		ck_assert_uint_eq(res[i].value_len, sizeof(want));
+		ck_assert(memcmp(res[i].value, want, sizeof(want)) == 0);
+	}
+	kvs_client_results_free(res, GETS);
+	kvs_client_close(c);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("server");
@@ -1063,6 +1415,9 @@ int main(void)
 	tcase_add_test(tc, bad_start_writes_nothing);
 	tcase_add_test(tc, tokens_are_enforced);
 	tcase_add_test(tc, versions_far_ahead_are_refused);
+	tcase_add_test(tc, batch_documents_are_read_strictly);
+	tcase_add_test(tc, scan_pages_stop_at_max_answer_bytes);
+	tcase_add_test(tc, batch_answers_stop_at_max_answer_bytes);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -170,6 +171,60 @@ START_TEST(background_start_is_idempotent)
 }
 END_TEST
 
+/* The local cluster gets a secret of its own: its shards talk to each
+ * other with it, a client without it is no peer, and it survives a
+ * restart. */
+START_TEST(the_local_cluster_has_a_secret)
+{
+	char out[8192], path[700], url[128];
+	char *secret, *again, *log;
+	struct stat st;
+	struct tc_resp r;
+
+	setup_config();
+	ck_assert_msg(start_sh("--background", out, sizeof(out)) == 0, "%s",
+	              out);
+	snprintf(path, sizeof(path), "%s/cluster-secret", run_dir);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+	secret = tu_read_file(path);
+	ck_assert_ptr_nonnull(secret);
+	ck_assert_uint_eq(strlen(secret), 64);
+	ck_assert_uint_eq(strspn(secret, "0123456789abcdef"), 64);
+	/* Replication between the shards works... */
+	snprintf(url, sizeof(url),
+	         "http://127.0.0.1:%d/store?key=s&value=replicated", port[0]);
+	r = tc_get(url, 200);
+	tc_resp_free(&r);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/retrieve?key=s",
+	         port[1]);
+	r = tc_get(url, 200);
+	ck_assert_str_eq(r.body, "replicated");
+	tc_resp_free(&r);
+	/* ...and a client is no peer. */
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/internal/ops", port[1]);
+	ck_assert_int_eq(tc_http("POST", url, "x", 1, NULL, &r), 0);
+	ck_assert_int_eq(r.status, 403);
+	tc_resp_free(&r);
+	snprintf(path, sizeof(path), "%s/%s.log", run_dir, names[0]);
+	log = tu_read_file(path);
+	ck_assert_ptr_nonnull(log);
+	ck_assert_ptr_null(strstr(log, "SECURITY"));
+	free(log);
+	/* The same secret after a restart. */
+	ck_assert_int_eq(start_sh("stop", out, sizeof(out)), 0);
+	ck_assert_msg(start_sh("--background", out, sizeof(out)) == 0, "%s",
+	              out);
+	snprintf(path, sizeof(path), "%s/cluster-secret", run_dir);
+	again = tu_read_file(path);
+	ck_assert_ptr_nonnull(again);
+	ck_assert_str_eq(again, secret);
+	free(again);
+	free(secret);
+	ck_assert_int_eq(start_sh("stop", out, sizeof(out)), 0);
+}
+END_TEST
+
 START_TEST(a_bad_config_is_reported)
 {
 	char out[8192];
@@ -199,6 +254,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, NULL, teardown);
 	tcase_set_timeout(tc, 90);
 	tcase_add_test(tc, background_start_is_idempotent);
+	tcase_add_test(tc, the_local_cluster_has_a_secret);
 	tcase_add_test(tc, a_bad_config_is_reported);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);

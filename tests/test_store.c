@@ -4,6 +4,7 @@
  * durability across close and across SIGKILL.
  */
 #include <check.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
@@ -15,6 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1058,9 +1062,146 @@ START_TEST(map_ceiling_gives_full)
 	}
 	ck_assert_int_eq(rc, KVS_EFULL);
 	ck_assert_int_gt(i, 3);
+	{
+		uint64_t map, fs;
+
+		kvs__store_full_writes(st, &map, &fs);
+		ck_assert_uint_eq(map, 1);
+		ck_assert_uint_eq(fs, 0);
+	}
 	/* Reads still work, and small writes may still fit or fail cleanly. */
 	expect_value("f000", val, 65536);
 	free(val);
+}
+END_TEST
+
+/*
+ * A full filesystem without one: LMDB's writes (pwrite, writev) to the
+ * data file of the store under test, and fstatvfs of it, are routed
+ * through the functions below, which this program defines in place of
+ * libc's. While disk.mode says so, the writes fail as on a full
+ * filesystem: ENOSPC when nothing fits, or a short count when part of
+ * it did (what LMDB calls EIO); disk.room says whether fstatvfs shows
+ * room left. Otherwise they are the system calls themselves.
+ */
+enum { DISK_OK, DISK_ENOSPC, DISK_SHORT };
+static struct {
+	_Atomic int mode;
+	_Atomic int room;
+	dev_t dev;
+	ino_t ino;
+} disk;
+
+static int is_data_file(int fd)
+{
+	struct stat s;
+
+	return fstat(fd, &s) == 0 && s.st_dev == disk.dev &&
+	       s.st_ino == disk.ino;
+}
+
+/* What a write of n bytes to fd does now: -1 with errno, a short
+ * count, or 0 (go ahead). */
+static ssize_t disk_write(int fd, size_t n)
+{
+	int mode = atomic_load(&disk.mode);
+
+	if (mode == DISK_OK || !is_data_file(fd))
+		return 0;
+	if (mode == DISK_ENOSPC || n < 2) {
+		errno = ENOSPC;
+		return -1;
+	}
+	return (ssize_t)(n / 2);
+}
+
+/* By the name LMDB calls (with 64-bit offsets, this file's headers would
+ * name it pwrite64). */
+ssize_t disk_pwrite(int fd, const void *buf, size_t n, off_t off)
+        __asm__("pwrite");
+ssize_t disk_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+	ssize_t r = disk_write(fd, n);
+
+	if (r != 0)
+		return r;
+	return syscall(SYS_pwrite64, fd, buf, n, off);
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int n)
+{
+	size_t total = 0;
+	ssize_t r;
+
+	for (int i = 0; i < n; i++)
+		total += iov[i].iov_len;
+	r = disk_write(fd, total);
+	if (r != 0)
+		return r;
+	return syscall(SYS_writev, fd, iov, n);
+}
+
+int fstatvfs(int fd, struct statvfs *sv)
+{
+	int (*real)(int, struct statvfs *) = NULL;
+	void *sym = dlsym(RTLD_NEXT, "fstatvfs");
+	int rc;
+
+	memcpy(&real, &sym, sizeof(real));
+	rc = real != NULL ? real(fd, sv) : -1;
+	if (rc == 0 && !atomic_load(&disk.room) && is_data_file(fd))
+		sv->f_bavail = sv->f_bfree = 0;
+	return rc;
+}
+
+/* A filesystem that fills up answers KVS_EFULL, whether the write found
+ * no room at all (ENOSPC) or stored part of itself (EIO from LMDB, with
+ * no room left); an EIO with room left stays an I/O error. The store
+ * counts them, keeps what it held, and writes again once there is
+ * room. */
+START_TEST(full_filesystem_gives_full)
+{
+	char path[4200];
+	struct stat s;
+	uint64_t map, fs;
+
+	ck_assert_int_eq(kvs_store_put(st, "before", 6, "v", 1, NULL, NULL),
+	                 KVS_OK);
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	ck_assert_int_eq(stat(path, &s), 0);
+	disk.dev = s.st_dev;
+	disk.ino = s.st_ino;
+	atomic_store(&disk.room, 1);
+
+	atomic_store(&disk.mode, DISK_ENOSPC);
+	ck_assert_int_eq(kvs_store_put(st, "x", 1, "v", 1, NULL, NULL),
+	                 KVS_EFULL);
+	kvs__store_full_writes(st, &map, &fs);
+	ck_assert_uint_eq(map, 0);
+	ck_assert_uint_eq(fs, 1);
+
+	atomic_store(&disk.mode, DISK_SHORT);
+	atomic_store(&disk.room, 0);
+	ck_assert_int_eq(kvs_store_put(st, "x", 1, "v", 1, NULL, NULL),
+	                 KVS_EFULL);
+	kvs__store_full_writes(st, &map, &fs);
+	ck_assert_uint_eq(fs, 2);
+
+	atomic_store(&disk.room, 1);
+	ck_assert_int_eq(kvs_store_put(st, "x", 1, "v", 1, NULL, NULL),
+	                 KVS_EIO);
+	kvs__store_full_writes(st, &map, &fs);
+	ck_assert_uint_eq(fs, 2);
+
+	atomic_store(&disk.mode, DISK_OK);
+	expect_value("before", "v", 1);
+	expect_absent("x");
+	ck_assert_int_eq(kvs_store_put(st, "after", 5, "w", 1, NULL, NULL),
+	                 KVS_OK);
+	reopen(NULL);
+	expect_value("before", "v", 1);
+	expect_value("after", "w", 1);
+	expect_absent("x");
 }
 END_TEST
 
@@ -1212,6 +1353,7 @@ int main(void)
 	tcase_add_test(tc, index_rebuilt_unless_clean);
 	tcase_add_test(tc, index_applied_by_the_writer_past_its_limit);
 	tcase_add_test(tc, tombstone_segments_found);
+	tcase_add_test(tc, full_filesystem_gives_full);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

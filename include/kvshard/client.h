@@ -40,6 +40,10 @@ typedef struct kvs_client_options {
 	unsigned max_attempts;
 	/* Sent as "Authorization: Bearer <token>" when not NULL. */
 	const char *token;
+	/* HTTPS: the CA file (PEM) that verifies the nodes. Set, or a
+	 * config file with [tls] (whose ca is then the default), the client
+	 * speaks HTTPS; "https://" seeds use the system's CAs without it. */
+	const char *ca_file;
 } kvs_client_options;
 
 /** Fill opts with the defaults (everything 0 or NULL). */

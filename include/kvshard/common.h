@@ -102,7 +102,11 @@ KVS_API unsigned kvs_version_hex(void);
 	  "version too far ahead of this node's clock")                       \
 	X(KVS_ESTATIC, -40, "static_topology",                                 \
 	  "the topology is fixed by the configuration file")                  \
-	X(KVS_EBADREQUEST, -41, "bad_request", "malformed HTTP request")
+	X(KVS_EBADREQUEST, -41, "bad_request", "malformed HTTP request")      \
+	X(KVS_EANSWERSIZE, -42, "answer_too_large",                            \
+	  "the answer would be larger than the server sends at once")          \
+	X(KVS_EOVERLOAD, -43, "overloaded",                                    \
+	  "the server is holding too much; retry later")
 
 #define KVS__ERROR_ENUM(name, value, code, text) name = (value),
 /** Result codes; see KVS_ERROR_LIST. */

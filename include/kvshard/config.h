@@ -43,8 +43,15 @@ typedef struct kvs_config kvs_config;
 #define KVS_DEFAULT_MAX_CONNECTIONS 1024u
 #define KVS_DEFAULT_MAX_CONNECTIONS_PER_CLIENT 256u
 #define KVS_DEFAULT_IDLE_TIMEOUT_S 60u
+#define KVS_DEFAULT_HEADER_TIMEOUT_S 10u
+#define KVS_DEFAULT_BODY_TIMEOUT_S 60u
+/* Or 4 x max_value_bytes when that is more: room for a few of the
+ * largest bodies at once. */
+#define KVS_DEFAULT_MAX_BUFFERED_BYTES ((size_t)256 << 20)
 #define KVS_DEFAULT_MAX_BATCH_OPS 1000u
 #define KVS_DEFAULT_MAX_SCAN_LIMIT 10000u
+/* Or more when max_value_bytes needs it: an answer holds any one value. */
+#define KVS_DEFAULT_MAX_ANSWER_BYTES ((size_t)64 << 20)
 #define KVS_DEFAULT_DATA_DIR "data"
 
 /* How a node answers a request for a key it does not own. */
@@ -134,6 +141,34 @@ typedef struct kvs_cluster_config {
 	/* [limits]: connections one client address may hold (0: any
 	 * number, up to max_connections). */
 	unsigned max_connections_per_client;
+	/* [limits]: most bytes of a scan page or batch answer (past it,
+	 * the answer stops and says where to continue; docs/api.md). */
+	size_t max_answer_bytes;
+	/* [limits]: a request's headers must all arrive within
+	 * header_timeout_s of the connection's opening (for a later request
+	 * on a kept-alive connection: within idle_timeout_s +
+	 * header_timeout_s of the previous answer), and its body within
+	 * body_timeout_s of its headers; both are deadlines, not idle
+	 * timeouts. Request
+	 * bodies held in memory at once, all connections together, stay
+	 * within max_buffered_bytes (past it: 503 overloaded). */
+	unsigned header_timeout_s;
+	unsigned body_timeout_s;
+	size_t max_buffered_bytes;
+	/* [tls] (all NULL: plain HTTP): the node's certificate and key
+	 * (PEM files), the CA that verifies other nodes (NULL: the system's
+	 * trusted CAs), and with mutual TLS the pair a node shows its peers
+	 * (NULL: cert and key). */
+	const char *tls_cert;
+	const char *tls_key;
+	const char *tls_ca;
+	const char *tls_peer_cert;
+	const char *tls_peer_key;
+	int tls_mutual;
+	/* [auth]: bearer tokens that may also change the topology (admin
+	 * calls); client tokens may read and write, read tokens read. */
+	const char *const *admin_tokens;
+	size_t n_admin_tokens;
 } kvs_cluster_config;
 
 /**
