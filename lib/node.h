@@ -158,9 +158,15 @@ void kvs__result_take(kvs__result *r, void (**release)(void *), void **hold);
 void kvs__node_kv(kvs__node *n, const kvs__kv_req *req, kvs__result *out,
                   kvs__node_cb cb, void *ud);
 
-/** Run count operations at once; cb when the last is done. */
+/**
+ * Run count operations at once; cb when the last is done. The values
+ * their gets hold stay within about max_bytes (0: no bound): a get whose
+ * value completes past it answers KVS_EANSWERSIZE without it (the first
+ * value is always kept).
+ */
 void kvs__node_batch(kvs__node *n, const kvs__kv_req *reqs, size_t count,
-                     kvs__result *outs, kvs__node_cb cb, void *ud);
+                     size_t max_bytes, kvs__result *outs, kvs__node_cb cb,
+                     void *ud);
 
 /* A cluster-wide scan. Buffers are borrowed until cb. */
 typedef struct kvs__scan_req {

@@ -198,11 +198,30 @@ void kvs__node_kv(kvs__node *n, const kvs__kv_req *req, kvs__result *out,
 	dispatch(n, req, out, cb, ud, 1);
 }
 
-/* A batch: one operation held by each of its requests. */
+/*
+ * A batch: one operation held by each of its requests. Their values are
+ * bounded: once the gets' values held pass max_bytes, each value that
+ * completes after is dropped at once, and a get not started yet is not
+ * started; their results say KVS_EANSWERSIZE (the first value is always
+ * kept, so that asking again from there makes progress). Without it a
+ * 20 KB batch of 500 gets of a 16 MB value made the node read them all
+ * (27 s) and hold 8 GB.
+ */
+struct batch;
+
+struct batch_slot {
+	struct batch *b;
+	kvs__result *out;
+};
+
 struct batch {
 	kvs__op op;
 	kvs__node_cb cb;
 	void *ud;
+	size_t max_bytes; /* 0: no bound */
+	_Atomic size_t held;
+	_Atomic int full; /* a value was dropped: read no more */
+	struct batch_slot slot[];
 };
 
 static void batch_done(kvs__op *op)
@@ -215,10 +234,33 @@ static void batch_done(kvs__op *op)
 	cb(ud);
 }
 
-void kvs__node_batch(kvs__node *n, const kvs__kv_req *reqs, size_t count,
-                     kvs__result *outs, kvs__node_cb cb, void *ud)
+static void slot_done(void *ud)
 {
-	struct batch *b = malloc(sizeof(*b));
+	struct batch_slot *s = ud;
+	struct batch *b = s->b;
+	kvs__result *out = s->out;
+	size_t len = out->value_len, before;
+
+	if (b->max_bytes != 0 && out->rc == KVS_OK && out->value != NULL) {
+		before = atomic_fetch_add(&b->held, len);
+		if (before != 0 && before + len > b->max_bytes) {
+			kvs_stamp stamp = out->stamp;
+
+			atomic_fetch_sub(&b->held, len);
+			atomic_store(&b->full, 1);
+			kvs__result_clear(out);
+			out->rc = KVS_EANSWERSIZE;
+			out->stamp = stamp;
+		}
+	}
+	kvs__op_release(&b->op);
+}
+
+void kvs__node_batch(kvs__node *n, const kvs__kv_req *reqs, size_t count,
+                     size_t max_bytes, kvs__result *outs, kvs__node_cb cb,
+                     void *ud)
+{
+	struct batch *b = malloc(sizeof(*b) + count * sizeof(b->slot[0]));
 
 	if (b == NULL) {
 		for (size_t i = 0; i < count; i++) {
@@ -231,9 +273,21 @@ void kvs__node_batch(kvs__node *n, const kvs__kv_req *reqs, size_t count,
 	kvs__op_init(&b->op, batch_done);
 	b->cb = cb;
 	b->ud = ud;
+	b->max_bytes = max_bytes;
+	atomic_init(&b->held, 0);
+	atomic_init(&b->full, 0);
 	for (size_t i = 0; i < count; i++) {
+		b->slot[i].b = b;
+		b->slot[i].out = &outs[i];
+		/* Full already: the get is not even read. */
+		if (max_bytes != 0 && reqs[i].kind == KVS__KV_GET &&
+		    atomic_load(&b->full)) {
+			memset(&outs[i], 0, sizeof(outs[i]));
+			outs[i].rc = KVS_EANSWERSIZE;
+			continue;
+		}
 		kvs__op_hold(&b->op);
-		dispatch(n, &reqs[i], &outs[i], kvs__op_release_cb, &b->op, 0);
+		dispatch(n, &reqs[i], &outs[i], slot_done, &b->slot[i], 0);
 	}
 	kvs__op_release(&b->op);
 }

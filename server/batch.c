@@ -74,10 +74,13 @@ static void render(struct req *r)
 		int get = b->ops.reqs[i].kind == KVS__KV_GET;
 		int rc = res->rc;
 
-		if (get && rc == KVS_OK &&
-		    (cut < b->ops.n ||
-		     (sent_value &&
-		      !value_fits(&out, cap, res->value_len, i, b->ops.n)))) {
+		/* Past the cap here, or dropped by the node batch (which
+		 * bounds the values it holds the same way). */
+		if (get && (rc == KVS_EANSWERSIZE ||
+		            (rc == KVS_OK &&
+		             (cut < b->ops.n ||
+		              (sent_value && !value_fits(&out, cap, res->value_len,
+		                                         i, b->ops.n)))))) {
 			if (cut == b->ops.n)
 				cut = i;
 			rc = KVS_EANSWERSIZE;
@@ -157,6 +160,7 @@ void handle_batch(struct req *r)
 		return;
 	}
 	req_start(r);
-	kvs__node_batch(r->srv->node, b->ops.reqs, n, b->res, req_node_done, r);
+	kvs__node_batch(r->srv->node, b->ops.reqs, n,
+	                r->srv->cc->max_answer_bytes, b->res, req_node_done, r);
 	req_wait(r, render);
 }

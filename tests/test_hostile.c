@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include "cluster.h"
+#include "kvshard.h"
+#include "util.h"
 #include "testutil.h"
 
 static struct tc_cluster C;
@@ -370,6 +372,49 @@ static void post_huge_batch(const char *what, const char *body, size_t len,
 
 /* Bodies as large as a batch may be, that cJSON alone would turn into
  * millions of nodes: refused before any is built. */
+/* A small batch of gets of one large value must not make the node read
+ * and hold every copy: past max_answer_bytes the gets are not read. */
+START_TEST(gets_of_a_large_value_stay_within_the_answer_cap)
+{
+	const size_t value_len = 1000000, gets = 2000;
+	char *value = malloc(value_len);
+	kvs__buf body;
+	struct tc_resp r;
+	long before;
+
+	ck_assert_ptr_nonnull(value);
+	memset(value, 'v', value_len);
+	/* The smallest cap the config allows: about 1.4 MB. */
+	tc_start(&C, 1, "[limits]\nmax_value_bytes = 1000000\n"
+	                "max_answer_bytes = 1400000\nmax_batch_ops = 2000\n");
+	ck_assert_int_eq(tc_http("PUT", tc_url(&C, 0, "/v1/kv/%s", "big"), value,
+	                         value_len, NULL, &r),
+	                 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	kvs__buf_init(&body, 0);
+	kvs__buf_adds(&body, "{\"ops\":[");
+	for (size_t i = 0; i < gets; i++)
+		kvs__buf_adds(&body, i ? ",{\"op\":\"get\",\"key\":\"big\"}"
+		                       : "{\"op\":\"get\",\"key\":\"big\"}");
+	kvs__buf_adds(&body, "]}");
+	ck_assert_int_eq(body.rc, KVS_OK);
+	before = peak_rss_kib();
+	ck_assert_int_eq(tc_http("POST", tc_url(&C, 0, "/v1/batch%s", ""),
+	                         body.data, body.len, NULL, &r),
+	                 0);
+	ck_assert_msg(r.status == 200, "%ld: %.200s", r.status, r.body);
+	ck_assert_ptr_nonnull(strstr(r.body, "\"truncated_at\":1"));
+	ck_assert_ptr_nonnull(strstr(r.body, "answer_too_large"));
+	tc_resp_free(&r);
+	/* 2,000 copies would be 2 GB; a few are allowed. */
+	ck_assert_msg(peak_rss_kib() - before < 64 * 1024,
+	              "peak memory %ld KiB -> %ld KiB", before, peak_rss_kib());
+	kvs__buf_free(&body);
+	free(value);
+}
+END_TEST
+
 START_TEST(huge_batches_are_refused_quickly)
 {
 	static const char ok[] =
@@ -473,6 +518,7 @@ int main(void)
 	tcase_add_test(tc, malformed_requests_do_not_fill_the_log);
 	tcase_add_test(tc, one_client_cannot_take_every_connection);
 	tcase_add_test(tc, huge_batches_are_refused_quickly);
+	tcase_add_test(tc, gets_of_a_large_value_stay_within_the_answer_cap);
 	tcase_add_test(tc, batch_over_max_batch_ops_is_refused);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
