@@ -430,7 +430,16 @@ void guard_stop(void)
 		pthread_join(g.thread, NULL);
 	pthread_mutex_lock(&g.mu);
 	g.running = 0;
-	/* Every connection is closed: the table is empty. */
+	/* Every connection is closed; counts that libmicrohttpd never
+	 * gave back (a connection it dropped after admitting it) go too. */
+	for (size_t i = 0; i < g.n_buckets; i++)
+		while (g.buckets[i] != NULL) {
+			struct client *c = g.buckets[i];
+
+			g.buckets[i] = c->next;
+			free(c);
+		}
+	g.n_conns = 0;
 	free(g.buckets);
 	g.buckets = NULL;
 	g.n_buckets = 0;
@@ -441,25 +450,31 @@ void guard_stop(void)
 /* ------------------------------------------------------------------ */
 /* Body budget                                                          */
 
-int guard_reserve(struct server *s, size_t n)
+int guard_try_reserve(struct server *s, size_t n)
 {
 	size_t max = s->cc->max_buffered_bytes;
 	size_t cur = atomic_load_explicit(&g.buffered, memory_order_relaxed);
 
 	do {
-		if (n > max || cur > max - n) {
-			metrics_refused(REFUSED_BODY_BUDGET);
-			log_limited(LL_WARN,
-			            "http: a request body refused with 503 "
-			            "overloaded: %zu more bytes would take the "
-			            "bodies held past max_buffered_bytes (%zu)",
-			            n, max);
+		if (n > max || cur > max - n)
 			return 0;
-		}
 	} while (!atomic_compare_exchange_weak_explicit(
 	        &g.buffered, &cur, cur + n, memory_order_relaxed,
 	        memory_order_relaxed));
 	return 1;
+}
+
+int guard_reserve(struct server *s, size_t n)
+{
+	if (guard_try_reserve(s, n))
+		return 1;
+	metrics_refused(REFUSED_BODY_BUDGET);
+	log_limited(LL_WARN,
+	            "http: a request body refused with 503 overloaded: %zu "
+	            "more bytes would take the bodies held past "
+	            "max_buffered_bytes (%zu)",
+	            n, s->cc->max_buffered_bytes);
+	return 0;
 }
 
 void guard_release(size_t n)

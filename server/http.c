@@ -201,6 +201,10 @@ static int early_checks(struct req *r, const struct target *t)
 			return 0;
 		}
 		if (errno == 0 && *end == '\0' && n > 0) {
+			/* Nobody holds a place in the budget for a body
+			 * that would be refused anyway. */
+			if (!route_admit(r))
+				return 0;
 			if (!guard_reserve(r->srv, (size_t)n)) {
 				reply_overloaded(r);
 				return 0;
@@ -213,8 +217,10 @@ static int early_checks(struct req *r, const struct target *t)
 			}
 			r->body_cap = (size_t)n + 1;
 		}
-	} else if (route_needs_length(r->ep, r->method) &&
-	           (te == NULL || strcasecmp(te, "chunked") != 0)) {
+	} else if (te != NULL && strcasecmp(te, "chunked") == 0) {
+		if (!route_admit(r))
+			return 0;
+	} else if (route_needs_length(r->ep, r->method)) {
 		reply_error(r, KVS_ELENGTH,
 		            "PUT needs a Content-Length (0 for an empty value) "
 		            "or a chunked body");
@@ -236,13 +242,28 @@ static void take_body(struct req *r, const char *data, size_t len)
 	if (r->body_len + len + 1 > r->body_cap) {
 		size_t cap = r->body_cap ? r->body_cap : CHUNKED_BODY_START;
 		char *b;
+		int ok;
 
 		while (cap < r->body_len + len + 1)
 			cap *= 2;
 		if (cap > r->body_limit + 1)
 			cap = r->body_limit + 1;
-		/* A chunked body: what it holds grows with its buffer. */
-		if (!guard_reserve(r->srv, cap - r->body_cap)) {
+		if (r->body_len + len + 1 > r->srv->cc->max_buffered_bytes) {
+			/* Larger than the whole budget: never, not later. */
+			r->body_too_big = 1;
+			r->body_limit = r->srv->cc->max_buffered_bytes - 1;
+			return;
+		}
+		if (cap > r->srv->cc->max_buffered_bytes)
+			cap = r->srv->cc->max_buffered_bytes;
+		/* A chunked body: what it holds grows with its buffer; when
+		 * the doubled buffer does not fit, what it needs now may. */
+		ok = guard_try_reserve(r->srv, cap - r->body_cap);
+		if (!ok) {
+			cap = r->body_len + len + 1;
+			ok = guard_reserve(r->srv, cap - r->body_cap);
+		}
+		if (!ok) {
 			r->over_budget = 1;
 			free(r->body);
 			r->body = NULL;
@@ -399,8 +420,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
 	guard_answered(s, r->track);
 	free(r);
 	*con_cls = NULL;
-	/* At shutdown, the node may be closed already. */
-	if (may_write && toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN)
+	/* Not once stopping: the node may be closed already (main.c
+	 * closes it before the daemon, whose connections still end). */
+	if (may_write && toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN &&
+	    !atomic_load(&s->stopping))
 		report_full_store(s);
 	atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_relaxed);
 }

@@ -244,6 +244,22 @@ static void not_allowed(struct req *r)
 	reply_header(r, "Allow", allow);
 }
 
+int route_admit(struct req *r)
+{
+	if (r->ep == NULL) {
+		reply_error(r, KVS_ENOENDPOINT,
+		            "no endpoint at this path (see docs/api.md)");
+		return 0;
+	}
+	if (!authorized(r))
+		return 0;
+	if (!(r->ep->methods & r->method)) {
+		not_allowed(r);
+		return 0;
+	}
+	return 1;
+}
+
 void route_dispatch(struct req *r)
 {
 	if (atomic_load(&r->srv->stopping)) {

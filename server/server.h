@@ -169,6 +169,7 @@ void guard_body_in(struct guard_conn *c);
 void guard_answered(struct server *s, struct guard_conn *c);
 void guard_stop(void);
 int guard_reserve(struct server *s, size_t n);
+int guard_try_reserve(struct server *s, size_t n); /* not a refusal */
 void guard_release(size_t n);
 size_t guard_buffered(void);
 
@@ -184,6 +185,9 @@ size_t route_body_limit(const struct server *s, const struct endpoint *ep);
 int route_needs_length(const struct endpoint *ep, enum method m);
 enum role route_role_of(struct req *r);
 void route_dispatch(struct req *r);
+/* Before a body is taken (and takes its place in the budget): the
+ * endpoint, the role and the method; 0 after answering when refused. */
+int route_admit(struct req *r);
 const char *method_name(enum method m);
 
 /* request.c */

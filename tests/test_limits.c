@@ -312,6 +312,64 @@ START_TEST(bodies_held_stay_within_the_budget)
 }
 END_TEST
 
+/* Bodies that will be refused take no place in the budget, and a
+ * chunked body takes its size, not its buffer's doubling: with the budget
+ * at one value, requests without a token announcing the largest body
+ * hold nothing, and a chunked value of nearly that size is stored. */
+START_TEST(the_budget_goes_to_bodies_that_will_be_served)
+{
+	static const char *writer[] = {"Authorization: Bearer ct", NULL};
+	enum { HELD = 8, VALUE = 900000 };
+	char head[256], reply[256];
+	int fds[HELD];
+	char *value = malloc(VALUE);
+	struct tc_resp r;
+	int fd;
+
+	ck_assert_ptr_nonnull(value);
+	memset(value, 'c', VALUE);
+	/* Not a power of two: a doubling buffer would pass it. */
+	tc_start(&C, 1, "[limits]\nmax_value_bytes = 1000000\n"
+	                "max_buffered_bytes = 1000000\n"
+	                "[auth]\nclient_tokens = [\"ct\"]\n"
+	                "cluster_secret = \"s3\"\n");
+	/* No token, the largest body announced, none sent: 401 at once. */
+	for (int i = 0; i < HELD; i++) {
+		fds[i] = tc_connect_from("127.0.0.1", C.node[0].port);
+		ck_assert_int_ge(fds[i], 0);
+		send_all(fds[i], "PUT /v1/kv/x" H11
+		                 "Content-Length: 1000000\r\n\r\n");
+		ck_assert_int_eq(wait_reply(fds[i], 5000, reply, sizeof(reply)), 1);
+		ck_assert_msg(strncmp(reply, "HTTP/1.1 401", 12) == 0, "%s",
+		              reply);
+	}
+	/* A writer's value of about the budget, chunked: served. */
+	fd = tc_connect_from("127.0.0.1", C.node[0].port);
+	ck_assert_int_ge(fd, 0);
+	send_all(fd, "PUT /v1/kv/chunked" H11 "Authorization: Bearer ct\r\n"
+	             "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+	for (size_t off = 0; off < VALUE; off += 50000) {
+		snprintf(head, sizeof(head), "%x\r\n", 50000);
+		send_all(fd, head);
+		ck_assert_int_eq(send(fd, value + off, 50000, MSG_NOSIGNAL), 50000);
+		send_all(fd, "\r\n");
+	}
+	send_all(fd, "0\r\n\r\n");
+	ck_assert_int_eq(wait_reply(fd, 5000, reply, sizeof(reply)), 1);
+	ck_assert_msg(strncmp(reply, "HTTP/1.1 200", 12) == 0, "%s", reply);
+	close(fd);
+	for (int i = 0; i < HELD; i++)
+		close(fds[i]);
+	ck_assert_int_eq(tc_http("GET", tc_url(&C, 0, "/v1/kv/%s", "chunked"),
+	                         NULL, 0, writer, &r),
+	                 0);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_uint_eq(r.len, VALUE);
+	tc_resp_free(&r);
+	free(value);
+}
+END_TEST
+
 /* Open a connection from src and ask /health on it (kept alive): 1
  * served (fd kept in *out), 0 refused (closed). */
 static int admitted(const char *src, int *out)
@@ -443,6 +501,7 @@ int main(void)
 	tcase_add_test(tc, trickles_are_cut_at_their_deadline);
 	tcase_add_test(tc, slow_but_timely_requests_are_served);
 	tcase_add_test(tc, bodies_held_stay_within_the_budget);
+	tcase_add_test(tc, the_budget_goes_to_bodies_that_will_be_served);
 	tcase_add_test(tc, connection_caps_are_counted);
 	tcase_add_test(tc, a_full_store_answers_507);
 	suite_add_tcase(s, tc);
