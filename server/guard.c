@@ -85,6 +85,9 @@ struct guard_conn {
 	int counted; /* in its address's count */
 	int fd;
 	int cut; /* shut down by the watch thread (under g.mu) */
+	/* Its TLS client certificate makes it a peer's: 0 not known yet,
+	 * 1 yes, -1 no (only its own thread reads and writes it). */
+	int peer_cert;
 	/* The deadline in monotonic ms, shifted left by one, its low bit set
 	 * for a body's deadline (one word: read together); 0: none. */
 	_Atomic uint64_t clock;
@@ -445,6 +448,17 @@ void guard_stop(void)
 	g.n_buckets = 0;
 	g.cc = NULL;
 	pthread_mutex_unlock(&g.mu);
+}
+
+int guard_peer_cert(const struct guard_conn *c)
+{
+	return c != NULL ? c->peer_cert : 0;
+}
+
+void guard_set_peer_cert(struct guard_conn *c, int yes)
+{
+	if (c != NULL)
+		c->peer_cert = yes ? 1 : -1;
 }
 
 /* ------------------------------------------------------------------ */

@@ -351,8 +351,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
 		r->method = parse_method(method);
 		r->ep = route_find(url);
 		r->body_limit = route_body_limit(s, r->ep);
-		r->role = route_role_of(r);
 		r->track = socket_context_of(conn);
+		r->role = route_role_of(r);
 		*con_cls = r;
 		atomic_fetch_add_explicit(&s->inflight, 1, memory_order_relaxed);
 		/* The headers are in: the body's clock starts. */

@@ -170,6 +170,9 @@ void guard_answered(struct server *s, struct guard_conn *c);
 void guard_stop(void);
 int guard_reserve(struct server *s, size_t n);
 int guard_try_reserve(struct server *s, size_t n); /* not a refusal */
+/* What tls.c found of a connection's client certificate (0: not yet). */
+int guard_peer_cert(const struct guard_conn *c);
+void guard_set_peer_cert(struct guard_conn *c, int yes);
 void guard_release(size_t n);
 size_t guard_buffered(void);
 

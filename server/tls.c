@@ -9,8 +9,9 @@
  * certificate (without requiring one, so that ordinary clients connect as
  * before), and a request whose connection showed a certificate the CA
  * signed is a peer's. libmicrohttpd does not verify client certificates
- * itself; GnuTLS does it here, once per request that needs it (a peer
- * request that also carries the cluster secret does not).
+ * itself; GnuTLS does it here, once per connection, at its first request
+ * that needs it (a peer request that also carries the cluster secret
+ * does not).
  */
 #include <errno.h>
 #include <gnutls/gnutls.h>
@@ -87,16 +88,14 @@ void tls_free(struct server *s)
 	s->tls_cert_pem = s->tls_key_pem = s->tls_ca_pem = NULL;
 }
 
-int tls_client_is_peer(struct req *r)
+/* Verify the certificate the client showed in its handshake. */
+static int certified(struct MHD_Connection *conn)
 {
 	const union MHD_ConnectionInfo *ci;
 	gnutls_session_t session;
 	unsigned status = 1, n = 0;
 
-	if (!r->srv->cc->tls_mutual)
-		return 0;
-	ci = MHD_get_connection_info(r->conn,
-	                             MHD_CONNECTION_INFO_GNUTLS_SESSION);
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
 	if (ci == NULL || ci->tls_session == NULL)
 		return 0;
 	session = (gnutls_session_t)ci->tls_session;
@@ -105,4 +104,21 @@ int tls_client_is_peer(struct req *r)
 	if (gnutls_certificate_verify_peers2(session, &status) != GNUTLS_E_SUCCESS)
 		return 0;
 	return status == 0;
+}
+
+/* Once per connection: its certificate was shown in its one handshake
+ * (libmicrohttpd does not renegotiate), so the answer holds for each of
+ * its requests. */
+int tls_client_is_peer(struct req *r)
+{
+	int known;
+
+	if (!r->srv->cc->tls_mutual)
+		return 0;
+	known = guard_peer_cert(r->track);
+	if (known == 0) {
+		known = certified(r->conn) ? 1 : -1;
+		guard_set_peer_cert(r->track, known == 1);
+	}
+	return known == 1;
 }
