@@ -23,17 +23,18 @@
  *   [tls]       cert, key, ca, peer_cert, peer_key, mutual
  */
 #include <errno.h>
-#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "kvshard/config.h"
 #include "config_internal.h"
 #include "kvshard/ring.h"
 #include "toml.h"
+#include "util.h"
 
 /* Longest file the loader reads: configs are small; this is a guard. */
 #define MAX_CONFIG_BYTES ((size_t)16 << 20)
@@ -1142,9 +1143,8 @@ out:
 
 int kvs_config_load(kvs_config **out, const char *path, char *errbuf)
 {
-	FILE *f;
 	char *buf = NULL;
-	size_t len = 0, cap = 0, n;
+	size_t len = 0;
 	int rc;
 
 	if (errbuf != NULL)
@@ -1152,46 +1152,17 @@ int kvs_config_load(kvs_config **out, const char *path, char *errbuf)
 	if (out == NULL || path == NULL)
 		return KVS_EINVAL;
 	*out = NULL;
-	f = fopen(path, "rb");
-	if (f == NULL) {
-		if (errbuf != NULL)
+	rc = kvs__read_file(path, MAX_CONFIG_BYTES, &buf, &len);
+	if (rc != KVS_OK) {
+		if (errbuf != NULL && rc == KVS_ERANGE)
+			snprintf(errbuf, KVS_ERRBUF_SIZE,
+			         "%s: file is larger than %zu bytes", path,
+			         MAX_CONFIG_BYTES);
+		else if (errbuf != NULL && rc == KVS_EIO)
 			snprintf(errbuf, KVS_ERRBUF_SIZE, "%s: %s", path,
 			         strerror(errno));
-		return KVS_EIO;
+		return rc == KVS_ERANGE ? KVS_ECONFIG : rc;
 	}
-	do {
-		if (len == cap) {
-			char *nb;
-
-			cap = cap ? cap * 2 : 4096;
-			nb = cap <= MAX_CONFIG_BYTES + 1 ? realloc(buf, cap) : NULL;
-			if (nb == NULL) {
-				free(buf);
-				fclose(f);
-				if (cap > MAX_CONFIG_BYTES + 1) {
-					if (errbuf != NULL)
-						snprintf(errbuf, KVS_ERRBUF_SIZE,
-						         "%s: file is larger than "
-						         "%zu bytes",
-						         path, MAX_CONFIG_BYTES);
-					return KVS_ECONFIG;
-				}
-				return KVS_ENOMEM;
-			}
-			buf = nb;
-		}
-		n = fread(buf + len, 1, cap - len, f);
-		len += n;
-	} while (n > 0);
-	if (ferror(f)) {
-		if (errbuf != NULL)
-			snprintf(errbuf, KVS_ERRBUF_SIZE, "%s: read error: %s",
-			         path, strerror(errno));
-		free(buf);
-		fclose(f);
-		return KVS_EIO;
-	}
-	fclose(f);
 	rc = kvs_config_parse(out, buf, len, path, errbuf);
 	free(buf);
 	return rc;

@@ -669,7 +669,12 @@ void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st)
 	st->hints_delivered = atomic_load(&n->counters.hints_delivered);
 	st->hints_expired = atomic_load(&n->counters.hints_expired);
 	st->hints_dropped = atomic_load(&n->counters.hints_dropped);
-	kvs__store_full_writes(n->store, &st->full_map, &st->full_fs);
+	kvs__node_full_writes(n, &st->full_map, &st->full_fs);
+}
+
+void kvs__node_full_writes(kvs__node *n, uint64_t *map, uint64_t *fs)
+{
+	kvs__store_full_writes(n->store, map, fs);
 }
 
 uint64_t kvs__node_epoch(const kvs__node *n)

@@ -251,6 +251,10 @@ typedef struct kvs__node_stats {
 
 void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st);
 
+/** Only the writes refused for lack of room (map, file system), as
+ * kvs__node_stats_get gives them: cheap enough for every request. */
+void kvs__node_full_writes(kvs__node *n, uint64_t *map, uint64_t *fs);
+
 /* Anti-entropy: passes completed (an exchange with every other shard
  * that was up), the wall-clock time of the last (ms since the epoch, 0:
  * none yet), keys repaired either way, and their bytes. */

@@ -1,6 +1,7 @@
 /*
  * util.c - helpers shared by the library, the server and the CLI.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,55 @@ char *kvs__concat(const char *a, const char *b)
 		memcpy(s + la, b, lb + 1);
 	}
 	return s;
+}
+
+int kvs__read_file(const char *path, size_t max, char **out, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t got = 0, cap = 0, n;
+	int rc = KVS_OK, err = 0;
+
+	*out = NULL;
+	*len = 0;
+	if (f == NULL)
+		return KVS_EIO;
+	/* Read up to max + 1 bytes (a file of max bytes and a larger one
+	 * differ), with room for the NUL. */
+	do {
+		if (got + 1 >= cap) {
+			size_t want = cap ? cap * 2 : 4096;
+			char *nb;
+
+			if (want > max + 2)
+				want = max + 2;
+			nb = realloc(buf, want);
+			if (nb == NULL) {
+				rc = KVS_ENOMEM;
+				break;
+			}
+			buf = nb;
+			cap = want;
+		}
+		n = fread(buf + got, 1, cap - 1 - got, f);
+		got += n;
+	} while (n > 0 && got <= max);
+	if (rc == KVS_OK && ferror(f)) {
+		rc = KVS_EIO;
+		err = errno;
+	} else if (rc == KVS_OK && got > max) {
+		rc = KVS_ERANGE;
+	}
+	fclose(f);
+	if (rc != KVS_OK) {
+		free(buf);
+		errno = err;
+		return rc;
+	}
+	buf[got] = '\0';
+	*out = buf;
+	*len = got;
+	return KVS_OK;
 }
 
 uint64_t kvs__mono_ms(void)

@@ -29,6 +29,11 @@ void kvs__realtime_after(struct timespec *ts, unsigned ms);
 /* a followed by b, malloc'ed; NULL when out of memory. */
 char *kvs__concat(const char *a, const char *b);
 
+/* A whole file of at most max bytes, NUL-terminated (not counted in
+ * *len), malloc'ed into *out: KVS_OK, KVS_EIO (errno says why),
+ * KVS_ERANGE (larger than max), KVS_ENOMEM. */
+int kvs__read_file(const char *path, size_t max, char **out, size_t *len);
+
 /*
  * A growable byte buffer. Errors are sticky: after the first failure (out
  * of memory, or growing past max) every later append does nothing, and

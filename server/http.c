@@ -304,12 +304,9 @@ static void report_full_store(struct server *s)
 {
 	static _Atomic uint64_t seen_map, seen_fs;
 	static const char cause = 0; /* the rate limit's key */
-	kvs__node_stats c;
 	uint64_t map, fs, m0, f0;
 
-	kvs__node_stats_get(s->node, &c);
-	map = c.full_map;
-	fs = c.full_fs;
+	kvs__node_full_writes(s->node, &map, &fs);
 	m0 = atomic_load_explicit(&seen_map, memory_order_relaxed);
 	f0 = atomic_load_explicit(&seen_fs, memory_order_relaxed);
 	if ((map == m0 && fs == f0) || !log_limit_take(&cause, NULL))

@@ -28,30 +28,21 @@
 /* The whole file as a NUL-terminated string, malloc'ed. */
 static char *read_pem(const char *path, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "rb");
-	char *text = NULL;
-	size_t len = 0;
+	char *text;
+	size_t len;
+	int rc = kvs__read_file(path, MAX_PEM_BYTES, &text, &len);
 
-	if (f == NULL) {
-		snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-		return NULL;
-	}
-	text = malloc(MAX_PEM_BYTES + 1);
-	if (text != NULL)
-		len = fread(text, 1, MAX_PEM_BYTES + 1, f);
-	if (text == NULL || ferror(f) || len > MAX_PEM_BYTES || len == 0) {
-		snprintf(err, errlen, "cannot read %s: %s", path,
-		         text == NULL  ? "out of memory"
-		         : ferror(f)   ? strerror(errno)
-		         : len == 0    ? "the file is empty"
-		                       : "larger than 1 MiB, not a PEM file");
+	if (rc == KVS_OK && len == 0) {
 		free(text);
-		fclose(f);
+		snprintf(err, errlen, "cannot read %s: the file is empty", path);
 		return NULL;
 	}
-	fclose(f);
-	text[len] = '\0';
-	return text;
+	if (rc != KVS_OK)
+		snprintf(err, errlen, "cannot read %s: %s", path,
+		         rc == KVS_EIO      ? strerror(errno)
+		         : rc == KVS_ERANGE ? "larger than 1 MiB, not a PEM file"
+		                            : "out of memory");
+	return rc == KVS_OK ? text : NULL;
 }
 
 int tls_load(struct server *s, char *err, size_t errlen)

@@ -584,22 +584,19 @@ struct tc_resp tc_get(const char *url, long status)
 
 int tc_raw(int port, const char *request, struct tc_resp *out)
 {
-	struct sockaddr_in a;
 	struct timeval tv = {5, 0};
 	size_t len = strlen(request), cap = 4096, got = 0;
 	char *buf = malloc(cap), *body;
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int fd = tc_connect_from("127.0.0.1", port);
 
 	memset(out, 0, sizeof(*out));
-	ck_assert_int_ge(fd, 0);
 	ck_assert_ptr_nonnull(buf);
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_port = htons((uint16_t)port);
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0) {
+		free(buf);
+		return -1;
+	}
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-	    write(fd, request, len) != (ssize_t)len) {
+	if (write(fd, request, len) != (ssize_t)len) {
 		close(fd);
 		free(buf);
 		return -1;

@@ -643,8 +643,6 @@ int main(void)
 {
 	Suite *s = suite_create("client");
 	TCase *tc = tcase_create("cluster");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, NULL, teardown);
 	tcase_set_timeout(tc, 90);
@@ -661,9 +659,5 @@ int main(void)
 	tcase_add_test(tc, one_handle_many_threads);
 	tcase_add_test(tc, remote_example_runs);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return tu_run(s);
 }

@@ -545,8 +545,6 @@ int main(void)
 {
 	Suite *s = suite_create("config");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, seed_file_loads_unchanged);
 	tcase_add_test(tc, repo_config_file_loads);
@@ -561,9 +559,5 @@ int main(void)
 	tcase_add_test(tc, load_from_file);
 	tcase_add_test(tc, request_limits);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return tu_run(s);
 }

@@ -335,8 +335,6 @@ int main(void)
 {
 	Suite *s = suite_create("coordination");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
@@ -346,9 +344,5 @@ int main(void)
 	tcase_add_test(tc, serving_goes_on_without_etcd);
 	tcase_add_test(tc, unreachable_etcd_stops_the_start);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return tu_run(s);
 }

@@ -201,8 +201,6 @@ int main(void)
 {
 	Suite *s = suite_create("etcd");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
@@ -211,9 +209,5 @@ int main(void)
 	tcase_add_test(tc, endpoints_in_turn);
 	tcase_add_test(tc, no_thread_of_its_own);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return tu_run(s);
 }

@@ -190,7 +190,8 @@ static const char *const server_may_use[] = {
 	"kvs__node", "kvs__node_options", "kvs__node_options_init",
 	"kvs__node_open", "kvs__node_close", "kvs__node_kv", "kvs__node_batch",
 	"kvs__node_scan", "kvs__node_serve_peer", "kvs__node_stats",
-	"kvs__node_stats_get", "kvs__node_shard_status",
+	"kvs__node_stats_get", "kvs__node_full_writes",
+	"kvs__node_shard_status",
 	"kvs__node_hints_pending", "kvs__node_aae_stats",
 	"kvs__aae_stats", "kvs__node_epoch",
 	"kvs__node_store", "kvs__kv_req", "kvs__kv_kind", "kvs__cond",
@@ -206,12 +207,13 @@ static const char *const server_may_use[] = {
 	"kvs__coord_leave", "kvs__coord_close",
 	/* The protocol's names and the config's address syntax. */
 	"kvs__http_status", "kvs__parse_address",
-	/* Text helpers (util.h, base64.h). */
+	/* Text and file helpers (util.h, base64.h). */
 	"kvs__buf", "kvs__buf_init", "kvs__buf_free", "kvs__buf_add",
 	"kvs__buf_adds", "kvs__buf_addf", "kvs__buf_take", "kvs__json_bytes",
 	"kvs__json_escape", "kvs__json_b64", "kvs__url_decode", "kvs__mono_ms",
 	"kvs__mono_ns", "kvs__b64_decode_alloc", "kvs__b64_encode",
-	"kvs__printable", "kvs__utf8_len", "kvs__utf8_text", NULL,
+	"kvs__printable", "kvs__utf8_len", "kvs__utf8_text", "kvs__read_file",
+	NULL,
 };
 
 static char *read_source(const char *rel)
@@ -312,8 +314,6 @@ int main(void)
 {
 	Suite *s = suite_create("hygiene");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, exported_symbols_match_the_list);
@@ -322,9 +322,5 @@ int main(void)
 	tcase_add_test(tc, dependency_walls);
 	tcase_add_test(tc, server_uses_only_node_operations);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return tu_run(s);
 }

@@ -1332,8 +1332,6 @@ int main(void)
 {
 	Suite *s = suite_create("node");
 	TCase *tc = tcase_create("simulation");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 600);
 	tcase_add_test(tc, sim_quorum_reads_and_writes);
@@ -1351,9 +1349,5 @@ int main(void)
 	tcase_add_test(tc, sim_tombstone_purge);
 	tcase_add_test(tc, a_seed_replays_exactly);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return tu_run(s);
 }

@@ -361,12 +361,40 @@ START_TEST(base64_and_percent_encoding)
 }
 END_TEST
 
+/* Whole files: up to max bytes, NUL-terminated; one byte more is too
+ * large; a missing file is an I/O error. */
+START_TEST(files_are_read_whole_up_to_their_max)
+{
+	char path[600], big[10000];
+	char *text;
+	size_t len;
+
+	memset(big, 'x', sizeof(big));
+	snprintf(path, sizeof(path), "%s/f", tu_mkdtemp());
+	ck_assert_int_eq(tu_write_file(path, big, sizeof(big)), 0);
+	ck_assert_int_eq(kvs__read_file(path, sizeof(big), &text, &len), KVS_OK);
+	ck_assert_uint_eq(len, sizeof(big));
+	ck_assert_int_eq(text[len], '\0');
+	ck_assert_int_eq(memcmp(text, big, len), 0);
+	free(text);
+	ck_assert_int_eq(kvs__read_file(path, sizeof(big) - 1, &text, &len),
+	                 KVS_ERANGE);
+	ck_assert_ptr_null(text);
+	ck_assert_int_eq(tu_write_file(path, "", 0), 0);
+	ck_assert_int_eq(kvs__read_file(path, 10, &text, &len), KVS_OK);
+	ck_assert_uint_eq(len, 0);
+	ck_assert_str_eq(text, "");
+	free(text);
+	snprintf(path, sizeof(path), "%s/none", tu_mkdtemp());
+	ck_assert_int_eq(kvs__read_file(path, 10, &text, &len), KVS_EIO);
+	ck_assert_ptr_null(text);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("protocol");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, requests_round_trip);
 	tcase_add_test(tc, a_ping_is_a_frame_of_nothing);
@@ -377,10 +405,7 @@ int main(void)
 	tcase_add_test(tc, buffers_grow_and_stop_at_their_cap);
 	tcase_add_test(tc, utf8_and_json_strings);
 	tcase_add_test(tc, base64_and_percent_encoding);
+	tcase_add_test(tc, files_are_read_whole_up_to_their_max);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return tu_run(s);
 }

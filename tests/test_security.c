@@ -338,13 +338,10 @@ static Suite *security_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(security_suite());
-	int failed;
+	int status;
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	status = tu_run(security_suite());
 	curl_global_cleanup();
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return status;
 }

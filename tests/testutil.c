@@ -11,7 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kvshard/common.h"
 #include "testutil.h"
+#include "util.h"
 
 const char *tu_mkdtemp(void)
 {
@@ -84,22 +86,12 @@ int tu_write_file(const char *path, const void *data, size_t len)
 
 char *tu_read_file(const char *path)
 {
-	FILE *f = fopen(path, "rb");
-	char *text = NULL;
-	size_t len = 0, cap = 0, n;
+	char *text;
+	size_t len;
 
-	ck_assert_msg(f != NULL, "cannot open %s", path);
-	do {
-		if (cap - len < 4096) {
-			cap = cap ? 2 * cap : 8192;
-			text = realloc(text, cap);
-			ck_assert_ptr_nonnull(text);
-		}
-		n = fread(text + len, 1, cap - len - 1, f);
-		len += n;
-	} while (n > 0);
-	fclose(f);
-	text[len] = '\0';
+	ck_assert_msg(kvs__read_file(path, (size_t)1 << 30, &text, &len) ==
+	                      KVS_OK,
+	              "cannot read %s", path);
 	return text;
 }
 
@@ -117,4 +109,15 @@ void tu_lmdb_drop(const char *dir, const char *name)
 	ck_assert_int_eq(mdb_drop(txn, dbi, 0), 0);
 	ck_assert_int_eq(mdb_txn_commit(txn), 0);
 	mdb_env_close(env);
+}
+
+int tu_run(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -5,8 +5,12 @@
 #ifndef KVS_TESTUTIL_H
 #define KVS_TESTUTIL_H
 
+#include <check.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* Run suite s (and free it): the exit status of a test program. */
+int tu_run(Suite *s);
 
 /* A fresh empty directory under $TMPDIR; the path is static storage reused
  * by the next call (copy it if you need two). Aborts the test on failure. */
