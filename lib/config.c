@@ -588,6 +588,8 @@ static int load_cluster(struct ctx *x, const kvs__toml_value *t)
 			x->grace_col = kv->value->col;
 		} else if (is_key(kv, "hint_max_bytes")) {
 			rc = get_size(x, kv, 0, SIZE_MAX / 2, &c->hint_max_bytes);
+		} else if (is_key(kv, "peer_links")) {
+			rc = get_bool(x, kv, &c->peer_links);
 		} else if (is_key(kv, "hint_rate_bytes")) {
 			rc = get_size(x, kv, 1024, SIZE_MAX / 2,
 			              &c->hint_rate_bytes);
@@ -988,6 +990,7 @@ static void set_defaults(kvs_cluster_config *c)
 	c->tombstone_grace_s = KVS_DEFAULT_TOMBSTONE_GRACE_S;
 	c->name = KVS_DEFAULT_CLUSTER_NAME;
 	c->lease_ttl_s = KVS_DEFAULT_LEASE_TTL_S;
+	c->peer_links = 1;
 	c->sync = KVS_SYNC_FULL;
 	c->max_key_bytes = KVS_DEFAULT_MAX_KEY_BYTES;
 	c->max_value_bytes = KVS_DEFAULT_MAX_VALUE_BYTES;

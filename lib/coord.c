@@ -426,6 +426,7 @@ static void *renewer_main(void *arg)
 {
 	kvs__coord *co = arg;
 
+	pthread_setname_np(pthread_self(), "kvs-etcd-lease");
 	pthread_mutex_lock(&co->mu);
 	while (!co->closing) {
 		struct timespec until;

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "link.h"
 #include "node_internal.h"
 #include "util.h"
 
@@ -595,6 +596,7 @@ static void *prober_main(void *arg)
 {
 	kvs__node *n = arg;
 
+	pthread_setname_np(pthread_self(), "kvs-prober");
 	pthread_mutex_lock(&n->prober_mu);
 	while (!n->prober_stop) {
 		struct timespec until;
@@ -670,6 +672,11 @@ void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st)
 	st->hints_expired = atomic_load(&n->counters.hints_expired);
 	st->hints_dropped = atomic_load(&n->counters.hints_dropped);
 	kvs__node_full_writes(n, &st->full_map, &st->full_fs);
+	st->links_up = st->link_frames = 0;
+	if (n->ops == &kvs__peer_link_ops)
+		kvs__peer_link_stats(n->impl, &st->links_up, &st->link_frames);
+	st->links_served = n->links != NULL ? kvs__link_server_count(n->links)
+	                                    : 0;
 }
 
 void kvs__node_full_writes(kvs__node *n, uint64_t *map, uint64_t *fs)
@@ -699,6 +706,43 @@ static char *base_url(const kvs_cluster_config *cc, const kvs_shard_config *s)
 		         cc->tls_cert != NULL ? "https" : "http", s->host,
 		         (unsigned)s->port);
 	return u;
+}
+
+/* Links to the peers (link.h), over the HTTP transport n runs. */
+static int start_links(kvs__node *n)
+{
+	kvs__peer_link_options lo;
+	const char **hosts = calloc(n->n_shards, sizeof(*hosts));
+	uint16_t *ports = calloc(n->n_shards, sizeof(*ports));
+	int rc = KVS_ENOMEM;
+
+	if (hosts != NULL && ports != NULL) {
+		for (size_t i = 0; i < n->n_shards; i++) {
+			const kvs_shard_config *s = kvs_config_shard(n->cfg, i);
+
+			hosts[i] = s->host;
+			ports[i] = s->port;
+		}
+		memset(&lo, 0, sizeof(lo));
+		lo.self = n->self;
+		lo.hosts = hosts;
+		lo.ports = ports;
+		lo.n = n->n_shards;
+		lo.secret = n->cc->cluster_secret;
+		lo.connect_timeout_ms = n->cc->connect_timeout_ms;
+		lo.request_timeout_ms = n->cc->request_timeout_ms;
+		lo.http_ops = n->ops;
+		lo.http = n->impl;
+		/* The link owns the HTTP transport from here, even failing. */
+		n->ops = NULL;
+		n->impl = NULL;
+		rc = kvs__peer_link_new(&n->impl, &lo);
+		if (rc == KVS_OK)
+			n->ops = &kvs__peer_link_ops;
+	}
+	free(hosts);
+	free(ports);
+	return rc;
 }
 
 static int start_http_peers(kvs__node *n, char *errbuf, size_t errlen)
@@ -734,7 +778,9 @@ static int start_http_peers(kvs__node *n, char *errbuf, size_t errlen)
 	rc = kvs__peer_http_new(&n->impl, &po);
 	if (rc == KVS_OK)
 		n->ops = &kvs__peer_http_ops;
-	else
+	if (rc == KVS_OK && n->cc->peer_links && n->cc->tls_cert == NULL)
+		rc = start_links(n);
+	if (rc != KVS_OK)
 		snprintf(errbuf, errlen, "cannot start the peer transport: %s",
 		         kvs_strerror(rc));
 out:
@@ -753,7 +799,7 @@ int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
 	kvs_ring_member *members = NULL;
 	kvs_store_options sopts;
 	kvs__node *n;
-	int rc;
+	int rc, networked = 0;
 
 	*out = NULL;
 	n = me != NULL ? calloc(1, sizeof(*n)) : NULL;
@@ -814,6 +860,7 @@ int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
 		rc = start_http_peers(n, errbuf, errlen);
 		if (rc != KVS_OK)
 			goto fail;
+		networked = 1;
 	}
 	kvs_store_options_init(&sopts);
 	if (cc->map_size != 0)
@@ -836,6 +883,17 @@ int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
 		         store_path, kvs_strerror(rc));
 		goto fail;
 	}
+	/* A peer's frame needs no more room than a value and its encoding
+	 * (the limit of POST /internal/ops). */
+	if (networked && cc->peer_links && cc->tls_cert == NULL &&
+	    n->n_shards > 1 &&
+	    (rc = kvs__link_server_new(&n->links, n,
+	                               cc->max_value_bytes * 2 +
+	                                       KVS__LINK_SLACK)) != KVS_OK) {
+		snprintf(errbuf, errlen, "cannot serve peer links: %s",
+		         kvs_strerror(rc));
+		goto fail;
+	}
 	if (!n->o.no_prober && n->n_shards > 1) {
 		if (pthread_create(&n->prober, NULL, prober_main, n) != 0) {
 			snprintf(errbuf, errlen, "cannot start the prober thread");
@@ -853,10 +911,27 @@ fail:
 	return rc;
 }
 
+int kvs__node_serves_links(const kvs__node *n)
+{
+	return n->links != NULL;
+}
+
+int kvs__node_serve_link(kvs__node *n, int fd, const void *extra,
+                         size_t extra_len, void (*on_close)(void *ud),
+                         void *ud)
+{
+	if (n->links == NULL)
+		return KVS_ENOTSUP;
+	return kvs__link_server_add(n->links, fd, extra, extra_len, on_close,
+	                            ud);
+}
+
 void kvs__node_close(kvs__node *n)
 {
 	if (n == NULL)
 		return;
+	/* Links read no more frames; those being served still answer. */
+	kvs__link_server_stop(n->links);
 	if (n->prober_started) {
 		pthread_mutex_lock(&n->prober_mu);
 		n->prober_stop = 1;
@@ -890,6 +965,8 @@ void kvs__node_close(kvs__node *n)
 			lane_destroy(lane);
 		}
 	kvs_store_close(n->store);
+	/* Every frame is answered: the links end. */
+	kvs__link_server_free(n->links);
 	kvs__aae_close(n);
 	kvs_ring_free(n->ring);
 	free(n->peers);

@@ -220,6 +220,19 @@ void kvs__node_serve_peer(kvs__node *n, const void *frame, size_t len,
                           kvs__peer_reply *out, kvs__node_cb cb, void *ud);
 
 /**
+ * Links (link.h): does this node serve them (peer_links on, no TLS);
+ * serve one, a connection that agreed to speak the link protocol, whose
+ * first bytes (extra) were read already. The node never closes fd: it
+ * calls on_close(ud) once the link ends, at the latest in
+ * kvs__node_close. KVS_ECLOSED or KVS_ENOTSUP: not taken (on_close is
+ * not called).
+ */
+int kvs__node_serves_links(const kvs__node *n);
+int kvs__node_serve_link(kvs__node *n, int fd, const void *extra,
+                         size_t extra_len, void (*on_close)(void *ud),
+                         void *ud);
+
+/**
  * After kvs__node_serve_peer's cb (with rc KVS_OK): the answer frame,
  * malloc'ed (free()), or NULL when out of memory.
  */
@@ -247,6 +260,9 @@ typedef struct kvs__node_stats {
 	                            the store failed */
 	uint64_t full_map;       /* writes the store refused: map full */
 	uint64_t full_fs;        /* ... and filesystem full */
+	uint64_t links_up;       /* links to peers up now (link.h) */
+	uint64_t links_served;   /* links from peers served now */
+	uint64_t link_frames;    /* of peer_frames, those sent on links */
 } kvs__node_stats;
 
 void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st);

@@ -175,6 +175,7 @@ struct kvs__node {
 	struct kvs__latency lat[KVS__LAT_KINDS];
 
 	/* Senders hold it shared; close takes it to stop all sending. */
+	struct kvs__link_server *links; /* NULL: no links served */
 	pthread_rwlock_t send_lock;
 	int closing;
 

@@ -64,6 +64,9 @@
 #define KVS_PATH_METRICS "/metrics"
 #define KVS_PATH_INTERNAL "/internal/" /* prefix of the peer protocol */
 #define KVS_PATH_PEER "/internal/ops"
+/* A link of frames (link.h): the upgrade that starts it. */
+#define KVS_PATH_LINK "/internal/link"
+#define KVS__LINK_PROTOCOL "kvshard-peer/1"
 
 /* Query arguments. */
 #define KVS_ARG_KEY "key"

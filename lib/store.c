@@ -1093,6 +1093,7 @@ static void *indexer_main(void *arg)
 	struct aae_log spare = {0};
 	struct sched_param idle = {0};
 
+	pthread_setname_np(pthread_self(), "kvs-indexer");
 	(void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
 	pthread_mutex_lock(&s->imu);
 	for (;;) {
@@ -1802,6 +1803,7 @@ static void *writer_main(void *arg)
 	time_t last_check = time(NULL);
 	int mrc;
 
+	pthread_setname_np(pthread_self(), "kvs-writer");
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
 		while (s->head == NULL && pending == NULL && !s->closing) {

@@ -536,6 +536,7 @@ static void *engine_main(void *arg)
 	kvs__transport *t = arg;
 	int running = 0;
 
+	pthread_setname_np(pthread_self(), "kvs-http-out");
 	for (;;) {
 		struct xfer *q, *next;
 		CURLMsg *msg;

@@ -286,6 +286,21 @@ void handle_metrics(struct req *r)
 	              "%llu\n",
 	              (unsigned long long)c.full_map,
 	              (unsigned long long)c.full_fs);
+	kvs__buf_addf(&b,
+	              "# HELP kvshard_peer_links Links between nodes "
+	              "(docs/protocol.md): to peers, up now; from peers, "
+	              "served now.\n"
+	              "# TYPE kvshard_peer_links gauge\n"
+	              "kvshard_peer_links{direction=\"out\"} %llu\n"
+	              "kvshard_peer_links{direction=\"in\"} %llu\n"
+	              "# HELP kvshard_peer_link_frames_total Of the frames "
+	              "sent to peers, those sent on links (the rest went as "
+	              "HTTP requests).\n"
+	              "# TYPE kvshard_peer_link_frames_total counter\n"
+	              "kvshard_peer_link_frames_total %llu\n",
+	              (unsigned long long)c.links_up,
+	              (unsigned long long)c.links_served,
+	              (unsigned long long)c.link_frames);
 	kvs__buf_adds(&b, "# HELP kvshard_peer_up 1 if this node believes the "
 	                  "shard is up.\n# TYPE kvshard_peer_up gauge\n");
 	for (size_t i = 0; i < kvs_config_shard_count(s->cfg); i++)

@@ -391,12 +391,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
 	struct server *s = cls;
 	struct req *r = *con_cls;
 	uint64_t elapsed;
-	int may_write;
+	int may_write, upgraded;
 
 	(void)conn;
 	if (r == NULL)
 		return;
 	may_write = !(r->method & (M_GET | M_HEAD));
+	upgraded = r->upgraded;
 	elapsed = kvs__mono_ns() - r->start_ns;
 	metrics_record(route_id(r->ep), r->status, elapsed);
 	atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
@@ -422,7 +423,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
 	if (may_write && toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN &&
 	    !atomic_load(&s->stopping))
 		report_full_store(s);
-	atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_relaxed);
+	if (!upgraded) /* a link was counted out when it began */
+		atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_relaxed);
 }
 
 static void on_connection(void *cls, struct MHD_Connection *conn,
@@ -498,6 +500,9 @@ int http_start(struct server *s, int listen_fd)
 	                 MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
 	                 MHD_USE_ERROR_LOG;
 	struct MHD_OptionItem tls[4];
+
+	if (kvs__node_serves_links(s->node))
+		flags |= MHD_ALLOW_UPGRADE;
 	size_t n = 0;
 
 	if (s->tls_cert_pem != NULL) {

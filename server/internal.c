@@ -1,8 +1,13 @@
 /*
  * internal.c - POST /internal/ops: a frame of the peer protocol
- * (lib/protocol.h, docs/protocol.md), served by the node.
+ * (lib/protocol.h, docs/protocol.md), served by the node; and GET
+ * /internal/link, which turns a peer's connection into a link of frames
+ * (lib/link.h) served by the node's link server.
  */
+#include <microhttpd.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "server.h"
 
@@ -58,4 +63,62 @@ void handle_internal(struct req *r)
 	kvs__node_serve_peer(r->srv->node, r->body ? r->body : "", r->body_len,
 	                     &c->reply, req_node_done, r);
 	req_wait(r, render);
+}
+
+/* ------------------------------------------------------------------ */
+
+static void link_closed(void *ud)
+{
+	MHD_upgrade_action(ud, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+/* The 101 is sent: the connection is the link server's. */
+static void upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
+                     const char *extra, size_t extra_len, MHD_socket sock,
+                     struct MHD_UpgradeResponseHandle *urh)
+{
+	struct server *s = cls;
+
+	(void)conn;
+	(void)con_cls; /* the request may be gone: it is not used */
+	if (kvs__node_serve_link(s->node, sock, extra, extra_len, link_closed,
+	                         urh) != KVS_OK)
+		MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+void handle_link(struct req *r)
+{
+	const char *up = MHD_lookup_connection_value(
+	        r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_UPGRADE);
+	const char *conn = MHD_lookup_connection_value(
+	        r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION);
+	struct MHD_Response *resp;
+
+	if (!kvs__node_serves_links(r->srv->node)) {
+		reply_error(r, KVS_ENOTSUP,
+		            "this node serves no peer links (peer_links is "
+		            "false, or the cluster runs TLS): peers use %s",
+		            KVS_PATH_PEER);
+		return;
+	}
+	if (up == NULL || strcasecmp(up, KVS__LINK_PROTOCOL) != 0 ||
+	    conn == NULL || strcasestr(conn, "upgrade") == NULL) {
+		reply_error(r, KVS_EBADREQUEST,
+		            "a link starts with Connection: Upgrade and "
+		            "Upgrade: %s",
+		            KVS__LINK_PROTOCOL);
+		return;
+	}
+	resp = MHD_create_response_for_upgrade(upgraded, r->srv);
+	if (resp != NULL) {
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE,
+		                        KVS__LINK_PROTOCOL);
+		/* From here a link, not a request in flight (a stop does not
+		 * wait for it), and never cut by a deadline. */
+		r->upgraded = 1;
+		atomic_fetch_sub_explicit(&r->srv->inflight, 1,
+		                          memory_order_relaxed);
+		guard_upgraded(r->track);
+	}
+	reply_response(r, MHD_HTTP_SWITCHING_PROTOCOLS, resp, NULL);
 }

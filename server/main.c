@@ -418,7 +418,7 @@ int main(int argc, char **argv)
 	fd = -1;
 out:
 	/* The node first: its completions may still resume connections of
-	 * the running daemon. */
+	 * the running daemon, and it ends the links the daemon handed it. */
 	kvs__node_close(srv.node);
 	http_stop(&srv);
 	tls_free(&srv);

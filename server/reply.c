@@ -15,8 +15,8 @@
 #define MESSAGE_MAX 512
 
 /* Take resp as r's answer. */
-static void answer(struct req *r, unsigned status, struct MHD_Response *resp,
-                   const char *ctype)
+void reply_response(struct req *r, unsigned status, struct MHD_Response *resp,
+                    const char *ctype)
 {
 	if (r->answered) {
 		log_msg(LL_ERROR, "internal error: request answered twice");
@@ -45,13 +45,13 @@ void reply_bytes(struct req *r, unsigned status, char *data, size_t len,
 
 	if (resp == NULL)
 		free(data);
-	answer(r, status, resp, ctype);
+	reply_response(r, status, resp, ctype);
 }
 
 void reply_static(struct req *r, unsigned status, const char *text,
                   const char *ctype)
 {
-	answer(r, status,
+	reply_response(r, status,
 	       MHD_create_response_from_buffer(strlen(text), (void *)text,
 	                                       MHD_RESPMEM_PERSISTENT),
 	       ctype);
@@ -118,7 +118,7 @@ void reply_value(struct req *r, const void *value, size_t len,
 
 	if (resp == NULL && release != NULL)
 		release(hold);
-	answer(r, 200, resp, ctype);
+	reply_response(r, 200, resp, ctype);
 }
 
 void reply_header(struct req *r, const char *name, const char *value)

@@ -104,6 +104,8 @@ static const struct endpoint endpoints[] = {
 	 BODY_SMALL, NULL, handle_metrics},
 	{KVS_PATH_PEER, 0, EP_INTERNAL, M_POST, ROLE_PEER, 0, ROLE_PEER,
 	 BODY_PEER, NULL, handle_internal},
+	{KVS_PATH_LINK, 0, EP_INTERNAL, M_GET, ROLE_PEER, 0, ROLE_PEER,
+	 BODY_SMALL, NULL, handle_link},
 	{KVS_PATH_INTERNAL, 1, EP_INTERNAL, ~0u, ROLE_PEER, 0, ROLE_PEER,
 	 BODY_SMALL, NULL, no_peer_endpoint},
 };

@@ -142,6 +142,7 @@ struct req {
 	/* Waiting for a node operation (request.c). */
 	_Atomic int state;
 	int suspended;
+	int upgraded; /* a link now: no longer a request in flight */
 	void (*render)(struct req *r);
 
 	/* The handler's own state, freed with the request. */
@@ -166,6 +167,8 @@ struct guard_conn *guard_open(struct server *s, int fd,
 void guard_close(struct guard_conn *c);
 void guard_headers_in(struct server *s, struct guard_conn *c);
 void guard_body_in(struct guard_conn *c);
+/* c is a link now: no deadline is ever set on it again. */
+void guard_upgraded(struct guard_conn *c);
 void guard_answered(struct server *s, struct guard_conn *c);
 void guard_stop(void);
 int guard_reserve(struct server *s, size_t n);
@@ -230,6 +233,8 @@ void reply_fail(struct req *r, int rc, const char *what);
 void reply_value(struct req *r, const void *value, size_t len,
                  void (*release)(void *), void *hold, const char *ctype);
 /* Answer status with bytes (taken: free()). */
+void reply_response(struct req *r, unsigned status, struct MHD_Response *resp,
+                    const char *ctype);
 void reply_bytes(struct req *r, unsigned status, char *data, size_t len,
                  const char *ctype);
 void reply_static(struct req *r, unsigned status, const char *text,
@@ -249,6 +254,7 @@ void handle_retrieve(struct req *r);
 void handle_scan(struct req *r);
 void handle_batch(struct req *r);
 void handle_internal(struct req *r);
+void handle_link(struct req *r);
 void handle_cluster(struct req *r);
 void handle_status(struct req *r);
 void handle_health(struct req *r);

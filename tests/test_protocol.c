@@ -10,7 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include "link.h"
+#include "link_wire.h"
 #include "peer.h"
 #include "protocol.h"
 #include "testutil.h"
@@ -391,6 +395,77 @@ START_TEST(files_are_read_whole_up_to_their_max)
 }
 END_TEST
 
+/* Link messages through a socket that takes little at a time: what it
+ * does not take waits in order, and the reader finds every message whole,
+ * in order, however the bytes were cut. */
+START_TEST(link_messages_survive_short_writes)
+{
+	struct kvs__wq out = {0};
+	struct kvs__rq in = {0};
+	struct kvs__link_msg m;
+	unsigned char head[KVS__LINK_HEAD];
+	uint64_t written = 0, sent = 0;
+	int sv[2], small = 4096, queued = 0;
+	char *big = malloc(300000);
+	size_t off = 0, seen = 0;
+
+	ck_assert_ptr_nonnull(big);
+	for (size_t i = 0; i < 300000; i++)
+		big[i] = (char)(i * 7);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	/* Ten messages: small ones and large ones, ids 1..10. */
+	for (uint32_t id = 1; id <= 10; id++) {
+		size_t len = id % 2 ? id : 100000 + id;
+		int rc;
+
+		kvs__link_head(head, (uint32_t)len, id, -(int32_t)id);
+		rc = kvs__wq_send(&out, sv[0], head, big, len, &written);
+		ck_assert_int_ge(rc, 0);
+		queued |= rc == 0;
+		sent += KVS__LINK_HEAD + len;
+	}
+	ck_assert(queued); /* the socket did not take it all at once */
+	/* Read and flush in turn until every message came. */
+	while (seen < 10) {
+		int r = kvs__wq_flush(&out, sv[0], &written);
+		int got;
+
+		ck_assert_int_ge(r, 0);
+		ck_assert_int_ge(kvs__rq_read(&in, sv[1]), 0);
+		while ((got = kvs__link_next(&in, off, 1u << 20, &m)) == 1) {
+			uint32_t id = (uint32_t)(seen + 1);
+			size_t len = id % 2 ? id : 100000 + id;
+
+			ck_assert_uint_eq(m.id, id);
+			ck_assert_int_eq(m.rc, -(int32_t)id);
+			ck_assert_uint_eq(m.len, len);
+			ck_assert(memcmp(m.body, big, len) == 0);
+			off += KVS__LINK_HEAD + m.len;
+			seen++;
+		}
+		ck_assert_int_eq(got, 0);
+		kvs__rq_consume(&in, off);
+		off = 0;
+	}
+	ck_assert_uint_eq(written, sent);
+	ck_assert_int_eq(kvs__wq_flush(&out, sv[0], &written), 1);
+	/* A head announcing more than the cap is an error, not a wait. */
+	kvs__link_head(head, 2000, 11, 0);
+	ck_assert_int_eq(kvs__rq_append(&in, head, sizeof(head)), KVS_OK);
+	ck_assert_int_eq(kvs__link_next(&in, 0, 1999, &m), -1);
+	ck_assert_int_eq(kvs__link_next(&in, 0, 2000, &m), 0);
+	/* The peer closing is said so. */
+	close(sv[0]);
+	kvs__rq_reset(&in);
+	ck_assert_int_eq(kvs__rq_read(&in, sv[1]), KVS_ECLOSED);
+	close(sv[1]);
+	kvs__wq_free(&out);
+	kvs__rq_free(&in);
+	free(big);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("protocol");
@@ -406,6 +481,7 @@ int main(void)
 	tcase_add_test(tc, utf8_and_json_strings);
 	tcase_add_test(tc, base64_and_percent_encoding);
 	tcase_add_test(tc, files_are_read_whole_up_to_their_max);
+	tcase_add_test(tc, link_messages_survive_short_writes);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }

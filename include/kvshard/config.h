@@ -169,6 +169,11 @@ typedef struct kvs_cluster_config {
 	 * calls); client tokens may read and write, read tokens read. */
 	const char *const *admin_tokens;
 	size_t n_admin_tokens;
+	/* [cluster]: nodes reach each other over links of their own (one
+	 * upgraded connection each way, docs/protocol.md) rather than an
+	 * HTTP request per frame; plain HTTP when false, and always over
+	 * TLS in this version. */
+	int peer_links;
 } kvs_cluster_config;
 
 /**

@@ -1,0 +1,627 @@
+/*
+ * link.c - the sending side of links (link.h): one connection to each
+ * other shard, written by the senders, read by one thread.
+ *
+ * A frame is written by the thread that sends it, at once, under its
+ * link's lock: sendmsg() of the head and the frame. What the socket does
+ * not take waits in the link's out queue, which the reading thread flushes
+ * when the socket can take more (EPOLLOUT). The frame's callback is kept,
+ * under its id, until its answer comes back, its time is up, or the link
+ * breaks.
+ *
+ * The reading thread also connects: a link that is down is tried again
+ * after a back-off (50 ms, doubling up to 1 s), with a non-blocking
+ * connect and the upgrade request of link.h. A peer that answers the
+ * upgrade with anything but 101 (an older version, a wrong secret) is
+ * tried again after 10 s; meanwhile, and whenever its link is not up,
+ * frames go over HTTP.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "link.h"
+#include "link_wire.h"
+#include "protocol.h"
+#include "util.h"
+
+#define TICK_MS 20
+#define BACKOFF_FIRST_MS 50
+#define BACKOFF_MAX_MS 1000
+#define REFUSED_RETRY_MS 10000
+#define HELLO_ANSWER_MAX 4096
+/* A link whose peer takes nothing more than this keeps no more: frames
+ * beyond go over HTTP. */
+#define OUT_MAX ((size_t)64 << 20)
+/* Largest answer body accepted (the peer answers are not capped). */
+#define ANSWER_MAX ((size_t)1 << 30)
+
+enum { L_DOWN, L_CONNECTING, L_HELLO, L_UP };
+
+struct pend {
+	uint32_t id;
+	size_t n_ops;
+	uint64_t deadline; /* kvs__mono_ms() */
+	uint64_t start;    /* its head's offset in the stream of bytes */
+	kvs__panswer *answer;
+	kvs__peer_cb cb;
+	void *ud;
+};
+
+struct lconn {
+	struct links *L;
+	size_t peer;
+	pthread_mutex_t mu;
+	int fd;
+	_Atomic int state;
+	struct kvs__wq out;
+	uint64_t queued;  /* bytes given to the link since it came up */
+	uint64_t written; /* of which the socket took these */
+	int out_armed;
+	struct pend *pend;
+	size_t n_pend, cap_pend;
+	uint32_t next_id;
+	/* The reading thread's alone. */
+	struct kvs__rq in;
+	uint64_t retry_at;
+	uint64_t connect_deadline;
+	unsigned backoff_ms;
+};
+
+struct links {
+	kvs__peer_link_options o;
+	char **hosts;
+	uint16_t *ports;
+	struct lconn *c;
+	int ep, wake;
+	pthread_t thread;
+	int started;
+	_Atomic int closing;
+	_Atomic uint64_t frames; /* sent on links */
+};
+
+/* ------------------------------------------------------------------ */
+
+static void arm(struct links *L, struct lconn *c, int out)
+{
+	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN | EPOLLRDHUP | (out ? EPOLLOUT : 0);
+	ev.data.ptr = c;
+	epoll_ctl(L->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Take pending i out of c's list (c->mu held). */
+static struct pend pend_take(struct lconn *c, size_t i)
+{
+	struct pend p = c->pend[i];
+
+	c->pend[i] = c->pend[--c->n_pend];
+	return p;
+}
+
+static void pend_fail(struct pend *p, int rc, int refused)
+{
+	p->answer->rc = rc;
+	p->answer->refused = refused;
+	p->cb(p->ud, p->answer);
+}
+
+/* The link broke, or never came up: what waited fails (reading thread). */
+static void conn_down(struct lconn *c, unsigned retry_ms, int why)
+{
+	struct pend *p;
+	size_t n;
+	uint64_t written;
+
+	pthread_mutex_lock(&c->mu);
+	if (c->fd >= 0)
+		close(c->fd); /* leaves the epoll set too */
+	c->fd = -1;
+	atomic_store(&c->state, L_DOWN);
+	p = c->pend;
+	n = c->n_pend;
+	written = c->written;
+	c->pend = NULL;
+	c->n_pend = c->cap_pend = 0;
+	kvs__wq_reset(&c->out);
+	c->out_armed = 0;
+	c->queued = c->written = 0;
+	pthread_mutex_unlock(&c->mu);
+	kvs__rq_reset(&c->in);
+	if (retry_ms == 0) {
+		retry_ms = c->backoff_ms;
+		c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS
+		                        ? BACKOFF_MAX_MS
+		                        : c->backoff_ms * 2;
+	}
+	c->retry_at = kvs__mono_ms() + retry_ms;
+	/* A frame no byte of which left certainly was not served. */
+	for (size_t i = 0; i < n; i++)
+		pend_fail(&p[i], why, p[i].start >= written);
+	free(p);
+}
+
+static void start_connect(struct links *L, struct lconn *c)
+{
+	struct addrinfo hints, *ai = NULL;
+	char port[8];
+	struct epoll_event ev;
+	int fd = -1, one = 1;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	snprintf(port, sizeof(port), "%u", (unsigned)L->ports[c->peer]);
+	if (getaddrinfo(L->hosts[c->peer], port, &hints, &ai) != 0 || ai == NULL)
+		goto fail;
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	            ai->ai_protocol);
+	if (fd < 0)
+		goto fail;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 &&
+	    errno != EINPROGRESS)
+		goto fail;
+	freeaddrinfo(ai);
+	ai = NULL;
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP;
+	ev.data.ptr = c;
+	if (epoll_ctl(L->ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+		goto fail;
+	pthread_mutex_lock(&c->mu);
+	c->fd = fd;
+	atomic_store(&c->state, L_CONNECTING);
+	pthread_mutex_unlock(&c->mu);
+	c->connect_deadline = kvs__mono_ms() + L->o.connect_timeout_ms;
+	return;
+fail:
+	if (ai != NULL)
+		freeaddrinfo(ai);
+	if (fd >= 0)
+		close(fd);
+	conn_down(c, 0, KVS_ECONNECT);
+}
+
+/* Connected: ask for the link. */
+static void send_hello(struct links *L, struct lconn *c)
+{
+	char hello[512];
+	int err = 0, n;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 ||
+	    err != 0) {
+		conn_down(c, 0, KVS_ECONNECT);
+		return;
+	}
+	n = snprintf(hello, sizeof(hello),
+	             "GET " KVS_PATH_LINK " HTTP/1.1\r\n"
+	             "Host: %s:%u\r\n"
+	             "Connection: Upgrade\r\n"
+	             "Upgrade: " KVS__LINK_PROTOCOL "\r\n"
+	             "%s%s%s"
+	             "\r\n",
+	             L->hosts[c->peer], (unsigned)L->ports[c->peer],
+	             L->o.secret != NULL ? KVS_HDR_SECRET ": " : "",
+	             L->o.secret != NULL ? L->o.secret : "",
+	             L->o.secret != NULL ? "\r\n" : "");
+	/* An empty socket takes half a kilobyte whole. */
+	if (n < 0 || (size_t)n >= sizeof(hello) ||
+	    send(c->fd, hello, (size_t)n, MSG_NOSIGNAL) != n) {
+		conn_down(c, 0, KVS_ECONNECT);
+		return;
+	}
+	atomic_store(&c->state, L_HELLO);
+	arm(L, c, 0);
+}
+
+/* The answer to the upgrade request is in c->in (reading thread). */
+static void hello_answered(struct lconn *c)
+{
+	const char *end = memmem(c->in.buf, c->in.len, "\r\n\r\n", 4);
+	size_t head;
+
+	if (end == NULL) {
+		if (c->in.len > HELLO_ANSWER_MAX)
+			conn_down(c, REFUSED_RETRY_MS, KVS_ECONNECT);
+		return;
+	}
+	head = (size_t)(end - c->in.buf) + 4;
+	if (c->in.len < 13 || memcmp(c->in.buf, "HTTP/1.1 101 ", 13) != 0) {
+		conn_down(c, REFUSED_RETRY_MS, KVS_ECONNECT);
+		return;
+	}
+	kvs__rq_consume(&c->in, head);
+	c->backoff_ms = BACKOFF_FIRST_MS;
+	pthread_mutex_lock(&c->mu);
+	atomic_store(&c->state, L_UP);
+	pthread_mutex_unlock(&c->mu);
+}
+
+/* An answer came: its sender's callback runs here. */
+static void answered(struct lconn *c, uint32_t id, int32_t rc,
+                     const char *body, size_t len)
+{
+	struct pend p;
+	size_t i;
+	int found = 0;
+
+	pthread_mutex_lock(&c->mu);
+	for (i = 0; i < c->n_pend; i++) {
+		if (c->pend[i].id == id) {
+			p = pend_take(c, i);
+			found = 1;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+	if (!found)
+		return; /* its time was up */
+	if (rc != KVS_OK) {
+		/* The frame was refused whole, before any of it ran. */
+		pend_fail(&p, rc, 1);
+		return;
+	}
+	{
+		char *copy = malloc(len ? len : 1);
+
+		if (copy == NULL) {
+			pend_fail(&p, KVS_ENOMEM, 0);
+			return;
+		}
+		memcpy(copy, body, len);
+		kvs__panswer_fill(p.answer, copy, len, p.n_ops);
+	}
+	p.cb(p.ud, p.answer);
+}
+
+static void readable(struct lconn *c)
+{
+	int rc = kvs__rq_read(&c->in, c->fd);
+	struct kvs__link_msg m;
+	size_t off = 0;
+
+	if (atomic_load(&c->state) == L_HELLO) {
+		if (rc >= 0)
+			hello_answered(c);
+		else
+			conn_down(c, 0, KVS_ECONNECT);
+		if (atomic_load(&c->state) != L_UP)
+			return;
+	}
+	while (atomic_load(&c->state) == L_UP) {
+		int got = kvs__link_next(&c->in, off, ANSWER_MAX, &m);
+
+		if (got < 0) {
+			conn_down(c, 0, KVS_ECONNECT);
+			return;
+		}
+		if (got == 0)
+			break;
+		answered(c, m.id, m.rc, m.body, m.len);
+		off += KVS__LINK_HEAD + m.len;
+	}
+	kvs__rq_consume(&c->in, off);
+	if (rc < 0)
+		conn_down(c, 0, KVS_ECONNECT);
+}
+
+static void writable(struct links *L, struct lconn *c)
+{
+	int rc;
+
+	pthread_mutex_lock(&c->mu);
+	rc = kvs__wq_flush(&c->out, c->fd, &c->written);
+	if (rc == 1 && c->out_armed) {
+		c->out_armed = 0;
+		arm(L, c, 0);
+	}
+	pthread_mutex_unlock(&c->mu);
+	if (rc < 0)
+		conn_down(c, 0, KVS_ECONNECT);
+}
+
+static void on_event(struct links *L, struct lconn *c, uint32_t ev)
+{
+	switch (atomic_load(&c->state)) {
+	case L_CONNECTING:
+		if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+			send_hello(L, c);
+		break;
+	case L_HELLO:
+		if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP))
+			readable(c);
+		break;
+	case L_UP:
+		if (ev & EPOLLOUT)
+			writable(L, c);
+		if (atomic_load(&c->state) == L_UP &&
+		    (ev & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)))
+			readable(c);
+		break;
+	default:
+		break;
+	}
+}
+
+/* Frames whose time is up fail; links due are tried (reading thread). */
+static void tick(struct links *L, uint64_t now)
+{
+	for (size_t i = 0; i < L->o.n; i++) {
+		struct lconn *c = &L->c[i];
+		int state = atomic_load(&c->state);
+
+		if (i == L->o.self)
+			continue;
+		if (state == L_DOWN && now >= c->retry_at) {
+			start_connect(L, c);
+			continue;
+		}
+		if ((state == L_CONNECTING || state == L_HELLO) &&
+		    now >= c->connect_deadline) {
+			conn_down(c, 0, KVS_ECONNECT);
+			continue;
+		}
+		for (;;) {
+			struct pend p;
+			int late = 0;
+
+			pthread_mutex_lock(&c->mu);
+			for (size_t j = 0; j < c->n_pend; j++) {
+				if (c->pend[j].deadline <= now) {
+					p = pend_take(c, j);
+					late = 1;
+					break;
+				}
+			}
+			pthread_mutex_unlock(&c->mu);
+			if (!late)
+				break;
+			/* Its answer may still come: then it is dropped. */
+			pend_fail(&p, KVS_ETIMEDOUT, 0);
+		}
+	}
+}
+
+static void *link_main(void *arg)
+{
+	struct links *L = arg;
+	struct epoll_event evs[32];
+	uint64_t last = 0;
+
+	pthread_setname_np(pthread_self(), "kvs-links-out");
+	while (!atomic_load(&L->closing)) {
+		int n = epoll_wait(L->ep, evs, 32, TICK_MS);
+		uint64_t now;
+
+		for (int i = 0; i < n; i++) {
+			if (evs[i].data.ptr == NULL) {
+				uint64_t v;
+
+				if (read(L->wake, &v, sizeof(v)) < 0)
+					continue;
+				continue;
+			}
+			on_event(L, evs[i].data.ptr, evs[i].events);
+		}
+		now = kvs__mono_ms();
+		if (now - last >= TICK_MS) {
+			tick(L, now);
+			last = now;
+		}
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+
+static int link_send(void *impl, size_t peer, char *frame, size_t len,
+                     size_t n_ops, unsigned timeout_ms, kvs__peer_cb cb,
+                     void *ud)
+{
+	struct links *L = impl;
+	struct lconn *c;
+	struct pend *p;
+	unsigned char head[KVS__LINK_HEAD];
+	kvs__panswer *answer;
+	int rc;
+
+	if (peer >= L->o.n || n_ops == 0 || n_ops > KVS__PEER_MAX_OPS ||
+	    len > UINT32_MAX)
+		return KVS_EINVAL;
+	c = &L->c[peer];
+	if (atomic_load_explicit(&c->state, memory_order_relaxed) != L_UP)
+		goto http;
+	answer = calloc(1, sizeof(*answer));
+	if (answer == NULL)
+		return KVS_ENOMEM;
+	pthread_mutex_lock(&c->mu);
+	if (atomic_load(&c->state) != L_UP ||
+	    c->out.len - c->out.off > OUT_MAX)
+		goto http_locked;
+	if (c->n_pend == c->cap_pend) {
+		size_t cap = c->cap_pend ? 2 * c->cap_pend : 16;
+		struct pend *g = realloc(c->pend, cap * sizeof(*g));
+
+		if (g == NULL)
+			goto http_locked;
+		c->pend = g;
+		c->cap_pend = cap;
+	}
+	if (++c->next_id == 0)
+		c->next_id = 1;
+	kvs__link_head(head, (uint32_t)len, c->next_id, 0);
+	rc = kvs__wq_send(&c->out, c->fd, head, frame, len, &c->written);
+	if (rc < 0) {
+		/* Broken: the reading thread sees it too; this one goes
+		 * over HTTP. */
+		shutdown(c->fd, SHUT_RDWR);
+		goto http_locked;
+	}
+	p = &c->pend[c->n_pend++];
+	p->id = c->next_id;
+	p->n_ops = n_ops;
+	p->deadline = kvs__mono_ms() +
+	              (timeout_ms ? timeout_ms : L->o.request_timeout_ms);
+	p->start = c->queued;
+	p->answer = answer;
+	p->cb = cb;
+	p->ud = ud;
+	c->queued += KVS__LINK_HEAD + len;
+	if (rc == 0 && !c->out_armed) {
+		c->out_armed = 1;
+		arm(L, c, 1);
+	}
+	pthread_mutex_unlock(&c->mu);
+	free(frame);
+	atomic_fetch_add_explicit(&L->frames, 1, memory_order_relaxed);
+	return KVS_OK;
+http_locked:
+	pthread_mutex_unlock(&c->mu);
+	free(answer);
+http:
+	return L->o.http_ops->send(L->o.http, peer, frame, len, n_ops,
+	                           timeout_ms, cb, ud);
+}
+
+static int link_probe(void *impl, size_t peer, kvs__probe_cb cb, void *ud)
+{
+	struct links *L = impl;
+
+	return L->o.http_ops->probe(L->o.http, peer, cb, ud);
+}
+
+static int link_timer(void *impl, unsigned ms, kvs__peer_timer_cb cb,
+                      void *ud)
+{
+	struct links *L = impl;
+
+	return L->o.http_ops->timer(L->o.http, ms, cb, ud);
+}
+
+void kvs__peer_link_stats(void *impl, uint64_t *up, uint64_t *frames)
+{
+	struct links *L = impl;
+
+	*up = 0;
+	for (size_t i = 0; i < L->o.n; i++)
+		*up += atomic_load(&L->c[i].state) == L_UP;
+	*frames = atomic_load_explicit(&L->frames, memory_order_relaxed);
+}
+
+static void link_free(void *impl)
+{
+	struct links *L = impl;
+
+	if (L == NULL)
+		return;
+	if (L->started) {
+		uint64_t one = 1;
+
+		atomic_store(&L->closing, 1);
+		if (write(L->wake, &one, sizeof(one)) < 0) {
+			/* the tick ends the wait anyway */
+		}
+		pthread_join(L->thread, NULL);
+	}
+	/* What waits on a link fails as if the link broke. */
+	for (size_t i = 0; L->c != NULL && i < L->o.n; i++) {
+		struct lconn *c = &L->c[i];
+
+		if (c->L == NULL)
+			continue;
+		conn_down(c, 0, KVS_ECLOSED);
+		kvs__wq_free(&c->out);
+		kvs__rq_free(&c->in);
+		pthread_mutex_destroy(&c->mu);
+	}
+	/* Then HTTP completes its own. */
+	if (L->o.http_ops != NULL)
+		L->o.http_ops->free(L->o.http);
+	if (L->ep >= 0)
+		close(L->ep);
+	if (L->wake >= 0)
+		close(L->wake);
+	for (size_t i = 0; L->hosts != NULL && i < L->o.n; i++)
+		free(L->hosts[i]);
+	free(L->hosts);
+	free(L->ports);
+	free(L->c);
+	free(L);
+}
+
+int kvs__peer_link_new(void **impl, const kvs__peer_link_options *o)
+{
+	struct links *L = calloc(1, sizeof(*L));
+	struct epoll_event ev;
+
+	*impl = NULL;
+	if (L == NULL) {
+		o->http_ops->free(o->http);
+		return KVS_ENOMEM;
+	}
+	L->o = *o;
+	L->o.hosts = NULL;
+	L->o.ports = NULL;
+	L->ep = L->wake = -1;
+	L->hosts = calloc(o->n, sizeof(*L->hosts));
+	L->ports = calloc(o->n, sizeof(*L->ports));
+	L->c = calloc(o->n, sizeof(*L->c));
+	if (L->hosts == NULL || L->ports == NULL || L->c == NULL)
+		goto fail;
+	for (size_t i = 0; i < o->n; i++) {
+		L->hosts[i] = strdup(o->hosts[i]);
+		if (L->hosts[i] == NULL)
+			goto fail;
+		L->ports[i] = o->ports[i];
+	}
+	L->ep = epoll_create1(EPOLL_CLOEXEC);
+	L->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (L->ep < 0 || L->wake < 0)
+		goto fail;
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN;
+	ev.data.ptr = NULL;
+	if (epoll_ctl(L->ep, EPOLL_CTL_ADD, L->wake, &ev) != 0)
+		goto fail;
+	for (size_t i = 0; i < o->n; i++) {
+		struct lconn *c = &L->c[i];
+
+		if (pthread_mutex_init(&c->mu, NULL) != 0)
+			goto fail;
+		c->L = L;
+		c->peer = i;
+		c->fd = -1;
+		c->backoff_ms = BACKOFF_FIRST_MS;
+		atomic_init(&c->state, L_DOWN);
+	}
+	if (pthread_create(&L->thread, NULL, link_main, L) != 0)
+		goto fail;
+	L->started = 1;
+	*impl = L;
+	return KVS_OK;
+fail:
+	link_free(L);
+	return KVS_ENOMEM;
+}
+
+const kvs__peer_ops kvs__peer_link_ops = {
+	.send = link_send,
+	.probe = link_probe,
+	.timer = link_timer,
+	.free = link_free,
+};

@@ -1,0 +1,365 @@
+/*
+ * link_serve.c - the serving side of links (link.h).
+ *
+ * One thread reads every link (epoll) and hands each frame to the node
+ * (kvs__node_serve_peer), which serves its operations at once: reads on
+ * this thread, writes through the store's writer, forwarded requests
+ * through the node. Whichever thread completes a frame encodes its answer
+ * and writes it to the link under the link's lock; what the socket does
+ * not take waits for the reading thread to flush it.
+ *
+ * A link is freed when it has ended and no frame of it is being served
+ * (a count of references).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "link.h"
+#include "link_wire.h"
+#include "node_internal.h"
+
+struct sconn {
+	struct kvs__link_server *s;
+	int fd;
+	pthread_mutex_t mu;
+	struct kvs__wq out;
+	uint64_t written;
+	int out_armed;
+	int ended;
+	_Atomic unsigned refs;
+	struct kvs__rq in; /* the reading thread's */
+	void (*on_close)(void *ud);
+	void *ud;
+	struct sconn *next, *prev; /* s->conns, under s->mu */
+};
+
+struct kvs__link_server {
+	kvs__node *n;
+	size_t max_body;
+	int ep, wake;
+	pthread_t thread;
+	int started;
+	_Atomic int stopping;
+	pthread_mutex_t mu;
+	struct sconn *conns;
+	size_t n_conns;
+};
+
+/* A frame being served. */
+struct serving {
+	struct sconn *c;
+	uint32_t id;
+	char *frame;
+	kvs__peer_reply reply;
+};
+
+static void sconn_unref(struct sconn *c)
+{
+	if (atomic_fetch_sub(&c->refs, 1) != 1)
+		return;
+	kvs__wq_free(&c->out);
+	kvs__rq_free(&c->in);
+	pthread_mutex_destroy(&c->mu);
+	free(c);
+}
+
+static void arm(struct sconn *c, int out)
+{
+	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN | EPOLLRDHUP | (out ? EPOLLOUT : 0);
+	ev.data.ptr = c;
+	epoll_ctl(c->s->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* End c: once (any thread but one holding c->mu). */
+static void sconn_end(struct sconn *c)
+{
+	struct kvs__link_server *s = c->s;
+
+	pthread_mutex_lock(&c->mu);
+	if (c->ended) {
+		pthread_mutex_unlock(&c->mu);
+		return;
+	}
+	c->ended = 1;
+	epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
+	pthread_mutex_unlock(&c->mu);
+	/* Its owner closes the socket; nothing uses fd after this. */
+	c->on_close(c->ud);
+	pthread_mutex_lock(&s->mu);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	s->n_conns--;
+	pthread_mutex_unlock(&s->mu);
+	sconn_unref(c);
+}
+
+/* A frame is served: its answer goes out (any thread). */
+static void served(void *ud)
+{
+	struct serving *q = ud;
+	struct sconn *c = q->c;
+	unsigned char head[KVS__LINK_HEAD];
+	char *body = NULL;
+	size_t len = 0;
+	int32_t rc = q->reply.rc;
+	int sent = 1;
+
+	if (rc == KVS_OK) {
+		body = kvs__peer_reply_encode(&q->reply, &len);
+		if (body == NULL || len > UINT32_MAX) {
+			free(body);
+			body = NULL;
+			len = 0;
+			rc = KVS_ENOMEM;
+		}
+	}
+	kvs__link_head(head, (uint32_t)len, q->id, rc);
+	pthread_mutex_lock(&c->mu);
+	if (!c->ended) {
+		sent = kvs__wq_send(&c->out, c->fd, head, body, len,
+		                    &c->written);
+		if (sent == 0 && !c->out_armed) {
+			c->out_armed = 1;
+			arm(c, 1);
+		}
+		if (sent < 0) /* the reading thread sees the end */
+			shutdown(c->fd, SHUT_RDWR);
+	}
+	pthread_mutex_unlock(&c->mu);
+	free(body);
+	kvs__peer_reply_clear(&q->reply);
+	free(q->frame);
+	free(q);
+	sconn_unref(c);
+}
+
+/* Serve the messages read: -1 when the link must end. */
+static int serve_read(struct sconn *c)
+{
+	struct kvs__link_msg m;
+	size_t off = 0;
+	int got;
+
+	while ((got = kvs__link_next(&c->in, off, c->s->max_body, &m)) == 1) {
+		struct serving *q = calloc(1, sizeof(*q));
+
+		if (q != NULL)
+			q->frame = malloc(m.len ? m.len : 1);
+		if (q == NULL || q->frame == NULL) {
+			if (q != NULL)
+				free(q);
+			return -1;
+		}
+		memcpy(q->frame, m.body, m.len);
+		q->c = c;
+		q->id = m.id;
+		atomic_fetch_add(&c->refs, 1);
+		kvs__node_serve_peer(c->s->n, q->frame, m.len, &q->reply, served,
+		                     q);
+		off += KVS__LINK_HEAD + m.len;
+	}
+	kvs__rq_consume(&c->in, off);
+	return got < 0 ? -1 : 0;
+}
+
+static void on_event(struct sconn *c, uint32_t ev)
+{
+	if (ev & EPOLLOUT) {
+		int rc;
+
+		pthread_mutex_lock(&c->mu);
+		rc = kvs__wq_flush(&c->out, c->fd, &c->written);
+		if (rc == 1 && c->out_armed) {
+			c->out_armed = 0;
+			arm(c, 0);
+		}
+		pthread_mutex_unlock(&c->mu);
+		if (rc < 0) {
+			sconn_end(c);
+			return;
+		}
+	}
+	if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
+		int rc = kvs__rq_read(&c->in, c->fd);
+
+		if (serve_read(c) != 0 || rc < 0)
+			sconn_end(c);
+	}
+}
+
+static void *serve_main(void *arg)
+{
+	struct kvs__link_server *s = arg;
+	struct epoll_event evs[32];
+
+	pthread_setname_np(pthread_self(), "kvs-links-in");
+	while (!atomic_load(&s->stopping)) {
+		int n = epoll_wait(s->ep, evs, 32, 1000);
+
+		for (int i = 0; i < n && !atomic_load(&s->stopping); i++) {
+			struct sconn *c = evs[i].data.ptr;
+
+			if (c == NULL) {
+				uint64_t v;
+
+				if (read(s->wake, &v, sizeof(v)) < 0)
+					continue;
+				continue;
+			}
+			/* Held: an answer's writer may end it meanwhile. */
+			atomic_fetch_add(&c->refs, 1);
+			on_event(c, evs[i].events);
+			sconn_unref(c);
+		}
+	}
+	return NULL;
+}
+
+int kvs__link_server_add(kvs__link_server *s, int fd, const void *extra,
+                         size_t extra_len, void (*on_close)(void *ud),
+                         void *ud)
+{
+	struct sconn *c;
+	struct epoll_event ev;
+	int one = 1, fl;
+
+	if (atomic_load(&s->stopping))
+		return KVS_ECLOSED;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return KVS_ENOMEM;
+	if (pthread_mutex_init(&c->mu, NULL) != 0) {
+		free(c);
+		return KVS_ENOMEM;
+	}
+	c->s = s;
+	c->fd = fd;
+	c->on_close = on_close;
+	c->ud = ud;
+	atomic_init(&c->refs, 1);
+	fl = fcntl(fd, F_GETFL);
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	/* Not a TCP socket over TLS: then this fails, harmlessly. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (extra_len > 0 &&
+	    kvs__rq_append(&c->in, extra, extra_len) != KVS_OK) {
+		sconn_unref(c);
+		return KVS_ENOMEM;
+	}
+	pthread_mutex_lock(&s->mu);
+	c->next = s->conns;
+	if (s->conns != NULL)
+		s->conns->prev = c;
+	s->conns = c;
+	s->n_conns++;
+	pthread_mutex_unlock(&s->mu);
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN | EPOLLRDHUP;
+	ev.data.ptr = c;
+	/* The frames that came with the request first: the socket will
+	 * not say they are there. */
+	if (serve_read(c) != 0 || epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+		sconn_end(c);
+		return KVS_OK; /* ended: on_close was called */
+	}
+	return KVS_OK;
+}
+
+size_t kvs__link_server_count(kvs__link_server *s)
+{
+	size_t n;
+
+	pthread_mutex_lock(&s->mu);
+	n = s->n_conns;
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
+
+void kvs__link_server_stop(kvs__link_server *s)
+{
+	uint64_t one = 1;
+
+	if (s == NULL || atomic_exchange(&s->stopping, 1))
+		return;
+	if (write(s->wake, &one, sizeof(one)) < 0) {
+		/* its wait ends within a second anyway */
+	}
+	if (s->started)
+		pthread_join(s->thread, NULL);
+	s->started = 0;
+}
+
+void kvs__link_server_free(kvs__link_server *s)
+{
+	if (s == NULL)
+		return;
+	kvs__link_server_stop(s);
+	for (;;) {
+		struct sconn *c;
+
+		pthread_mutex_lock(&s->mu);
+		c = s->conns;
+		if (c != NULL)
+			atomic_fetch_add(&c->refs, 1);
+		pthread_mutex_unlock(&s->mu);
+		if (c == NULL)
+			break;
+		sconn_end(c);
+		sconn_unref(c);
+	}
+	close(s->ep);
+	close(s->wake);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
+
+int kvs__link_server_new(kvs__link_server **out, kvs__node *n,
+                         size_t max_body)
+{
+	kvs__link_server *s = calloc(1, sizeof(*s));
+	struct epoll_event ev;
+
+	*out = NULL;
+	if (s == NULL)
+		return KVS_ENOMEM;
+	s->n = n;
+	s->max_body = max_body;
+	s->ep = epoll_create1(EPOLL_CLOEXEC);
+	s->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (s->ep < 0 || s->wake < 0 || pthread_mutex_init(&s->mu, NULL) != 0)
+		goto fail;
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN;
+	ev.data.ptr = NULL;
+	if (epoll_ctl(s->ep, EPOLL_CTL_ADD, s->wake, &ev) != 0 ||
+	    pthread_create(&s->thread, NULL, serve_main, s) != 0)
+		goto fail;
+	s->started = 1;
+	*out = s;
+	return KVS_OK;
+fail:
+	if (s->ep >= 0)
+		close(s->ep);
+	if (s->wake >= 0)
+		close(s->wake);
+	free(s);
+	return KVS_ENOMEM;
+}

@@ -1,0 +1,381 @@
+/*
+ * test_links.c - nodes reach each other over links (lib/link.h): every
+ * frame between running nodes goes on them, none as an HTTP request; a
+ * restarted peer is linked again; links are off when configured so; a
+ * link is opened only with the cluster's secret, and a bad message ends
+ * that link without harming the node.
+ */
+#include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <signal.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cluster.h"
+#include "kvshard.h"
+#include "link.h"
+#include "protocol.h"
+#include "testutil.h"
+#include "util.h"
+
+#define SECRET "links-test-secret-0123456789"
+#define AUTH "[auth]\ncluster_secret = \"" SECRET "\"\n"
+
+static struct tc_cluster C;
+
+static void teardown(void)
+{
+	tc_stop(&C);
+}
+
+/* The value of a line of node i's /metrics that starts with name (the
+ * sum of all such lines). */
+static uint64_t metric(int i, const char *name)
+{
+	struct tc_resp r = tc_get(tc_url(&C, i, "/metrics%s", ""), 200);
+	size_t nlen = strlen(name);
+	uint64_t sum = 0;
+
+	for (const char *p = r.body; p != NULL && *p != '\0';) {
+		const char *eol = strchr(p, '\n');
+
+		if (strncmp(p, name, nlen) == 0) {
+			const char *sp = strchr(p + nlen, ' ');
+
+			if (sp != NULL && (eol == NULL || sp < eol))
+				sum += strtoull(sp + 1, NULL, 10);
+		}
+		p = eol != NULL ? eol + 1 : NULL;
+	}
+	tc_resp_free(&r);
+	return sum;
+}
+
+/* Wait (5 s at most) until node i has `out` links to peers up and serves
+ * `in` links from peers. */
+static int links_become(int i, uint64_t out, uint64_t in)
+{
+	uint64_t until = tu_now_ms() + 5000;
+
+	while (tu_now_ms() < until) {
+		if (metric(i, "kvshard_peer_links{direction=\"out\"}") == out &&
+		    metric(i, "kvshard_peer_links{direction=\"in\"}") == in)
+			return 1;
+		usleep(20000);
+	}
+	fprintf(stderr, "node %d: links out %llu in %llu, expected %llu %llu\n", i,
+	        (unsigned long long)metric(i, "kvshard_peer_links{direction=\"out\"}"),
+	        (unsigned long long)metric(i, "kvshard_peer_links{direction=\"in\"}"),
+	        (unsigned long long)out, (unsigned long long)in);
+	return 0;
+}
+
+static uint64_t http_frames(int i)
+{
+	return metric(i, "kvshard_peer_frames_total") -
+	       metric(i, "kvshard_peer_link_frames_total");
+}
+
+START_TEST(frames_go_on_links)
+{
+	uint64_t http_before[3], links_before;
+	char value[32];
+
+	tc_start(&C, 3, "[cluster]\nreplication = 3\n" AUTH);
+	for (int i = 0; i < 3; i++)
+		ck_assert_msg(links_become(i, 2, 2),
+		              "node %d: links did not come up", i);
+	for (int i = 0; i < 3; i++)
+		http_before[i] = http_frames(i);
+	links_before = metric(0, "kvshard_peer_link_frames_total");
+	/* W = 3 and R = 3: every write and read crosses to every peer. */
+	for (int k = 0; k < 40; k++) {
+		char key[32];
+		struct tc_resp r;
+
+		snprintf(key, sizeof(key), "lk%d", k);
+		snprintf(value, sizeof(value), "value-%d", k);
+		ck_assert_int_eq(tc_http("PUT", tc_url(&C, k % 3, "/v1/kv/%s?w=3",
+		                                       key),
+		                         value, strlen(value), NULL, &r),
+		                 0);
+		ck_assert_int_eq(r.status, 200);
+		tc_resp_free(&r);
+		r = tc_get(tc_url(&C, (k + 1) % 3, "/v1/kv/%s?r=3", key), 200);
+		ck_assert_str_eq(r.body, value);
+		tc_resp_free(&r);
+	}
+	ck_assert_uint_ge(metric(0, "kvshard_peer_link_frames_total") -
+	                          links_before,
+	                  20);
+	/* No frame went as an HTTP request meanwhile. */
+	for (int i = 0; i < 3; i++)
+		ck_assert_uint_eq(http_frames(i), http_before[i]);
+	/* A node with links open stops at once (they are not requests in
+	 * flight to wait for), and cleanly. */
+	{
+		uint64_t t0 = tu_now_ms();
+		int st = tc_stop_node(&C, 2, SIGTERM);
+
+		ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+		ck_assert_uint_lt(tu_now_ms() - t0, 3000);
+	}
+}
+END_TEST
+
+START_TEST(a_restarted_peer_is_linked_again)
+{
+	struct tc_resp r;
+
+	tc_start(&C, 3, "[cluster]\nreplication = 3\n" AUTH);
+	ck_assert(links_become(0, 2, 2));
+	tc_stop_node(&C, 2, SIGKILL);
+	ck_assert(links_become(0, 1, 1));
+	/* W = 2 of the two left. */
+	ck_assert_int_eq(tc_http("PUT", tc_url(&C, 0, "/v1/kv/%s", "back"),
+	                         "v1", 2, NULL, &r),
+	                 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	tc_start_node(&C, 2);
+	ck_assert(links_become(0, 2, 2));
+	ck_assert(links_become(2, 2, 2));
+	ck_assert_int_eq(tc_http("PUT", tc_url(&C, 0, "/v1/kv/%s?w=3", "back"),
+	                         "v2", 2, NULL, &r),
+	                 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	r = tc_get(tc_url(&C, 2, "/v1/kv/%s?r=3", "back"), 200);
+	ck_assert_str_eq(r.body, "v2");
+	tc_resp_free(&r);
+}
+END_TEST
+
+START_TEST(links_can_be_turned_off)
+{
+	struct tc_resp r;
+
+	tc_start(&C, 3,
+	         "[cluster]\nreplication = 3\npeer_links = false\n" AUTH);
+	ck_assert_int_eq(tc_http("PUT", tc_url(&C, 0, "/v1/kv/%s?w=3", "off"),
+	                         "v", 1, NULL, &r),
+	                 0);
+	ck_assert_int_eq(r.status, 200);
+	tc_resp_free(&r);
+	r = tc_get(tc_url(&C, 1, "/v1/kv/%s?r=3", "off"), 200);
+	ck_assert_str_eq(r.body, "v");
+	tc_resp_free(&r);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_uint_eq(metric(i, "kvshard_peer_links{"), 0);
+		ck_assert_uint_eq(metric(i, "kvshard_peer_link_frames_total"),
+		                  0);
+	}
+	/* The write's and the read's frames went as HTTP requests. */
+	ck_assert_uint_gt(metric(0, "kvshard_peer_frames_total"), 0);
+	ck_assert_uint_gt(metric(1, "kvshard_peer_frames_total"), 0);
+	/* And a node asked for one says why not. */
+	ck_assert_int_eq(
+	        tc_raw(C.node[0].port,
+	               "GET " KVS_PATH_LINK " HTTP/1.1\r\nHost: x\r\n"
+	               "Connection: Upgrade, close\r\nUpgrade: " KVS__LINK_PROTOCOL
+	               "\r\n" KVS_HDR_SECRET ": " SECRET "\r\n\r\n",
+	               &r),
+	        0);
+	ck_assert_int_eq(r.status, 501);
+	tc_resp_free(&r);
+}
+END_TEST
+
+/* Open a link to node i by hand: the socket, or -1; *status the answer's. */
+static int open_link(int i, const char *headers, long *status)
+{
+	char req[1024], buf[4096];
+	size_t got = 0;
+	int fd = tc_connect_from("127.0.0.1", C.node[i].port);
+
+	*status = 0;
+	ck_assert_int_ge(fd, 0);
+	snprintf(req, sizeof(req),
+	         "GET " KVS_PATH_LINK " HTTP/1.1\r\nHost: x\r\n%s\r\n",
+	         headers);
+	ck_assert_int_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	/* The head of the answer, byte by byte: nothing after it is read. */
+	while (got + 1 < sizeof(buf)) {
+		if (read(fd, buf + got, 1) != 1)
+			break;
+		got++;
+		buf[got] = '\0';
+		if (got >= 4 && memcmp(buf + got - 4, "\r\n\r\n", 4) == 0)
+			break;
+	}
+	buf[got] = '\0';
+	if (sscanf(buf, "HTTP/1.1 %ld", status) != 1 || *status != 101) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void send_msg(int fd, uint32_t id, const void *body, size_t len)
+{
+	unsigned char head[KVS__LINK_HEAD];
+
+	kvs__put_le32(head, (uint32_t)len);
+	kvs__put_le32(head + 4, id);
+	kvs__put_le32(head + 8, 0);
+	ck_assert_int_eq(write(fd, head, sizeof(head)), (ssize_t)sizeof(head));
+	if (len > 0)
+		ck_assert_int_eq(write(fd, body, len), (ssize_t)len);
+}
+
+/* Read an answer: its id, rc and body length (the body is read and
+ * dropped); 0, or -1 when the link ended first. */
+static int read_msg(int fd, uint32_t *id, int32_t *rc, uint32_t *len,
+                    char *first, size_t first_len)
+{
+	unsigned char head[KVS__LINK_HEAD];
+	size_t got = 0;
+
+	while (got < sizeof(head)) {
+		ssize_t n = read(fd, head + got, sizeof(head) - got);
+
+		if (n <= 0)
+			return -1;
+		got += (size_t)n;
+	}
+	*len = kvs__get_le32(head);
+	*id = kvs__get_le32(head + 4);
+	*rc = (int32_t)kvs__get_le32(head + 8);
+	for (uint32_t i = 0; i < *len; i++) {
+		char c;
+
+		if (read(fd, &c, 1) != 1)
+			return -1;
+		if (i < first_len)
+			first[i] = c;
+	}
+	return 0;
+}
+
+START_TEST(a_link_needs_the_secret_and_good_messages)
+{
+	long status;
+	int fd;
+	uint32_t id, len;
+	int32_t rc;
+	char first[4];
+	unsigned char ping[12] = {'K', 'V', 'S', 'Q', KVS__PEER_VERSION, 0,
+	                          0, 0, 1, 0, 0, 0};
+	struct timeval tv = {3, 0};
+	struct tc_resp h;
+
+	/* Short timeouts: a link outlives them. */
+	tc_start(&C, 2, AUTH "[limits]\nidle_timeout_s = 1\nheader_timeout_s = 1\n");
+	/* No secret, a wrong one, no upgrade, another protocol. */
+	ck_assert_int_eq(open_link(0, "Connection: Upgrade\r\nUpgrade: "
+	                              KVS__LINK_PROTOCOL "\r\n",
+	                           &status),
+	                 -1);
+	ck_assert_int_eq(status, 403);
+	ck_assert_int_eq(open_link(0, "Connection: Upgrade\r\nUpgrade: "
+	                              KVS__LINK_PROTOCOL "\r\n" KVS_HDR_SECRET
+	                              ": guess\r\n",
+	                           &status),
+	                 -1);
+	ck_assert_int_eq(status, 403);
+	ck_assert_int_eq(open_link(0, KVS_HDR_SECRET ": " SECRET "\r\n",
+	                           &status),
+	                 -1);
+	ck_assert_int_eq(status, 400);
+	ck_assert_int_eq(open_link(0, "Connection: Upgrade\r\nUpgrade: "
+	                              "websocket\r\n" KVS_HDR_SECRET
+	                              ": " SECRET "\r\n",
+	                           &status),
+	                 -1);
+	ck_assert_int_eq(status, 400);
+
+	/* With it: a ping is answered under its id, a frame that is not
+	 * one gets protocol_error, and the link stays. */
+	fd = open_link(0, "Connection: Upgrade\r\nUpgrade: " KVS__LINK_PROTOCOL
+	                  "\r\n" KVS_HDR_SECRET ": " SECRET "\r\n",
+	               &status);
+	ck_assert_int_ge(fd, 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	send_msg(fd, 77, ping, sizeof(ping));
+	ck_assert_int_eq(read_msg(fd, &id, &rc, &len, first, sizeof(first)),
+	                 0);
+	ck_assert_uint_eq(id, 77);
+	ck_assert_int_eq(rc, 0);
+	ck_assert_uint_ge(len, 4);
+	ck_assert(memcmp(first, "KVSA", 4) == 0);
+	send_msg(fd, 78, "garbage!", 8);
+	ck_assert_int_eq(read_msg(fd, &id, &rc, &len, first, sizeof(first)),
+	                 0);
+	ck_assert_uint_eq(id, 78);
+	ck_assert_int_eq(rc, KVS_EPROTO);
+	ck_assert_uint_eq(len, 0);
+	/* Idle past both timeouts (a request's would be cut): still up. */
+	sleep(3);
+	send_msg(fd, 79, ping, sizeof(ping));
+	ck_assert_int_eq(read_msg(fd, &id, &rc, &len, first, sizeof(first)),
+	                 0);
+	ck_assert_uint_eq(id, 79);
+
+	/* A message longer than any frame may be ends the link. */
+	{
+		unsigned char head[KVS__LINK_HEAD];
+
+		kvs__put_le32(head, 0xffffffffu);
+		kvs__put_le32(head + 4, 80);
+		kvs__put_le32(head + 8, 0);
+		char c;
+
+		ck_assert_int_eq(write(fd, head, sizeof(head)),
+		                 (ssize_t)sizeof(head));
+		/* Closed by the node (not a timeout of this read). */
+		ck_assert_int_eq(read(fd, &c, 1), 0);
+	}
+	close(fd);
+	/* A link cut in the middle of a message harms nothing either. */
+	fd = open_link(1, "Connection: Upgrade\r\nUpgrade: " KVS__LINK_PROTOCOL
+	                  "\r\n" KVS_HDR_SECRET ": " SECRET "\r\n",
+	               &status);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "\x40\x00\x00\x00\x01\x00", 6), 6);
+	close(fd);
+	for (int i = 0; i < 2; i++) {
+		h = tc_get(tc_url(&C, i, "/health%s", ""), 200);
+		tc_resp_free(&h);
+	}
+	ck_assert_int_eq(tc_http("PUT", tc_url(&C, 0, "/v1/kv/%s?w=2", "after"),
+	                         "ok", 2, NULL, &h),
+	                 0);
+	ck_assert_int_eq(h.status, 200);
+	tc_resp_free(&h);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("links");
+	TCase *t = tcase_create("links");
+
+	tcase_add_checked_fixture(t, NULL, teardown);
+	tcase_set_timeout(t, 60);
+	tcase_add_test(t, frames_go_on_links);
+	tcase_add_test(t, a_restarted_peer_is_linked_again);
+	tcase_add_test(t, links_can_be_turned_off);
+	tcase_add_test(t, a_link_needs_the_secret_and_good_messages);
+	suite_add_tcase(s, t);
+	return s;
+}
+
+int main(void)
+{
+	return tu_run(suite());
+}
