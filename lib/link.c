@@ -34,6 +34,7 @@
 #include "link.h"
 #include "link_wire.h"
 #include "protocol.h"
+#include "timers.h"
 #include "util.h"
 
 #define TICK_MS 20
@@ -89,6 +90,10 @@ struct links {
 	int started;
 	_Atomic int closing;
 	_Atomic uint64_t frames; /* sent on links */
+	/* The node's timers (speculative retries): run here, a thread that
+	 * wakes for answers anyway, rather than on the HTTP transport's. */
+	kvs__timers timers;
+	int timers_ready;
 };
 
 /* ------------------------------------------------------------------ */
@@ -405,7 +410,8 @@ static void *link_main(void *arg)
 
 	pthread_setname_np(pthread_self(), "kvs-links-out");
 	while (!atomic_load(&L->closing)) {
-		int n = epoll_wait(L->ep, evs, 32, TICK_MS);
+		int n = epoll_wait(L->ep, evs, 32,
+		                   (int)kvs__timers_run(&L->timers, TICK_MS));
 		uint64_t now;
 
 		for (int i = 0; i < n; i++) {
@@ -505,12 +511,25 @@ static int link_probe(void *impl, size_t peer, kvs__probe_cb cb, void *ud)
 	return L->o.http_ops->probe(L->o.http, peer, cb, ud);
 }
 
+static void wake(struct links *L)
+{
+	uint64_t one = 1;
+
+	if (write(L->wake, &one, sizeof(one)) < 0) {
+		/* full: it is awake already */
+	}
+}
+
 static int link_timer(void *impl, unsigned ms, kvs__peer_timer_cb cb,
                       void *ud)
 {
 	struct links *L = impl;
+	int earliest, rc;
 
-	return L->o.http_ops->timer(L->o.http, ms, cb, ud);
+	rc = kvs__timers_add(&L->timers, ms, cb, ud, &earliest);
+	if (rc == KVS_OK && earliest)
+		wake(L); /* its wait must end sooner */
+	return rc;
 }
 
 void kvs__peer_link_stats(void *impl, uint64_t *up, uint64_t *frames)
@@ -530,14 +549,14 @@ static void link_free(void *impl)
 	if (L == NULL)
 		return;
 	if (L->started) {
-		uint64_t one = 1;
-
 		atomic_store(&L->closing, 1);
-		if (write(L->wake, &one, sizeof(one)) < 0) {
-			/* the tick ends the wait anyway */
-		}
+		wake(L);
 		pthread_join(L->thread, NULL);
 	}
+	/* Timers end early: whoever set one is told, and frees what it
+	 * holds; new ones are refused. */
+	if (L->timers_ready)
+		kvs__timers_free(&L->timers);
 	/* What waits on a link fails as if the link broke. */
 	for (size_t i = 0; L->c != NULL && i < L->o.n; i++) {
 		struct lconn *c = &L->c[i];
@@ -589,6 +608,9 @@ int kvs__peer_link_new(void **impl, const kvs__peer_link_options *o)
 			goto fail;
 		L->ports[i] = o->ports[i];
 	}
+	if (kvs__timers_init(&L->timers) != KVS_OK)
+		goto fail;
+	L->timers_ready = 1;
 	L->ep = epoll_create1(EPOLL_CLOEXEC);
 	L->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (L->ep < 0 || L->wake < 0)

@@ -12,8 +12,8 @@
  * open connections to every peer, bounded per host, so concurrent requests
  * to one peer share a few long-lived connections.
  *
- * The same thread runs timers (kvs__transport_timer): a binary heap of
- * deadlines under the queue's lock, whose earliest bounds the poll.
+ * The same thread runs timers (kvs__transport_timer, timers.h), whose
+ * earliest bounds the poll.
  *
  * curl is initialised once per process (curl_global_init is not
  * thread-safe in old versions, so the first transport does it under a
@@ -28,6 +28,7 @@
 
 #include "kvshard/common.h"
 #include "op.h"
+#include "timers.h"
 #include "transport.h"
 #include "util.h"
 
@@ -80,18 +81,9 @@ struct kvs__transport {
 	pthread_mutex_t mu;
 	struct xfer *queue;
 	struct xfer **queue_tail;
-	struct timer *timers; /* a min-heap on (at, seq), under mu */
-	size_t n_timers, cap_timers;
-	uint64_t timer_seq;
+	kvs__timers timers; /* run by the thread */
 	int closing;
 	int started;
-};
-
-struct timer {
-	uint64_t at; /* kvs__mono_ms() deadline */
-	uint64_t seq; /* equal deadlines fire in the order they were set */
-	kvs__timer_cb cb;
-	void *ud;
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -425,110 +417,17 @@ static void start_xfer(kvs__transport *t, struct xfer *x)
 /* ------------------------------------------------------------------ */
 /* Timers                                                               */
 
-static int timer_before(const struct timer *a, const struct timer *b)
-{
-	return a->at < b->at || (a->at == b->at && a->seq < b->seq);
-}
-
-static void timer_swap(struct timer *a, struct timer *b)
-{
-	struct timer t = *a;
-
-	*a = *b;
-	*b = t;
-}
-
-/* Take the earliest timer (t->mu held, n_timers > 0). */
-static struct timer timer_pop(kvs__transport *t)
-{
-	struct timer top = t->timers[0];
-	size_t i = 0;
-
-	t->timers[0] = t->timers[--t->n_timers];
-	for (;;) {
-		size_t l = 2 * i + 1, r = l + 1, m = i;
-
-		if (l < t->n_timers && timer_before(&t->timers[l], &t->timers[m]))
-			m = l;
-		if (r < t->n_timers && timer_before(&t->timers[r], &t->timers[m]))
-			m = r;
-		if (m == i)
-			break;
-		timer_swap(&t->timers[i], &t->timers[m]);
-		i = m;
-	}
-	return top;
-}
-
 int kvs__transport_timer(kvs__transport *t, unsigned ms, kvs__timer_cb cb,
                          void *ud)
 {
-	struct timer *tm;
-	size_t i;
-	int earliest;
+	int earliest, rc;
 
 	if (t->o.sync_only)
 		return KVS_ENOTSUP;
-	pthread_mutex_lock(&t->mu);
-	if (t->closing) {
-		pthread_mutex_unlock(&t->mu);
-		return KVS_ECLOSED;
-	}
-	if (t->n_timers == t->cap_timers) {
-		size_t cap = t->cap_timers ? 2 * t->cap_timers : 64;
-		struct timer *g = realloc(t->timers, cap * sizeof(*g));
-
-		if (g == NULL) {
-			pthread_mutex_unlock(&t->mu);
-			return KVS_ENOMEM;
-		}
-		t->timers = g;
-		t->cap_timers = cap;
-	}
-	i = t->n_timers++;
-	tm = &t->timers[i];
-	tm->at = kvs__mono_ms() + ms;
-	tm->seq = t->timer_seq++;
-	tm->cb = cb;
-	tm->ud = ud;
-	while (i > 0 && timer_before(&t->timers[i], &t->timers[(i - 1) / 2])) {
-		timer_swap(&t->timers[i], &t->timers[(i - 1) / 2]);
-		i = (i - 1) / 2;
-	}
-	earliest = i == 0;
-	pthread_mutex_unlock(&t->mu);
-	if (earliest)
+	rc = kvs__timers_add(&t->timers, ms, cb, ud, &earliest);
+	if (rc == KVS_OK && earliest)
 		curl_multi_wakeup(t->multi); /* the poll must end sooner */
-	return KVS_OK;
-}
-
-/* Run the timers that are due (all of them when closing); returns how
- * long the engine may sleep before the next one. */
-static int run_timers(kvs__transport *t, int all)
-{
-	int wait = POLL_TIMEOUT_MS;
-
-	for (;;) {
-		struct timer due;
-		uint64_t now = kvs__mono_ms();
-
-		pthread_mutex_lock(&t->mu);
-		if (t->n_timers == 0) {
-			pthread_mutex_unlock(&t->mu);
-			break;
-		}
-		if (!all && t->timers[0].at > now) {
-			uint64_t left = t->timers[0].at - now;
-
-			wait = left < (uint64_t)wait ? (int)left : wait;
-			pthread_mutex_unlock(&t->mu);
-			break;
-		}
-		due = timer_pop(t);
-		pthread_mutex_unlock(&t->mu);
-		due.cb(due.ud);
-	}
-	return wait;
+	return rc;
 }
 
 static void *engine_main(void *arg)
@@ -570,7 +469,9 @@ static void *engine_main(void *arg)
 			active_remove(t, x);
 			complete_xfer(t, x, KVS_OK);
 		}
-		curl_multi_poll(t->multi, NULL, 0, run_timers(t, 0), NULL);
+		curl_multi_poll(t->multi, NULL, 0,
+		                (int)kvs__timers_run(&t->timers, POLL_TIMEOUT_MS),
+		                NULL);
 	}
 	/* Fail whatever is still in flight. */
 	while (t->active != NULL) {
@@ -585,8 +486,8 @@ static void *engine_main(void *arg)
 		curl_easy_cleanup(t->spare[i]);
 	t->n_spare = 0;
 	/* Timers end early: whoever set one is told, and frees what it
-	 * holds. (New ones are refused: closing is set.) */
-	run_timers(t, 1);
+	 * holds; new ones are refused. */
+	kvs__timers_close(&t->timers);
 	return NULL;
 }
 
@@ -752,6 +653,7 @@ int kvs__transport_new(kvs__transport **out, const kvs__transport_options *opts)
 		goto fail;
 	pthread_mutex_init(&t->pool_mu, NULL);
 	pthread_mutex_init(&t->mu, NULL);
+	kvs__timers_init(&t->timers);
 	t->queue_tail = &t->queue;
 	t->multi = curl_multi_init();
 	if (t->multi == NULL)
@@ -770,6 +672,8 @@ int kvs__transport_new(kvs__transport **out, const kvs__transport_options *opts)
 fail:
 	if (t->multi != NULL)
 		curl_multi_cleanup(t->multi);
+	if (t->queue_tail != NULL)
+		kvs__timers_free(&t->timers);
 	free_copies(t);
 	free(t);
 	return KVS_ENOMEM;
@@ -790,7 +694,7 @@ void kvs__transport_free(kvs__transport *t)
 		curl_easy_cleanup(t->pool[i]);
 	pthread_mutex_destroy(&t->pool_mu);
 	pthread_mutex_destroy(&t->mu);
-	free(t->timers);
+	kvs__timers_free(&t->timers);
 	free_copies(t);
 	free(t);
 }

@@ -15,6 +15,8 @@
 
 #include <stddef.h>
 
+#include "timers.h"
+
 typedef struct kvs__transport kvs__transport;
 
 #define KVS_TRANSPORT_MAX_HEADERS 16
@@ -100,8 +102,6 @@ void kvs__transport_request(kvs__transport *t, const kvs__http_request *req,
  */
 int kvs__transport_submit(kvs__transport *t, const kvs__http_request *req,
                           kvs__http_cb cb, void *ud);
-
-typedef void (*kvs__timer_cb)(void *ud);
 
 /**
  * Call cb(ud) once, on the transport's thread, ms milliseconds from now,

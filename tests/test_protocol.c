@@ -7,6 +7,7 @@
  * what their callers rely on.
  */
 #include <check.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "peer.h"
 #include "protocol.h"
 #include "testutil.h"
+#include "timers.h"
 #include "util.h"
 
 /* A frame of one operation of each kind, every field set. */
@@ -466,6 +468,67 @@ START_TEST(link_messages_survive_short_writes)
 }
 END_TEST
 
+struct fired {
+	int order[8];
+	int n;
+};
+
+static struct fired fired;
+
+static void note_fired(void *ud)
+{
+	fired.order[fired.n++] = (int)(intptr_t)ud;
+}
+
+/* Timers fire in deadline order, equal deadlines in the order they were
+ * set; the next wait is what is left; closing fires the rest at once and
+ * refuses new ones. */
+START_TEST(timers_fire_in_order_and_all_at_close)
+{
+	kvs__timers t;
+	int earliest;
+	unsigned wait;
+
+	memset(&fired, 0, sizeof(fired));
+	ck_assert_int_eq(kvs__timers_init(&t), KVS_OK);
+	ck_assert_int_eq(kvs__timers_add(&t, 30, note_fired, (void *)1,
+	                                 &earliest),
+	                 KVS_OK);
+	ck_assert(earliest);
+	ck_assert_int_eq(kvs__timers_add(&t, 0, note_fired, (void *)2,
+	                                 &earliest),
+	                 KVS_OK);
+	ck_assert(earliest);
+	ck_assert_int_eq(kvs__timers_add(&t, 0, note_fired, (void *)3,
+	                                 &earliest),
+	                 KVS_OK);
+	ck_assert(!earliest); /* after 2, same deadline */
+	ck_assert_int_eq(kvs__timers_add(&t, 10000, note_fired, (void *)4,
+	                                 &earliest),
+	                 KVS_OK);
+	ck_assert(!earliest);
+	wait = kvs__timers_run(&t, 1000);
+	ck_assert_int_eq(fired.n, 2);
+	ck_assert_int_eq(fired.order[0], 2);
+	ck_assert_int_eq(fired.order[1], 3);
+	ck_assert_uint_le(wait, 30);
+	ck_assert_uint_gt(wait, 0);
+	usleep((wait + 5) * 1000);
+	wait = kvs__timers_run(&t, 1000);
+	ck_assert_int_eq(fired.n, 3);
+	ck_assert_int_eq(fired.order[2], 1);
+	ck_assert_uint_eq(wait, 1000); /* capped: the next is 10 s away */
+	kvs__timers_close(&t);
+	ck_assert_int_eq(fired.n, 4);
+	ck_assert_int_eq(fired.order[3], 4);
+	ck_assert_int_eq(kvs__timers_add(&t, 0, note_fired, (void *)5,
+	                                 &earliest),
+	                 KVS_ECLOSED);
+	kvs__timers_free(&t);
+	ck_assert_int_eq(fired.n, 4);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("protocol");
@@ -482,6 +545,7 @@ int main(void)
 	tcase_add_test(tc, base64_and_percent_encoding);
 	tcase_add_test(tc, files_are_read_whole_up_to_their_max);
 	tcase_add_test(tc, link_messages_survive_short_writes);
+	tcase_add_test(tc, timers_fire_in_order_and_all_at_close);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
