@@ -78,12 +78,19 @@ static void upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
                      struct MHD_UpgradeResponseHandle *urh)
 {
 	struct server *s = cls;
+	struct req *r = con_cls; /* completed only once the link closes */
 
 	(void)conn;
-	(void)con_cls; /* the request may be gone: it is not used */
 	if (kvs__node_serve_link(s->node, sock, extra, extra_len, link_closed,
 	                         urh) != KVS_OK)
 		MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+	/* Handed over: no longer a request in flight, so a stop does not
+	 * wait for it; until here it was, so the node was not closed under
+	 * it. */
+	if (r != NULL && !r->upgraded) {
+		r->upgraded = 1;
+		atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_relaxed);
+	}
 }
 
 void handle_link(struct req *r)
@@ -113,11 +120,7 @@ void handle_link(struct req *r)
 	if (resp != NULL) {
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE,
 		                        KVS__LINK_PROTOCOL);
-		/* From here a link, not a request in flight (a stop does not
-		 * wait for it), and never cut by a deadline. */
-		r->upgraded = 1;
-		atomic_fetch_sub_explicit(&r->srv->inflight, 1,
-		                          memory_order_relaxed);
+		/* A link from here: never cut by a deadline. */
 		guard_upgraded(r->track);
 	}
 	reply_response(r, MHD_HTTP_SWITCHING_PROTOCOLS, resp, NULL);

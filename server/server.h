@@ -142,7 +142,7 @@ struct req {
 	/* Waiting for a node operation (request.c). */
 	_Atomic int state;
 	int suspended;
-	int upgraded; /* a link now: no longer a request in flight */
+	int upgraded; /* handed over as a link: no longer in flight */
 	void (*render)(struct req *r);
 
 	/* The handler's own state, freed with the request. */
