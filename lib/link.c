@@ -108,12 +108,16 @@ static void arm(struct links *L, struct lconn *c, int out)
 	epoll_ctl(L->ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
-/* Take pending i out of c's list (c->mu held). */
+/* Take pending i out of c's list (c->mu held). The list stays in the
+ * order the frames were sent, which is about the order answers come in:
+ * an answer is found near the front. */
 static struct pend pend_take(struct lconn *c, size_t i)
 {
 	struct pend p = c->pend[i];
 
-	c->pend[i] = c->pend[--c->n_pend];
+	memmove(&c->pend[i], &c->pend[i + 1],
+	        (c->n_pend - i - 1) * sizeof(*c->pend));
+	c->n_pend--;
 	return p;
 }
 
@@ -363,6 +367,33 @@ static void on_event(struct links *L, struct lconn *c, uint32_t ev)
 	}
 }
 
+/* The frames of c whose time is up fail, in one pass however many. */
+static void expire(struct lconn *c, uint64_t now)
+{
+	struct pend *late = NULL;
+	size_t n_late = 0, kept = 0;
+
+	pthread_mutex_lock(&c->mu);
+	for (size_t j = 0; j < c->n_pend; j++)
+		n_late += c->pend[j].deadline <= now;
+	if (n_late > 0 && (late = malloc(n_late * sizeof(*late))) != NULL) {
+		n_late = 0;
+		for (size_t j = 0; j < c->n_pend; j++) {
+			if (c->pend[j].deadline <= now)
+				late[n_late++] = c->pend[j];
+			else
+				c->pend[kept++] = c->pend[j];
+		}
+		c->n_pend = kept;
+	}
+	pthread_mutex_unlock(&c->mu);
+	/* Their answers may still come: then they are dropped. (Out of
+	 * memory: the next tick tries again.) */
+	for (size_t j = 0; late != NULL && j < n_late; j++)
+		pend_fail(&late[j], KVS_ETIMEDOUT, 0);
+	free(late);
+}
+
 /* Frames whose time is up fail; links due are tried (reading thread). */
 static void tick(struct links *L, uint64_t now)
 {
@@ -381,24 +412,7 @@ static void tick(struct links *L, uint64_t now)
 			conn_down(c, 0, KVS_ECONNECT);
 			continue;
 		}
-		for (;;) {
-			struct pend p;
-			int late = 0;
-
-			pthread_mutex_lock(&c->mu);
-			for (size_t j = 0; j < c->n_pend; j++) {
-				if (c->pend[j].deadline <= now) {
-					p = pend_take(c, j);
-					late = 1;
-					break;
-				}
-			}
-			pthread_mutex_unlock(&c->mu);
-			if (!late)
-				break;
-			/* Its answer may still come: then it is dropped. */
-			pend_fail(&p, KVS_ETIMEDOUT, 0);
-		}
+		expire(c, now);
 	}
 }
 

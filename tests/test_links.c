@@ -156,6 +156,33 @@ START_TEST(a_restarted_peer_is_linked_again)
 }
 END_TEST
 
+/* A peer that is hung (SIGSTOP) keeps its link open and never answers:
+ * the frames on it fail when their time is up, and the client is answered
+ * in bounded time. */
+START_TEST(frames_to_a_hung_peer_time_out)
+{
+	struct tc_resp r;
+	uint64_t t0, frames;
+
+	tc_start(&C, 3,
+	         "[cluster]\nreplication = 3\nrequest_timeout_ms = 500\n" AUTH);
+	for (int i = 0; i < 3; i++)
+		ck_assert(links_become(i, 2, 2));
+	frames = metric(0, "kvshard_peer_link_frames_total");
+	ck_assert_int_eq(kill(C.node[2].pid, SIGSTOP), 0);
+	t0 = tu_now_ms();
+	ck_assert_int_eq(tc_http("PUT", tc_url(&C, 0, "/v1/kv/%s?w=3", "hung"),
+	                         "v", 1, NULL, &r),
+	                 0);
+	kill(C.node[2].pid, SIGCONT);
+	ck_assert_msg(r.status == 503, "w=3 with a hung replica: %ld %s",
+	              r.status, r.body);
+	ck_assert_uint_lt(tu_now_ms() - t0, 2500);
+	tc_resp_free(&r);
+	ck_assert_uint_gt(metric(0, "kvshard_peer_link_frames_total"), frames);
+}
+END_TEST
+
 START_TEST(links_can_be_turned_off)
 {
 	struct tc_resp r;
@@ -369,6 +396,7 @@ static Suite *suite(void)
 	tcase_set_timeout(t, 60);
 	tcase_add_test(t, frames_go_on_links);
 	tcase_add_test(t, a_restarted_peer_is_linked_again);
+	tcase_add_test(t, frames_to_a_hung_peer_time_out);
 	tcase_add_test(t, links_can_be_turned_off);
 	tcase_add_test(t, a_link_needs_the_secret_and_good_messages);
 	suite_add_tcase(s, t);
