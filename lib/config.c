@@ -754,9 +754,19 @@ static int load_auth(struct ctx *x, const kvs__toml_value *t)
 		else if (is_key(kv, "read_tokens"))
 			rc = get_string_array(x, kv, &c->read_tokens,
 			                      &c->n_read_tokens);
-		else if (is_key(kv, "cluster_secret"))
+		else if (is_key(kv, "cluster_secret")) {
 			rc = get_string(x, kv, &c->cluster_secret);
-		else
+			/* It travels as a header value: no control bytes or
+			 * spaces, which could end or split the header. */
+			for (const char *p = c->cluster_secret;
+			     rc == KVS_OK && p != NULL && *p != '\0'; p++)
+				if ((unsigned char)*p <= 0x20 ||
+				    (unsigned char)*p == 0x7f)
+					rc = fail(x, kv->value->line,
+					          kv->value->col,
+					          "'cluster_secret' may not hold "
+					          "spaces or control characters");
+		} else
 			rc = unknown_key(x, kv, "[auth]");
 	}
 	/* Peers trust each other through the secret: with client tokens but

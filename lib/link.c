@@ -45,8 +45,9 @@
 /* A link whose peer takes nothing more than this keeps no more: frames
  * beyond go over HTTP. */
 #define OUT_MAX ((size_t)64 << 20)
-/* Largest answer body accepted (the peer answers are not capped). */
-#define ANSWER_MAX ((size_t)1 << 30)
+/* Largest answer body (the peer answers are not capped: what a head can
+ * say). */
+#define ANSWER_MAX ((size_t)UINT32_MAX)
 
 enum { L_DOWN, L_CONNECTING, L_HELLO, L_UP };
 
@@ -75,6 +76,7 @@ struct lconn {
 	uint32_t next_id;
 	/* The reading thread's alone. */
 	struct kvs__rq in;
+	struct addrinfo *next_addr; /* in L->addrs[peer]; NULL: the first */
 	uint64_t retry_at;
 	uint64_t connect_deadline;
 	unsigned backoff_ms;
@@ -84,6 +86,7 @@ struct links {
 	kvs__peer_link_options o;
 	char **hosts;
 	uint16_t *ports;
+	struct addrinfo **addrs; /* each peer's, resolved once */
 	struct lconn *c;
 	int ep, wake;
 	pthread_t thread;
@@ -163,29 +166,62 @@ static void conn_down(struct lconn *c, unsigned retry_ms, int why)
 	free(p);
 }
 
-static void start_connect(struct links *L, struct lconn *c)
+/* Resolve peer's addresses (once: not on the reading thread's every
+ * retry, which a slow resolver would stall). */
+static struct addrinfo *resolve(const char *host, uint16_t port)
 {
 	struct addrinfo hints, *ai = NULL;
-	char port[8];
-	struct epoll_event ev;
-	int fd = -1, one = 1;
+	char p[8];
 
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICSERV;
-	snprintf(port, sizeof(port), "%u", (unsigned)L->ports[c->peer]);
-	if (getaddrinfo(L->hosts[c->peer], port, &hints, &ai) != 0 || ai == NULL)
+	snprintf(p, sizeof(p), "%u", (unsigned)port);
+	if (getaddrinfo(host, p, &hints, &ai) != 0)
+		return NULL;
+	return ai;
+}
+
+/* A peer whose host is gone (no FIN, no RST) ends its link within
+ * seconds rather than TCP's quarter of an hour: keep-alive probes while
+ * idle, and a bound on data left unacknowledged. */
+static void tune(int fd)
+{
+	int one = 1, idle = 5, intvl = 2, cnt = 3;
+	unsigned user_timeout_ms = 10000;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms,
+	           sizeof(user_timeout_ms));
+}
+
+static void start_connect(struct links *L, struct lconn *c)
+{
+	struct addrinfo *ai;
+	struct epoll_event ev;
+	int fd = -1;
+
+	if (L->addrs[c->peer] == NULL)
+		L->addrs[c->peer] = resolve(L->hosts[c->peer], L->ports[c->peer]);
+	/* Each attempt tries the next address the name has. */
+	if (c->next_addr == NULL)
+		c->next_addr = L->addrs[c->peer];
+	ai = c->next_addr;
+	if (ai == NULL)
 		goto fail;
+	c->next_addr = ai->ai_next;
 	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
 	            ai->ai_protocol);
 	if (fd < 0)
 		goto fail;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	tune(fd);
 	if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 &&
 	    errno != EINPROGRESS)
 		goto fail;
-	freeaddrinfo(ai);
-	ai = NULL;
 	memset(&ev, 0, sizeof(ev));
 	ev.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP;
 	ev.data.ptr = c;
@@ -198,8 +234,6 @@ static void start_connect(struct links *L, struct lconn *c)
 	c->connect_deadline = kvs__mono_ms() + L->o.connect_timeout_ms;
 	return;
 fail:
-	if (ai != NULL)
-		freeaddrinfo(ai);
 	if (fd >= 0)
 		close(fd);
 	conn_down(c, 0, KVS_ECONNECT);
@@ -209,7 +243,7 @@ fail:
 static void send_hello(struct links *L, struct lconn *c)
 {
 	char hello[512];
-	int err = 0, n;
+	int err = 0, n, v6 = strchr(L->hosts[c->peer], ':') != NULL;
 	socklen_t len = sizeof(err);
 
 	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 ||
@@ -219,12 +253,13 @@ static void send_hello(struct links *L, struct lconn *c)
 	}
 	n = snprintf(hello, sizeof(hello),
 	             "GET " KVS_PATH_LINK " HTTP/1.1\r\n"
-	             "Host: %s:%u\r\n"
+	             "Host: %s%s%s:%u\r\n"
 	             "Connection: Upgrade\r\n"
 	             "Upgrade: " KVS__LINK_PROTOCOL "\r\n"
 	             "%s%s%s"
 	             "\r\n",
-	             L->hosts[c->peer], (unsigned)L->ports[c->peer],
+	             v6 ? "[" : "", L->hosts[c->peer], v6 ? "]" : "",
+	             (unsigned)L->ports[c->peer],
 	             L->o.secret != NULL ? KVS_HDR_SECRET ": " : "",
 	             L->o.secret != NULL ? L->o.secret : "",
 	             L->o.secret != NULL ? "\r\n" : "");
@@ -251,7 +286,13 @@ static void hello_answered(struct lconn *c)
 	}
 	head = (size_t)(end - c->in.buf) + 4;
 	if (c->in.len < 13 || memcmp(c->in.buf, "HTTP/1.1 101 ", 13) != 0) {
-		conn_down(c, REFUSED_RETRY_MS, KVS_ECONNECT);
+		/* A stopping or busy peer (503) is asked again soon; one that
+		 * will not give a link (another version, links off, a wrong
+		 * secret), much later. */
+		int busy = c->in.len >= 13 &&
+		           memcmp(c->in.buf, "HTTP/1.1 503 ", 13) == 0;
+
+		conn_down(c, busy ? 0 : REFUSED_RETRY_MS, KVS_ECONNECT);
 		return;
 	}
 	kvs__rq_consume(&c->in, head);
@@ -589,6 +630,10 @@ static void link_free(void *impl)
 		close(L->ep);
 	if (L->wake >= 0)
 		close(L->wake);
+	for (size_t i = 0; L->addrs != NULL && i < L->o.n; i++)
+		if (L->addrs[i] != NULL)
+			freeaddrinfo(L->addrs[i]);
+	free(L->addrs);
 	for (size_t i = 0; L->hosts != NULL && i < L->o.n; i++)
 		free(L->hosts[i]);
 	free(L->hosts);
@@ -614,13 +659,17 @@ int kvs__peer_link_new(void **impl, const kvs__peer_link_options *o)
 	L->hosts = calloc(o->n, sizeof(*L->hosts));
 	L->ports = calloc(o->n, sizeof(*L->ports));
 	L->c = calloc(o->n, sizeof(*L->c));
-	if (L->hosts == NULL || L->ports == NULL || L->c == NULL)
+	L->addrs = calloc(o->n, sizeof(*L->addrs));
+	if (L->hosts == NULL || L->ports == NULL || L->c == NULL ||
+	    L->addrs == NULL)
 		goto fail;
 	for (size_t i = 0; i < o->n; i++) {
 		L->hosts[i] = strdup(o->hosts[i]);
 		if (L->hosts[i] == NULL)
 			goto fail;
 		L->ports[i] = o->ports[i];
+		if (i != o->self)
+			L->addrs[i] = resolve(o->hosts[i], o->ports[i]);
 	}
 	if (kvs__timers_init(&L->timers) != KVS_OK)
 		goto fail;

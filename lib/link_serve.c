@@ -10,6 +10,12 @@
  *
  * A link is freed when it has ended and no frame of it is being served
  * (a count of references).
+ *
+ * Stopping (kvs__link_server_stop, before the node closes) does not end
+ * the thread: it waits until no frame is being handed to the node, and
+ * from then on answers every new frame "shutting_down" at once (refused:
+ * the sender knows it was not served) while answers still being
+ * completed keep going out. Freeing ends the thread and the links.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -43,13 +49,22 @@ struct sconn {
 	struct sconn *next, *prev; /* s->conns, under s->mu */
 };
 
+/* Answers a link may have waiting for its peer to read: past it the
+ * peer is not reading, and the link ends. */
+#define OUT_MAX ((size_t)64 << 20)
+
 struct kvs__link_server {
 	kvs__node *n;
 	size_t max_body;
 	int ep, wake;
 	pthread_t thread;
 	int started;
-	_Atomic int stopping;
+	int locks; /* mu and serve_mu made */
+	/* Held while frames are handed to the node, and while a link is
+	 * added: kvs__link_server_stop waits for it once stopping is set. */
+	pthread_mutex_t serve_mu;
+	int stopping;          /* under serve_mu */
+	_Atomic int closing;   /* the thread ends */
 	pthread_mutex_t mu;
 	struct sconn *conns;
 	size_t n_conns;
@@ -119,27 +134,28 @@ static void served(void *ud)
 	char *body = NULL;
 	size_t len = 0;
 	int32_t rc = q->reply.rc;
-	int sent = 1;
+	int sent = 1, broken = 0;
 
+	/* An error code in the head says that nothing of the frame was
+	 * served (decoding, allocating). Once its operations ran, an answer
+	 * that cannot be built ends the link instead: the sender then knows
+	 * that they may have run. */
 	if (rc == KVS_OK) {
 		body = kvs__peer_reply_encode(&q->reply, &len);
-		if (body == NULL || len > UINT32_MAX) {
-			free(body);
-			body = NULL;
-			len = 0;
-			rc = KVS_ENOMEM;
-		}
+		broken = body == NULL || len > UINT32_MAX;
 	}
 	kvs__link_head(head, (uint32_t)len, q->id, rc);
 	pthread_mutex_lock(&c->mu);
 	if (!c->ended) {
-		sent = kvs__wq_send(&c->out, c->fd, head, body, len,
-		                    &c->written);
+		if (!broken && c->out.len - c->out.off <= OUT_MAX)
+			sent = kvs__wq_send(&c->out, c->fd, head, body, len,
+			                    &c->written);
 		if (sent == 0 && !c->out_armed) {
 			c->out_armed = 1;
 			arm(c, 1);
 		}
-		if (sent < 0) /* the reading thread sees the end */
+		/* The reading thread sees the end. */
+		if (broken || sent < 0 || c->out.len - c->out.off > OUT_MAX)
 			shutdown(c->fd, SHUT_RDWR);
 	}
 	pthread_mutex_unlock(&c->mu);
@@ -150,7 +166,28 @@ static void served(void *ud)
 	sconn_unref(c);
 }
 
-/* Serve the messages read: -1 when the link must end. */
+/* Answer frame id "shutting down" at once: nothing of it was served. */
+static void refuse(struct sconn *c, uint32_t id)
+{
+	unsigned char head[KVS__LINK_HEAD];
+	int sent;
+
+	kvs__link_head(head, 0, id, KVS_ESHUTDOWN);
+	pthread_mutex_lock(&c->mu);
+	if (!c->ended) {
+		sent = kvs__wq_send(&c->out, c->fd, head, NULL, 0, &c->written);
+		if (sent == 0 && !c->out_armed) {
+			c->out_armed = 1;
+			arm(c, 1);
+		}
+		if (sent < 0)
+			shutdown(c->fd, SHUT_RDWR);
+	}
+	pthread_mutex_unlock(&c->mu);
+}
+
+/* Serve the messages read (s->serve_mu held): -1 when the link must
+ * end. */
 static int serve_read(struct sconn *c)
 {
 	struct kvs__link_msg m;
@@ -158,7 +195,14 @@ static int serve_read(struct sconn *c)
 	int got;
 
 	while ((got = kvs__link_next(&c->in, off, c->s->max_body, &m)) == 1) {
-		struct serving *q = calloc(1, sizeof(*q));
+		struct serving *q;
+
+		if (c->s->stopping) {
+			refuse(c, m.id);
+			off += KVS__LINK_HEAD + m.len;
+			continue;
+		}
+		q = calloc(1, sizeof(*q));
 
 		if (q != NULL)
 			q->frame = malloc(m.len ? m.len : 1);
@@ -197,9 +241,12 @@ static void on_event(struct sconn *c, uint32_t ev)
 		}
 	}
 	if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
-		int rc = kvs__rq_read(&c->in, c->fd);
+		int rc = kvs__rq_read(&c->in, c->fd), bad;
 
-		if (serve_read(c) != 0 || rc < 0)
+		pthread_mutex_lock(&c->s->serve_mu);
+		bad = serve_read(c);
+		pthread_mutex_unlock(&c->s->serve_mu);
+		if (bad != 0 || rc < 0)
 			sconn_end(c);
 	}
 }
@@ -210,10 +257,10 @@ static void *serve_main(void *arg)
 	struct epoll_event evs[32];
 
 	pthread_setname_np(pthread_self(), "kvs-links-in");
-	while (!atomic_load(&s->stopping)) {
+	while (!atomic_load(&s->closing)) {
 		int n = epoll_wait(s->ep, evs, 32, 1000);
 
-		for (int i = 0; i < n && !atomic_load(&s->stopping); i++) {
+		for (int i = 0; i < n && !atomic_load(&s->closing); i++) {
 			struct sconn *c = evs[i].data.ptr;
 
 			if (c == NULL) {
@@ -238,10 +285,13 @@ int kvs__link_server_add(kvs__link_server *s, int fd, const void *extra,
 {
 	struct sconn *c;
 	struct epoll_event ev;
-	int one = 1, fl;
+	int one = 1, fl, rc = KVS_OK;
 
-	if (atomic_load(&s->stopping))
-		return KVS_ECLOSED;
+	(void)extra;
+	/* A peer sends nothing before it has the 101: bytes that came with
+	 * the request are a peer that does not speak the protocol. */
+	if (extra_len > 0)
+		return KVS_EPROTO;
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return KVS_ENOMEM;
@@ -259,27 +309,32 @@ int kvs__link_server_add(kvs__link_server *s, int fd, const void *extra,
 		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 	/* Not a TCP socket over TLS: then this fails, harmlessly. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (extra_len > 0 &&
-	    kvs__rq_append(&c->in, extra, extra_len) != KVS_OK) {
-		sconn_unref(c);
-		return KVS_ENOMEM;
-	}
-	pthread_mutex_lock(&s->mu);
-	c->next = s->conns;
-	if (s->conns != NULL)
-		s->conns->prev = c;
-	s->conns = c;
-	s->n_conns++;
-	pthread_mutex_unlock(&s->mu);
 	memset(&ev, 0, sizeof(ev));
 	ev.events = EPOLLIN | EPOLLRDHUP;
 	ev.data.ptr = c;
-	/* The frames that came with the request first: the socket will
-	 * not say they are there. */
-	if (serve_read(c) != 0 || epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-		sconn_end(c);
-		return KVS_OK; /* ended: on_close was called */
+	/* Under serve_mu: a stop either comes first (and the link is not
+	 * taken) or waits until it is in the list, where freeing ends it. */
+	pthread_mutex_lock(&s->serve_mu);
+	if (s->stopping) {
+		rc = KVS_ECLOSED;
+	} else {
+		pthread_mutex_lock(&s->mu);
+		c->next = s->conns;
+		if (s->conns != NULL)
+			s->conns->prev = c;
+		s->conns = c;
+		s->n_conns++;
+		pthread_mutex_unlock(&s->mu);
+		if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+			rc = KVS_ESYS;
 	}
+	pthread_mutex_unlock(&s->serve_mu);
+	if (rc == KVS_ECLOSED) {
+		sconn_unref(c);
+		return rc;
+	}
+	if (rc != KVS_OK)
+		sconn_end(c); /* in the list: ended, on_close called */
 	return KVS_OK;
 }
 
@@ -295,23 +350,29 @@ size_t kvs__link_server_count(kvs__link_server *s)
 
 void kvs__link_server_stop(kvs__link_server *s)
 {
+	if (s == NULL)
+		return;
+	/* Once it has the lock, no frame is being handed to the node, and
+	 * none will be. */
+	pthread_mutex_lock(&s->serve_mu);
+	s->stopping = 1;
+	pthread_mutex_unlock(&s->serve_mu);
+}
+
+void kvs__link_server_free(kvs__link_server *s)
+{
 	uint64_t one = 1;
 
-	if (s == NULL || atomic_exchange(&s->stopping, 1))
+	if (s == NULL)
 		return;
+	kvs__link_server_stop(s);
+	atomic_store(&s->closing, 1);
 	if (write(s->wake, &one, sizeof(one)) < 0) {
 		/* its wait ends within a second anyway */
 	}
 	if (s->started)
 		pthread_join(s->thread, NULL);
 	s->started = 0;
-}
-
-void kvs__link_server_free(kvs__link_server *s)
-{
-	if (s == NULL)
-		return;
-	kvs__link_server_stop(s);
 	for (;;) {
 		struct sconn *c;
 
@@ -328,6 +389,7 @@ void kvs__link_server_free(kvs__link_server *s)
 	close(s->ep);
 	close(s->wake);
 	pthread_mutex_destroy(&s->mu);
+	pthread_mutex_destroy(&s->serve_mu);
 	free(s);
 }
 
@@ -344,8 +406,11 @@ int kvs__link_server_new(kvs__link_server **out, kvs__node *n,
 	s->max_body = max_body;
 	s->ep = epoll_create1(EPOLL_CLOEXEC);
 	s->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (s->ep < 0 || s->wake < 0 || pthread_mutex_init(&s->mu, NULL) != 0)
+	if (s->ep < 0 || s->wake < 0)
 		goto fail;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_mutex_init(&s->serve_mu, NULL);
+	s->locks = 1;
 	memset(&ev, 0, sizeof(ev));
 	ev.events = EPOLLIN;
 	ev.data.ptr = NULL;
@@ -360,6 +425,10 @@ fail:
 		close(s->ep);
 	if (s->wake >= 0)
 		close(s->wake);
+	if (s->locks) {
+		pthread_mutex_destroy(&s->mu);
+		pthread_mutex_destroy(&s->serve_mu);
+	}
 	free(s);
 	return KVS_ENOMEM;
 }

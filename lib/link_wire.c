@@ -81,7 +81,6 @@ int kvs__wq_send(struct kvs__wq *q, int fd, const unsigned char *head,
                  const void *body, size_t len, uint64_t *written)
 {
 	size_t total = KVS__LINK_HEAD + len, sent = 0;
-	size_t before = q->len, before_off = q->off;
 
 	if (q->off == q->len) {
 		ssize_t n = send_two(fd, head, KVS__LINK_HEAD, body, len);
@@ -93,19 +92,15 @@ int kvs__wq_send(struct kvs__wq *q, int fd, const unsigned char *head,
 		if (sent == total)
 			return 1;
 	}
+	/* Out of memory: a message half in the queue cannot be taken back,
+	 * and the link must end (the caller shuts it down). */
 	if (sent < KVS__LINK_HEAD &&
 	    wq_add(q, head + sent, KVS__LINK_HEAD - sent) != 0)
-		goto nomem;
+		return -1;
 	sent = sent > KVS__LINK_HEAD ? sent - KVS__LINK_HEAD : 0;
 	if (wq_add(q, (const char *)body + sent, len - sent) != 0)
-		goto nomem;
+		return -1;
 	return 0;
-nomem:
-	/* A message half in the stream cannot be taken back: the link
-	 * must end. */
-	q->len = before;
-	q->off = before_off;
-	return -1;
 }
 
 int kvs__wq_flush(struct kvs__wq *q, int fd, uint64_t *written)

@@ -35,7 +35,7 @@ void kvs__link_head(unsigned char *head, uint32_t len, uint32_t id,
  * Send head (KVS__LINK_HEAD bytes) and body on fd, after what waits in q
  * (nothing is sent ahead of it); what the socket does not take is queued.
  * 1: all of it left; 0: some is queued (flush when fd is writable); -1:
- * the socket failed (nothing queued).
+ * the socket failed, or no memory: the link must end.
  */
 int kvs__wq_send(struct kvs__wq *q, int fd, const unsigned char *head,
                  const void *body, size_t len, uint64_t *written);

@@ -883,13 +883,11 @@ int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
 		         store_path, kvs_strerror(rc));
 		goto fail;
 	}
-	/* A peer's frame needs no more room than a value and its encoding
-	 * (the limit of POST /internal/ops). */
 	if (networked && cc->peer_links && cc->tls_cert == NULL &&
 	    n->n_shards > 1 &&
 	    (rc = kvs__link_server_new(&n->links, n,
-	                               cc->max_value_bytes * 2 +
-	                                       KVS__LINK_SLACK)) != KVS_OK) {
+	                               kvs__node_peer_frame_max(cc))) !=
+	            KVS_OK) {
 		snprintf(errbuf, errlen, "cannot serve peer links: %s",
 		         kvs_strerror(rc));
 		goto fail;
@@ -909,6 +907,11 @@ fail:
 	free(members);
 	kvs__node_close(n);
 	return rc;
+}
+
+size_t kvs__node_peer_frame_max(const kvs_cluster_config *cc)
+{
+	return KVS__LANE_MAX_BYTES + cc->max_value_bytes * 2 + KVS__LINK_SLACK;
 }
 
 int kvs__node_serves_links(const kvs__node *n)

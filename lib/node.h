@@ -228,6 +228,10 @@ void kvs__node_serve_peer(kvs__node *n, const void *frame, size_t len,
  * not called).
  */
 int kvs__node_serves_links(const kvs__node *n);
+/* The largest peer frame a node accepts, by HTTP or on a link: a full
+ * coalesced frame plus one more operation (a value, and its key and the
+ * rest). */
+size_t kvs__node_peer_frame_max(const kvs_cluster_config *cc);
 int kvs__node_serve_link(kvs__node *n, int fd, const void *extra,
                          size_t extra_len, void (*on_close)(void *ud),
                          void *ud);

@@ -653,8 +653,9 @@ int kvs__transport_new(kvs__transport **out, const kvs__transport_options *opts)
 		goto fail;
 	pthread_mutex_init(&t->pool_mu, NULL);
 	pthread_mutex_init(&t->mu, NULL);
-	kvs__timers_init(&t->timers);
-	t->queue_tail = &t->queue;
+	if (kvs__timers_init(&t->timers) != KVS_OK)
+		goto fail;
+	t->queue_tail = &t->queue; /* also: the timers are made */
 	t->multi = curl_multi_init();
 	if (t->multi == NULL)
 		goto fail;

@@ -399,7 +399,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
 	may_write = !(r->method & (M_GET | M_HEAD));
 	upgraded = r->upgraded;
 	elapsed = kvs__mono_ns() - r->start_ns;
-	metrics_record(route_id(r->ep), r->status, elapsed);
+	/* A link's lifetime is no request's latency. */
+	if (!upgraded)
+		metrics_record(route_id(r->ep), r->status, elapsed);
 	atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
 	if (log_enabled(LL_DEBUG))
 		log_msg(LL_DEBUG, "%s %.200s -> %u in %.3f ms%s",

@@ -134,8 +134,7 @@ size_t route_body_limit(const struct server *s, const struct endpoint *ep)
 		return s->cc->max_value_bytes;
 	case BODY_BATCH:
 	case BODY_PEER:
-		/* A value and its encoding, plus the rest of the document. */
-		return s->cc->max_value_bytes * 2 + KVS_SMALL_BODY_BYTES;
+		return kvs__node_peer_frame_max(s->cc);
 	default:
 		return KVS_SMALL_BODY_BYTES;
 	}

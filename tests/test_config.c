@@ -406,6 +406,15 @@ START_TEST(errors_point_at_the_mistake)
 	          "(the shards' shared secret for peer requests)");
 	parse_err(ONE_SHARD "[auth]\ncluster_secret = \"\"\n",
 	          "t.toml:6:18: 'cluster_secret' must not be empty");
+	parse_err(ONE_SHARD "[auth]\ncluster_secret = \"a b\"\n",
+	          "t.toml:6:18: 'cluster_secret' may not hold spaces or "
+	          "control characters");
+	parse_err(ONE_SHARD "[auth]\ncluster_secret = \"a\\r\\nX-Evil: 1\"\n",
+	          "t.toml:6:18: 'cluster_secret' may not hold spaces or "
+	          "control characters");
+	parse_err(ONE_SHARD "[cluster]\npeer_links = 1\n",
+	          "t.toml:6:14: 'peer_links' must be true or false, not "
+	          "integer");
 	parse_err(ONE_SHARD "cluster = 3\n",
 	          "t.toml:5:1: unknown key 'cluster' in [[shards]]");
 	parse_err("cluster = 3\n" ONE_SHARD,

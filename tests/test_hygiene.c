@@ -199,6 +199,7 @@ static const char *const server_may_use[] = {
 	"kvs__scan_req", "kvs__scan_result", "kvs__scan_result_merge",
 	"kvs__scan_result_clear", "kvs__peer_reply", "kvs__peer_reply_encode",
 	"kvs__peer_reply_clear", "kvs__node_serves_links", "kvs__node_serve_link",
+	"kvs__node_peer_frame_max",
 	/* The topology kept in etcd: agreed before the node opens (it
 	 * may replace the file's shards), the node registered once it
 	 * serves. */

@@ -162,13 +162,14 @@ END_TEST
 START_TEST(frames_to_a_hung_peer_time_out)
 {
 	struct tc_resp r;
-	uint64_t t0, frames;
+	uint64_t t0, frames, http;
 
 	tc_start(&C, 3,
 	         "[cluster]\nreplication = 3\nrequest_timeout_ms = 500\n" AUTH);
 	for (int i = 0; i < 3; i++)
 		ck_assert(links_become(i, 2, 2));
 	frames = metric(0, "kvshard_peer_link_frames_total");
+	http = http_frames(0);
 	ck_assert_int_eq(kill(C.node[2].pid, SIGSTOP), 0);
 	t0 = tu_now_ms();
 	ck_assert_int_eq(tc_http("PUT", tc_url(&C, 0, "/v1/kv/%s?w=3", "hung"),
@@ -179,7 +180,44 @@ START_TEST(frames_to_a_hung_peer_time_out)
 	              r.status, r.body);
 	ck_assert_uint_lt(tu_now_ms() - t0, 2500);
 	tc_resp_free(&r);
-	ck_assert_uint_gt(metric(0, "kvshard_peer_link_frames_total"), frames);
+	/* Every frame went on a link, the hung peer's too. */
+	ck_assert_uint_ge(metric(0, "kvshard_peer_link_frames_total"),
+	                  frames + 2);
+	ck_assert_uint_eq(http_frames(0), http);
+}
+END_TEST
+
+/* A node stopped while frames come and go on its links: the writes
+ * through the others all succeed (W = 2 of the two left), and it exits
+ * cleanly (the logs are checked for sanitizer reports). */
+START_TEST(a_node_stops_under_load)
+{
+	void *h = NULL;
+	uint64_t until;
+	int n = 0, st;
+
+	tc_start(&C, 3, "[cluster]\nreplication = 3\n" AUTH);
+	for (int i = 0; i < 3; i++)
+		ck_assert(links_become(i, 2, 2));
+	ck_assert_int_eq(kill(C.node[2].pid, SIGTERM), 0);
+	until = tu_now_ms() + 1500;
+	while (tu_now_ms() < until) {
+		char key[32];
+		struct tc_resp r;
+
+		snprintf(key, sizeof(key), "load%d", n++);
+		ck_assert_int_eq(tc_http_on(&h, "PUT",
+		                            tc_url(&C, n % 2, "/v1/kv/%s", key),
+		                            "v", 1, NULL, &r),
+		                 0);
+		ck_assert_msg(r.status == 200, "write %d while a node stops: %ld %s",
+		              n, r.status, r.body);
+		tc_resp_free(&r);
+	}
+	tc_http_close(&h);
+	st = tc_stop_node(&C, 2, SIGTERM);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ck_assert_int_gt(n, 10);
 }
 END_TEST
 
@@ -202,6 +240,11 @@ START_TEST(links_can_be_turned_off)
 		ck_assert_uint_eq(metric(i, "kvshard_peer_link_frames_total"),
 		                  0);
 	}
+	/* No node asked another for a link (it would have got 501). */
+	for (int i = 0; i < 3; i++)
+		ck_assert_uint_eq(metric(i, "kvshard_http_requests_total{"
+		                            "endpoint=\"internal\",status=\"501\"}"),
+		                  0);
 	/* The write's and the read's frames went as HTTP requests. */
 	ck_assert_uint_gt(metric(0, "kvshard_peer_frames_total"), 0);
 	ck_assert_uint_gt(metric(1, "kvshard_peer_frames_total"), 0);
@@ -373,8 +416,11 @@ START_TEST(a_link_needs_the_secret_and_good_messages)
 	                  "\r\n" KVS_HDR_SECRET ": " SECRET "\r\n",
 	               &status);
 	ck_assert_int_ge(fd, 0);
+	ck_assert(links_become(1, 1, 2));
 	ck_assert_int_eq(write(fd, "\x40\x00\x00\x00\x01\x00", 6), 6);
 	close(fd);
+	/* And the node let go of it. */
+	ck_assert(links_become(1, 1, 1));
 	for (int i = 0; i < 2; i++) {
 		h = tc_get(tc_url(&C, i, "/health%s", ""), 200);
 		tc_resp_free(&h);
@@ -397,6 +443,7 @@ static Suite *suite(void)
 	tcase_add_test(t, frames_go_on_links);
 	tcase_add_test(t, a_restarted_peer_is_linked_again);
 	tcase_add_test(t, frames_to_a_hung_peer_time_out);
+	tcase_add_test(t, a_node_stops_under_load);
 	tcase_add_test(t, links_can_be_turned_off);
 	tcase_add_test(t, a_link_needs_the_secret_and_good_messages);
 	suite_add_tcase(s, t);
