@@ -39,8 +39,6 @@
 #include "peer.h"
 
 #define KVS__LINK_HEAD 12
-/* Room in a frame beyond its values: keys and the rest. */
-#define KVS__LINK_SLACK (64 * 1024)
 
 typedef struct kvs__peer_link_options {
 	size_t self;              /* this node's position: no link */
@@ -75,15 +73,14 @@ int kvs__link_server_new(kvs__link_server **out, struct kvs__node *n,
                          size_t max_body);
 
 /*
- * Take over fd, a connection that agreed to speak the link protocol;
- * extra holds bytes already read from it. The server never closes fd
- * itself: it calls on_close(ud) once, when the link ends or the server
- * is freed, and fd is not used after that. KVS_ECLOSED when the server
- * stops reading (on_close is then not called: the caller closes).
+ * Take over fd, a connection that agreed to speak the link protocol. The
+ * server never closes fd itself: it calls on_close(ud) once, when the
+ * link ends or the server is freed, and fd is not used after that.
+ * KVS_ECLOSED when the server stops reading (on_close is then not
+ * called: the caller closes).
  */
-int kvs__link_server_add(kvs__link_server *s, int fd, const void *extra,
-                         size_t extra_len, void (*on_close)(void *ud),
-                         void *ud);
+int kvs__link_server_add(kvs__link_server *s, int fd,
+                         void (*on_close)(void *ud), void *ud);
 
 /* Read no more frames (answers still go out). Then close the node,
  * then free the server, which ends every link. */

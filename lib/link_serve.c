@@ -125,29 +125,15 @@ static void sconn_end(struct sconn *c)
 	sconn_unref(c);
 }
 
-/* A frame is served: its answer goes out (any thread). */
-static void served(void *ud)
+/* Send the answer (head, body) on c, or end c instead (any thread). */
+static void answer(struct sconn *c, const unsigned char *head,
+                   const char *body, size_t len, int end)
 {
-	struct serving *q = ud;
-	struct sconn *c = q->c;
-	unsigned char head[KVS__LINK_HEAD];
-	char *body = NULL;
-	size_t len = 0;
-	int32_t rc = q->reply.rc;
-	int sent = 1, broken = 0;
+	int sent = 1;
 
-	/* An error code in the head says that nothing of the frame was
-	 * served (decoding, allocating). Once its operations ran, an answer
-	 * that cannot be built ends the link instead: the sender then knows
-	 * that they may have run. */
-	if (rc == KVS_OK) {
-		body = kvs__peer_reply_encode(&q->reply, &len);
-		broken = body == NULL || len > UINT32_MAX;
-	}
-	kvs__link_head(head, (uint32_t)len, q->id, rc);
 	pthread_mutex_lock(&c->mu);
 	if (!c->ended) {
-		if (!broken && c->out.len - c->out.off <= OUT_MAX)
+		if (!end && c->out.len - c->out.off <= OUT_MAX)
 			sent = kvs__wq_send(&c->out, c->fd, head, body, len,
 			                    &c->written);
 		if (sent == 0 && !c->out_armed) {
@@ -155,35 +141,45 @@ static void served(void *ud)
 			arm(c, 1);
 		}
 		/* The reading thread sees the end. */
-		if (broken || sent < 0 || c->out.len - c->out.off > OUT_MAX)
+		if (end || sent < 0 || c->out.len - c->out.off > OUT_MAX)
 			shutdown(c->fd, SHUT_RDWR);
 	}
 	pthread_mutex_unlock(&c->mu);
+}
+
+/* A frame is served: its answer goes out (any thread). */
+static void served(void *ud)
+{
+	struct serving *q = ud;
+	unsigned char head[KVS__LINK_HEAD];
+	char *body = NULL;
+	size_t len = 0;
+	int broken = 0;
+
+	/* An error code in the head says that nothing of the frame was
+	 * served (decoding, allocating). Once its operations ran, an answer
+	 * that cannot be built ends the link instead: the sender then knows
+	 * that they may have run. */
+	if (q->reply.rc == KVS_OK) {
+		body = kvs__peer_reply_encode(&q->reply, &len);
+		broken = body == NULL || len > UINT32_MAX;
+	}
+	kvs__link_head(head, (uint32_t)len, q->id, q->reply.rc);
+	answer(q->c, head, body, len, broken);
 	free(body);
 	kvs__peer_reply_clear(&q->reply);
 	free(q->frame);
+	sconn_unref(q->c);
 	free(q);
-	sconn_unref(c);
 }
 
 /* Answer frame id "shutting down" at once: nothing of it was served. */
 static void refuse(struct sconn *c, uint32_t id)
 {
 	unsigned char head[KVS__LINK_HEAD];
-	int sent;
 
 	kvs__link_head(head, 0, id, KVS_ESHUTDOWN);
-	pthread_mutex_lock(&c->mu);
-	if (!c->ended) {
-		sent = kvs__wq_send(&c->out, c->fd, head, NULL, 0, &c->written);
-		if (sent == 0 && !c->out_armed) {
-			c->out_armed = 1;
-			arm(c, 1);
-		}
-		if (sent < 0)
-			shutdown(c->fd, SHUT_RDWR);
-	}
-	pthread_mutex_unlock(&c->mu);
+	answer(c, head, NULL, 0, 0);
 }
 
 /* Serve the messages read (s->serve_mu held): -1 when the link must
@@ -279,19 +275,13 @@ static void *serve_main(void *arg)
 	return NULL;
 }
 
-int kvs__link_server_add(kvs__link_server *s, int fd, const void *extra,
-                         size_t extra_len, void (*on_close)(void *ud),
-                         void *ud)
+int kvs__link_server_add(kvs__link_server *s, int fd,
+                         void (*on_close)(void *ud), void *ud)
 {
 	struct sconn *c;
 	struct epoll_event ev;
 	int one = 1, fl, rc = KVS_OK;
 
-	(void)extra;
-	/* A peer sends nothing before it has the 101: bytes that came with
-	 * the request are a peer that does not speak the protocol. */
-	if (extra_len > 0)
-		return KVS_EPROTO;
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return KVS_ENOMEM;

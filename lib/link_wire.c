@@ -186,25 +186,6 @@ void kvs__rq_consume(struct kvs__rq *q, size_t n)
 	q->len -= n;
 }
 
-int kvs__rq_append(struct kvs__rq *q, const void *data, size_t n)
-{
-	if (q->len + n > q->cap) {
-		size_t cap = q->cap ? q->cap : READ_ROOM;
-		char *g;
-
-		while (cap < q->len + n)
-			cap *= 2;
-		g = realloc(q->buf, cap);
-		if (g == NULL)
-			return KVS_ENOMEM;
-		q->buf = g;
-		q->cap = cap;
-	}
-	memcpy(q->buf + q->len, data, n);
-	q->len += n;
-	return KVS_OK;
-}
-
 void kvs__rq_reset(struct kvs__rq *q)
 {
 	q->len = 0;

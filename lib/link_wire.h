@@ -51,7 +51,6 @@ void kvs__wq_free(struct kvs__wq *q);
 int kvs__rq_read(struct kvs__rq *q, int fd);
 /* Take n bytes off the front. */
 void kvs__rq_consume(struct kvs__rq *q, size_t n);
-int kvs__rq_append(struct kvs__rq *q, const void *data, size_t n);
 void kvs__rq_reset(struct kvs__rq *q);
 void kvs__rq_free(struct kvs__rq *q);
 

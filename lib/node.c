@@ -911,7 +911,10 @@ fail:
 
 size_t kvs__node_peer_frame_max(const kvs_cluster_config *cc)
 {
-	return KVS__LANE_MAX_BYTES + cc->max_value_bytes * 2 + KVS__LINK_SLACK;
+	/* A value's encoding and a key, and the rest of the operation. */
+	const size_t slack = 64 * 1024;
+
+	return KVS__LANE_MAX_BYTES + cc->max_value_bytes * 2 + slack;
 }
 
 int kvs__node_serves_links(const kvs__node *n)
@@ -919,14 +922,12 @@ int kvs__node_serves_links(const kvs__node *n)
 	return n->links != NULL;
 }
 
-int kvs__node_serve_link(kvs__node *n, int fd, const void *extra,
-                         size_t extra_len, void (*on_close)(void *ud),
+int kvs__node_serve_link(kvs__node *n, int fd, void (*on_close)(void *ud),
                          void *ud)
 {
 	if (n->links == NULL)
 		return KVS_ENOTSUP;
-	return kvs__link_server_add(n->links, fd, extra, extra_len, on_close,
-	                            ud);
+	return kvs__link_server_add(n->links, fd, on_close, ud);
 }
 
 void kvs__node_close(kvs__node *n)

@@ -221,8 +221,8 @@ void kvs__node_serve_peer(kvs__node *n, const void *frame, size_t len,
 
 /**
  * Links (link.h): does this node serve them (peer_links on, no TLS);
- * serve one, a connection that agreed to speak the link protocol, whose
- * first bytes (extra) were read already. The node never closes fd: it
+ * serve one, a connection that agreed to speak the link protocol (and
+ * sent nothing since: a peer waits for the 101). The node never closes fd: it
  * calls on_close(ud) once the link ends, at the latest in
  * kvs__node_close. KVS_ECLOSED or KVS_ENOTSUP: not taken (on_close is
  * not called).
@@ -232,8 +232,7 @@ int kvs__node_serves_links(const kvs__node *n);
  * coalesced frame plus one more operation (a value, and its key and the
  * rest). */
 size_t kvs__node_peer_frame_max(const kvs_cluster_config *cc);
-int kvs__node_serve_link(kvs__node *n, int fd, const void *extra,
-                         size_t extra_len, void (*on_close)(void *ud),
+int kvs__node_serve_link(kvs__node *n, int fd, void (*on_close)(void *ud),
                          void *ud);
 
 /**

@@ -637,6 +637,10 @@ int kvs__transport_new(kvs__transport **out, const kvs__transport_options *opts)
 	t = calloc(1, sizeof(*t));
 	if (t == NULL)
 		return KVS_ENOMEM;
+	if (kvs__timers_init(&t->timers) != KVS_OK) {
+		free(t);
+		return KVS_ENOMEM;
+	}
 	if (opts != NULL)
 		t->o = *opts;
 	if (t->o.connect_timeout_ms == 0)
@@ -653,9 +657,7 @@ int kvs__transport_new(kvs__transport **out, const kvs__transport_options *opts)
 		goto fail;
 	pthread_mutex_init(&t->pool_mu, NULL);
 	pthread_mutex_init(&t->mu, NULL);
-	if (kvs__timers_init(&t->timers) != KVS_OK)
-		goto fail;
-	t->queue_tail = &t->queue; /* also: the timers are made */
+	t->queue_tail = &t->queue;
 	t->multi = curl_multi_init();
 	if (t->multi == NULL)
 		goto fail;
@@ -673,8 +675,7 @@ int kvs__transport_new(kvs__transport **out, const kvs__transport_options *opts)
 fail:
 	if (t->multi != NULL)
 		curl_multi_cleanup(t->multi);
-	if (t->queue_tail != NULL)
-		kvs__timers_free(&t->timers);
+	kvs__timers_free(&t->timers);
 	free_copies(t);
 	free(t);
 	return KVS_ENOMEM;

@@ -91,7 +91,6 @@ struct guard_conn {
 	/* The deadline in monotonic ms, shifted left by one, its low bit set
 	 * for a body's deadline (one word: read together); 0: none. */
 	_Atomic uint64_t clock;
-	_Atomic int upgraded; /* a link: no deadlines (guard_upgraded) */
 };
 
 static struct {
@@ -269,8 +268,7 @@ static void set_deadline(struct guard_conn *c, unsigned s, int body)
 {
 	uint64_t at = kvs__mono_ms() + (uint64_t)s * 1000u;
 
-	if (c != NULL && !atomic_load_explicit(&c->upgraded,
-	                                       memory_order_relaxed))
+	if (c != NULL)
 		atomic_store_explicit(&c->clock, at << 1 | (body != 0),
 		                      memory_order_relaxed);
 }
@@ -419,14 +417,6 @@ void guard_body_in(struct guard_conn *c)
 {
 	if (c != NULL)
 		atomic_store_explicit(&c->clock, 0, memory_order_relaxed);
-}
-
-void guard_upgraded(struct guard_conn *c)
-{
-	if (c == NULL)
-		return;
-	atomic_store_explicit(&c->upgraded, 1, memory_order_relaxed);
-	atomic_store_explicit(&c->clock, 0, memory_order_relaxed);
 }
 
 void guard_answered(struct server *s, struct guard_conn *c)

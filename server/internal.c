@@ -81,8 +81,11 @@ static void upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
 	struct req *r = con_cls; /* completed only once the link closes */
 
 	(void)conn;
-	if (kvs__node_serve_link(s->node, sock, extra, extra_len, link_closed,
-	                         urh) != KVS_OK)
+	(void)extra;
+	/* A peer sends nothing before it has the 101: bytes that came with
+	 * the request are a peer that does not speak the protocol. */
+	if (extra_len > 0 ||
+	    kvs__node_serve_link(s->node, sock, link_closed, urh) != KVS_OK)
 		MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
 	/* Handed over: no longer a request in flight, so a stop does not
 	 * wait for it; until here it was, so the node was not closed under
@@ -116,12 +119,12 @@ void handle_link(struct req *r)
 		            KVS__LINK_PROTOCOL);
 		return;
 	}
+	/* No deadline cuts the link: the request's body is in (its clock
+	 * is stopped), and the next request's starts only at completion,
+	 * which for a link is its close (guard.c). */
 	resp = MHD_create_response_for_upgrade(upgraded, r->srv);
-	if (resp != NULL) {
+	if (resp != NULL)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE,
 		                        KVS__LINK_PROTOCOL);
-		/* A link from here: never cut by a deadline. */
-		guard_upgraded(r->track);
-	}
 	reply_response(r, MHD_HTTP_SWITCHING_PROTOCOLS, resp, NULL);
 }

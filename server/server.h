@@ -167,8 +167,6 @@ struct guard_conn *guard_open(struct server *s, int fd,
 void guard_close(struct guard_conn *c);
 void guard_headers_in(struct server *s, struct guard_conn *c);
 void guard_body_in(struct guard_conn *c);
-/* c is a link now: no deadline is ever set on it again. */
-void guard_upgraded(struct guard_conn *c);
 void guard_answered(struct server *s, struct guard_conn *c);
 void guard_stop(void);
 int guard_reserve(struct server *s, size_t n);

@@ -75,6 +75,21 @@ static int links_become(int i, uint64_t out, uint64_t in)
 	return 0;
 }
 
+/* PUT value at path (a "/v1/kv/..." with its query) through node i: the
+ * answer's status (the request itself must get an answer). */
+static long put(int i, const char *path, const char *value)
+{
+	struct tc_resp r;
+	long status;
+
+	ck_assert_int_eq(tc_http("PUT", tc_url(&C, i, "%s", path), value,
+	                         strlen(value), NULL, &r),
+	                 0);
+	status = r.status;
+	tc_resp_free(&r);
+	return status;
+}
+
 static uint64_t http_frames(int i)
 {
 	return metric(i, "kvshard_peer_frames_total") -
@@ -95,17 +110,13 @@ START_TEST(frames_go_on_links)
 	links_before = metric(0, "kvshard_peer_link_frames_total");
 	/* W = 3 and R = 3: every write and read crosses to every peer. */
 	for (int k = 0; k < 40; k++) {
-		char key[32];
+		char key[32], path[64];
 		struct tc_resp r;
 
 		snprintf(key, sizeof(key), "lk%d", k);
 		snprintf(value, sizeof(value), "value-%d", k);
-		ck_assert_int_eq(tc_http("PUT", tc_url(&C, k % 3, "/v1/kv/%s?w=3",
-		                                       key),
-		                         value, strlen(value), NULL, &r),
-		                 0);
-		ck_assert_int_eq(r.status, 200);
-		tc_resp_free(&r);
+		snprintf(path, sizeof(path), "/v1/kv/%s?w=3", key);
+		ck_assert_int_eq(put(k % 3, path, value), 200);
 		r = tc_get(tc_url(&C, (k + 1) % 3, "/v1/kv/%s?r=3", key), 200);
 		ck_assert_str_eq(r.body, value);
 		tc_resp_free(&r);
@@ -137,19 +148,11 @@ START_TEST(a_restarted_peer_is_linked_again)
 	tc_stop_node(&C, 2, SIGKILL);
 	ck_assert(links_become(0, 1, 1));
 	/* W = 2 of the two left. */
-	ck_assert_int_eq(tc_http("PUT", tc_url(&C, 0, "/v1/kv/%s", "back"),
-	                         "v1", 2, NULL, &r),
-	                 0);
-	ck_assert_int_eq(r.status, 200);
-	tc_resp_free(&r);
+	ck_assert_int_eq(put(0, "/v1/kv/back", "v1"), 200);
 	tc_start_node(&C, 2);
 	ck_assert(links_become(0, 2, 2));
 	ck_assert(links_become(2, 2, 2));
-	ck_assert_int_eq(tc_http("PUT", tc_url(&C, 0, "/v1/kv/%s?w=3", "back"),
-	                         "v2", 2, NULL, &r),
-	                 0);
-	ck_assert_int_eq(r.status, 200);
-	tc_resp_free(&r);
+	ck_assert_int_eq(put(0, "/v1/kv/back?w=3", "v2"), 200);
 	r = tc_get(tc_url(&C, 2, "/v1/kv/%s?r=3", "back"), 200);
 	ck_assert_str_eq(r.body, "v2");
 	tc_resp_free(&r);
@@ -227,11 +230,7 @@ START_TEST(links_can_be_turned_off)
 
 	tc_start(&C, 3,
 	         "[cluster]\nreplication = 3\npeer_links = false\n" AUTH);
-	ck_assert_int_eq(tc_http("PUT", tc_url(&C, 0, "/v1/kv/%s?w=3", "off"),
-	                         "v", 1, NULL, &r),
-	                 0);
-	ck_assert_int_eq(r.status, 200);
-	tc_resp_free(&r);
+	ck_assert_int_eq(put(0, "/v1/kv/off?w=3", "v"), 200);
 	r = tc_get(tc_url(&C, 1, "/v1/kv/%s?r=3", "off"), 200);
 	ck_assert_str_eq(r.body, "v");
 	tc_resp_free(&r);
@@ -425,11 +424,7 @@ START_TEST(a_link_needs_the_secret_and_good_messages)
 		h = tc_get(tc_url(&C, i, "/health%s", ""), 200);
 		tc_resp_free(&h);
 	}
-	ck_assert_int_eq(tc_http("PUT", tc_url(&C, 0, "/v1/kv/%s?w=2", "after"),
-	                         "ok", 2, NULL, &h),
-	                 0);
-	ck_assert_int_eq(h.status, 200);
-	tc_resp_free(&h);
+	ck_assert_int_eq(put(0, "/v1/kv/after?w=2", "ok"), 200);
 }
 END_TEST
 
