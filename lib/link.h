@@ -87,7 +87,8 @@ int kvs__link_server_add(kvs__link_server *s, int fd,
 void kvs__link_server_stop(kvs__link_server *s);
 void kvs__link_server_free(kvs__link_server *s);
 
-/* Links being served. */
-size_t kvs__link_server_count(kvs__link_server *s);
+/* Links being served; *serving (may be NULL) gets the bytes of their
+ * frames being served now. */
+size_t kvs__link_server_count(kvs__link_server *s, uint64_t *serving);
 
 #endif /* KVS_LINK_H */

@@ -11,6 +11,13 @@
  * A link is freed when it has ended and no frame of it is being served
  * (a count of references).
  *
+ * What a peer can make a node hold is bounded per link: the frames being
+ * served (a frame is taken while less than SERVING_MAX bytes are; then
+ * the link is not read until answers have gone out, and TCP pushes back
+ * on the sender), the answers waiting for the peer to read them (OUT_MAX;
+ * past that the link ends), and what is read of the messages not taken
+ * yet (at most one largest frame, and a read's share).
+ *
  * Stopping (kvs__link_server_stop, before the node closes) does not end
  * the thread: it waits until no frame is being handed to the node, and
  * from then on answers every new frame "shutting_down" at once (refused:
@@ -42,6 +49,12 @@ struct sconn {
 	uint64_t written;
 	int out_armed;
 	int ended;
+	/* Not read (no EPOLLIN) while the frames it has being served come
+	 * to SERVING_MAX bytes or more; kick asks the reading thread to
+	 * read it again. */
+	_Atomic int paused;
+	_Atomic int kick;
+	_Atomic size_t in_service;
 	_Atomic unsigned refs;
 	struct kvs__rq in; /* the reading thread's */
 	void (*on_close)(void *ud);
@@ -52,6 +65,8 @@ struct sconn {
 /* Answers a link may have waiting for its peer to read: past it the
  * peer is not reading, and the link ends. */
 #define OUT_MAX ((size_t)64 << 20)
+/* A link's frames are taken while less than this is being served. */
+#define SERVING_MAX ((size_t)16 << 20)
 
 struct kvs__link_server {
 	kvs__node *n;
@@ -75,6 +90,7 @@ struct serving {
 	struct sconn *c;
 	uint32_t id;
 	char *frame;
+	size_t len;
 	kvs__peer_reply reply;
 };
 
@@ -88,12 +104,17 @@ static void sconn_unref(struct sconn *c)
 	free(c);
 }
 
-static void arm(struct sconn *c, int out)
+/* Set what c waits for (c->mu held): reading unless paused, writing
+ * while answers wait. (A paused link does not wait for the peer's
+ * half-close either: level-triggered, it would wake the thread in a
+ * loop; a reset or a full close still comes as EPOLLHUP.) */
+static void arm(struct sconn *c)
 {
 	struct epoll_event ev;
 
 	memset(&ev, 0, sizeof(ev));
-	ev.events = EPOLLIN | EPOLLRDHUP | (out ? EPOLLOUT : 0);
+	ev.events = (atomic_load(&c->paused) ? 0u : EPOLLIN | EPOLLRDHUP) |
+	            (c->out_armed ? EPOLLOUT : 0u);
 	ev.data.ptr = c;
 	epoll_ctl(c->s->ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
@@ -138,13 +159,33 @@ static void answer(struct sconn *c, const unsigned char *head,
 			                    &c->written);
 		if (sent == 0 && !c->out_armed) {
 			c->out_armed = 1;
-			arm(c, 1);
+			arm(c);
 		}
 		/* The reading thread sees the end. */
 		if (end || sent < 0 || c->out.len - c->out.off > OUT_MAX)
 			shutdown(c->fd, SHUT_RDWR);
 	}
 	pthread_mutex_unlock(&c->mu);
+}
+
+/* A frame of len bytes is no longer being served: a paused link whose
+ * frames being served are now below the bound is read again (any
+ * thread). */
+static void done_serving(struct sconn *c, size_t len)
+{
+	struct kvs__link_server *s = c->s;
+	size_t left = atomic_fetch_sub(&c->in_service, len) - len;
+	uint64_t one = 1;
+
+	/* Against hold_back(): it sets paused, then looks at in_service; this
+	 * lowers in_service, then looks at paused. One of the two sees the
+	 * other's change. */
+	if (left >= SERVING_MAX || !atomic_load(&c->paused) ||
+	    atomic_exchange(&c->kick, 1))
+		return;
+	if (write(s->wake, &one, sizeof(one)) < 0) {
+		/* the eventfd is full of wakes already */
+	}
 }
 
 /* A frame is served: its answer goes out (any thread). */
@@ -169,6 +210,7 @@ static void served(void *ud)
 	free(body);
 	kvs__peer_reply_clear(&q->reply);
 	free(q->frame);
+	done_serving(q->c, q->len);
 	sconn_unref(q->c);
 	free(q);
 }
@@ -180,6 +222,21 @@ static void refuse(struct sconn *c, uint32_t id)
 
 	kvs__link_head(head, 0, id, KVS_ESHUTDOWN);
 	answer(c, head, NULL, 0, 0);
+}
+
+/* Stop reading c: 1, or 0 when its frames being served dropped below
+ * the bound meanwhile (reading thread). */
+static int hold_back(struct sconn *c)
+{
+	atomic_store(&c->paused, 1);
+	if (atomic_load(&c->in_service) >= SERVING_MAX) {
+		pthread_mutex_lock(&c->mu);
+		arm(c);
+		pthread_mutex_unlock(&c->mu);
+		return 1;
+	}
+	atomic_store(&c->paused, 0);
+	return 0;
 }
 
 /* Serve the messages read (s->serve_mu held): -1 when the link must
@@ -198,6 +255,9 @@ static int serve_read(struct sconn *c)
 			off += KVS__LINK_HEAD + m.len;
 			continue;
 		}
+		if (atomic_load(&c->in_service) >= SERVING_MAX &&
+		    hold_back(c))
+			break; /* the rest stays in c->in */
 		q = calloc(1, sizeof(*q));
 
 		if (q != NULL)
@@ -210,6 +270,8 @@ static int serve_read(struct sconn *c)
 		memcpy(q->frame, m.body, m.len);
 		q->c = c;
 		q->id = m.id;
+		q->len = m.len;
+		atomic_fetch_add(&c->in_service, m.len);
 		atomic_fetch_add(&c->refs, 1);
 		kvs__node_serve_peer(c->s->n, q->frame, m.len, &q->reply, served,
 		                     q);
@@ -228,7 +290,7 @@ static void on_event(struct sconn *c, uint32_t ev)
 		rc = kvs__wq_flush(&c->out, c->fd, &c->written);
 		if (rc == 1 && c->out_armed) {
 			c->out_armed = 0;
-			arm(c, 0);
+			arm(c);
 		}
 		pthread_mutex_unlock(&c->mu);
 		if (rc < 0) {
@@ -237,13 +299,50 @@ static void on_event(struct sconn *c, uint32_t ev)
 		}
 	}
 	if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
-		int rc = kvs__rq_read(&c->in, c->fd), bad;
+		int rc, bad;
+
+		/* Paused: what was read waits; a peer gone ends the link. */
+		if (atomic_load(&c->paused)) {
+			if (ev & (EPOLLERR | EPOLLHUP))
+				sconn_end(c);
+			return;
+		}
+		rc = kvs__rq_read(&c->in, c->fd);
 
 		pthread_mutex_lock(&c->s->serve_mu);
 		bad = serve_read(c);
 		pthread_mutex_unlock(&c->s->serve_mu);
 		if (bad != 0 || rc < 0)
 			sconn_end(c);
+	}
+}
+
+/* Read again the paused links whose frames being served dropped below
+ * the bound (reading thread). */
+static void resume_kicked(struct kvs__link_server *s)
+{
+	for (;;) {
+		struct sconn *c;
+
+		pthread_mutex_lock(&s->mu);
+		for (c = s->conns; c != NULL; c = c->next)
+			if (atomic_load(&c->kick))
+				break;
+		if (c != NULL)
+			atomic_fetch_add(&c->refs, 1);
+		pthread_mutex_unlock(&s->mu);
+		if (c == NULL)
+			return;
+		atomic_store(&c->kick, 0);
+		atomic_store(&c->paused, 0);
+		pthread_mutex_lock(&c->mu);
+		if (!c->ended)
+			arm(c);
+		pthread_mutex_unlock(&c->mu);
+		/* What it had read is served (or it pauses again) whether or
+		 * not more comes. */
+		on_event(c, EPOLLIN);
+		sconn_unref(c);
 	}
 }
 
@@ -262,8 +361,8 @@ static void *serve_main(void *arg)
 			if (c == NULL) {
 				uint64_t v;
 
-				if (read(s->wake, &v, sizeof(v)) < 0)
-					continue;
+				if (read(s->wake, &v, sizeof(v)) == sizeof(v))
+					resume_kicked(s);
 				continue;
 			}
 			/* Held: an answer's writer may end it meanwhile. */
@@ -328,13 +427,18 @@ int kvs__link_server_add(kvs__link_server *s, int fd,
 	return KVS_OK;
 }
 
-size_t kvs__link_server_count(kvs__link_server *s)
+size_t kvs__link_server_count(kvs__link_server *s, uint64_t *serving)
 {
+	uint64_t bytes = 0;
 	size_t n;
 
 	pthread_mutex_lock(&s->mu);
 	n = s->n_conns;
+	for (struct sconn *c = s->conns; c != NULL; c = c->next)
+		bytes += atomic_load(&c->in_service);
 	pthread_mutex_unlock(&s->mu);
+	if (serving != NULL)
+		*serving = bytes;
 	return n;
 }
 

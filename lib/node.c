@@ -675,8 +675,12 @@ void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st)
 	st->links_up = st->link_frames = 0;
 	if (n->ops == &kvs__peer_link_ops)
 		kvs__peer_link_stats(n->impl, &st->links_up, &st->link_frames);
-	st->links_served = n->links != NULL ? kvs__link_server_count(n->links)
-	                                    : 0;
+	st->links_serving_bytes = 0;
+	st->links_served =
+	        n->links != NULL
+	                ? kvs__link_server_count(n->links,
+	                                         &st->links_serving_bytes)
+	                : 0;
 }
 
 void kvs__node_full_writes(kvs__node *n, uint64_t *map, uint64_t *fs)

@@ -265,6 +265,7 @@ typedef struct kvs__node_stats {
 	uint64_t full_fs;        /* ... and filesystem full */
 	uint64_t links_up;       /* links to peers up now (link.h) */
 	uint64_t links_served;   /* links from peers served now */
+	uint64_t links_serving_bytes; /* their frames being served now */
 	uint64_t link_frames;    /* of peer_frames, those sent on links */
 } kvs__node_stats;
 

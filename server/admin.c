@@ -297,10 +297,16 @@ void handle_metrics(struct req *r)
 	              "sent to peers, those sent on links (the rest went as "
 	              "HTTP requests).\n"
 	              "# TYPE kvshard_peer_link_frames_total counter\n"
-	              "kvshard_peer_link_frames_total %llu\n",
+	              "kvshard_peer_link_frames_total %llu\n"
+	              "# HELP kvshard_peer_link_serving_bytes Bytes of the "
+	              "frames from peers' links being served now (a link is "
+	              "not read while 16 MiB of its frames are).\n"
+	              "# TYPE kvshard_peer_link_serving_bytes gauge\n"
+	              "kvshard_peer_link_serving_bytes %llu\n",
 	              (unsigned long long)c.links_up,
 	              (unsigned long long)c.links_served,
-	              (unsigned long long)c.link_frames);
+	              (unsigned long long)c.link_frames,
+	              (unsigned long long)c.links_serving_bytes);
 	kvs__buf_adds(&b, "# HELP kvshard_peer_up 1 if this node believes the "
 	                  "shard is up.\n# TYPE kvshard_peer_up gauge\n");
 	for (size_t i = 0; i < kvs_config_shard_count(s->cfg); i++)

@@ -428,6 +428,81 @@ START_TEST(a_link_needs_the_secret_and_good_messages)
 }
 END_TEST
 
+START_TEST(a_flooded_link_is_read_at_the_nodes_pace)
+{
+	enum { FRAMES = 96, OPS = 250, VALUE = 4000 };
+	static char value[VALUE];
+	long status;
+	uint64_t peak = 0;
+	int fd;
+	uint32_t id, len;
+	int32_t rc;
+	char first[4];
+	struct timeval tv = {30, 0};
+
+	/* A peer sends 96 MiB of writes (frames of 1 MiB) as fast as
+	 * loopback takes them, faster than the node's disk: the node serves
+	 * at most 16 MiB of them at a time (and one more frame), and reads
+	 * the rest as it goes. */
+	tc_start(&C, 2, AUTH);
+	fd = open_link(0, "Connection: Upgrade\r\nUpgrade: " KVS__LINK_PROTOCOL
+	                  "\r\n" KVS_HDR_SECRET ": " SECRET "\r\n",
+	               &status);
+	ck_assert_int_ge(fd, 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	memset(value, 'v', sizeof(value));
+	for (uint32_t f = 0; f < FRAMES; f++) {
+		kvs__buf b;
+
+		kvs__buf_init(&b, 0);
+		kvs__peer_req_head(&b, 1, OPS);
+		for (uint32_t k = 0; k < OPS; k++) {
+			char key[32];
+			kvs__preq q;
+
+			memset(&q, 0, sizeof(q));
+			snprintf(key, sizeof(key), "flood-%u-%u", f, k);
+			q.code = KVS__P_APPLY;
+			q.stamp.hlc = ((uint64_t)1 << 40) + f * OPS + k;
+			q.key = key;
+			q.key_len = strlen(key);
+			q.value = value;
+			q.value_len = sizeof(value);
+			kvs__peer_req_op(&b, &q);
+		}
+		ck_assert_int_eq(b.rc, KVS_OK);
+		send_msg(fd, f, b.data, b.len);
+		kvs__buf_free(&b);
+		uint64_t now = metric(0, "kvshard_peer_link_serving_bytes");
+
+		if (now > peak)
+			peak = now;
+	}
+	/* Every frame is answered, in full. */
+	for (uint32_t f = 0; f < FRAMES; f++) {
+		ck_assert_int_eq(read_msg(fd, &id, &rc, &len, first,
+		                          sizeof(first)),
+		                 0);
+		ck_assert_int_eq(rc, 0);
+		ck_assert(memcmp(first, "KVSA", 4) == 0);
+	}
+	close(fd);
+	/* Held back, and more than a few frames at a time: the bound was
+	 * what stopped it. */
+	ck_assert_msg(peak <= (17u << 20) && peak >= (8u << 20),
+	              "%llu bytes of frames were being served at once",
+	              (unsigned long long)peak);
+	{
+		struct tc_resp r = tc_get(tc_url(&C, 0, "/v1/kv/flood-95-249%s",
+		                                 "?r=1"),
+		                          200);
+
+		ck_assert_uint_eq(r.len, VALUE);
+		tc_resp_free(&r);
+	}
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("links");
@@ -441,6 +516,7 @@ static Suite *suite(void)
 	tcase_add_test(t, a_node_stops_under_load);
 	tcase_add_test(t, links_can_be_turned_off);
 	tcase_add_test(t, a_link_needs_the_secret_and_good_messages);
+	tcase_add_test(t, a_flooded_link_is_read_at_the_nodes_pace);
 	suite_add_tcase(s, t);
 	return s;
 }
