@@ -70,7 +70,10 @@ struct qread {
 	unsigned char *key;
 	size_t key_len;
 	unsigned need;
-	size_t cand[KVS_RING_MAX_OWNERS];
+	/* The arrays below hold one more than the key has owners (N), in
+	 * the same allocation: a read of N = 3 then stays small enough for
+	 * the allocator's per-thread cache. */
+	size_t *cand; /* the owners to ask */
 	size_t n_cand;
 	size_t next_cand;
 	unsigned got;    /* replicas that answered, record or none */
@@ -81,7 +84,7 @@ struct qread {
 	int err; /* why a replica could not be asked, when it is our fault */
 	unsigned delay_ms; /* speculative retry; 0: none */
 	int urgent; /* launching a speculative read: not behind the lane */
-	struct qask asks[KVS_RING_MAX_OWNERS];
+	struct qask *asks;
 	size_t n_asks;
 	/* The newest record: best until the caller is answered; a newer
 	 * one arriving later (a slow replica's, after a speculative one
@@ -97,11 +100,11 @@ struct qread {
 	int fetching;       /* the fetch is in flight */
 	int fetch_failed;   /* it failed: the newest value is out of reach */
 	struct qask fetch;
-	struct seen seen[KVS_RING_MAX_OWNERS];
+	struct seen *seen;
 	size_t n_seen;
 	/* What best's and late's values live in: answers and a copy of
 	 * this node's record, freed with the read. */
-	void *keep[KVS_RING_MAX_OWNERS + 1];
+	void **keep;
 	size_t n_keep;
 	kvs__result *out;
 	kvs__node_cb cb;
@@ -114,7 +117,6 @@ static void qread_done(kvs__op *op)
 
 	for (size_t i = 0; i < q->n_keep; i++)
 		kvs__panswer_free(q->keep[i]);
-	free(q->key);
 	pthread_mutex_destroy(&q->mu);
 	free(q);
 }
@@ -502,23 +504,49 @@ static int read_local(void *ud, const kvs_record *rec)
 	return 0;
 }
 
+/* A read with room for the answers of n owners (and one more: this
+ * node's copy, or a fetch), and its key. */
+static struct qread *qread_new(size_t owners, const void *key,
+                               size_t key_len)
+{
+	size_t n = owners + 1;
+	/* Every part is a multiple of 8 bytes: each starts aligned. */
+	size_t size = sizeof(struct qread) + n * sizeof(size_t) +
+	              n * sizeof(struct qask) + n * sizeof(struct seen) +
+	              n * sizeof(void *);
+	struct qread *q = calloc(1, size + key_len);
+	unsigned char *p = (unsigned char *)(q + 1);
+
+	if (q == NULL)
+		return NULL;
+	q->cand = (size_t *)(void *)p;
+	p += n * sizeof(size_t);
+	q->asks = (struct qask *)(void *)p;
+	p += n * sizeof(struct qask);
+	q->seen = (struct seen *)(void *)p;
+	p += n * sizeof(struct seen);
+	q->keep = (void **)(void *)p;
+	p += n * sizeof(void *);
+	q->key = p;
+	memcpy(q->key, key, key_len);
+	q->key_len = key_len;
+	return q;
+}
+
 void kvs__quorum_read(kvs__node *n, const kvs__kv_req *req,
                       const kvs__route *route, unsigned need,
                       kvs__result *out, kvs__node_cb cb, void *ud)
 {
-	struct qread *q = calloc(1, sizeof(*q));
+	struct qread *q = qread_new(route->n, req->key, req->key_len);
 	struct local_copy lc;
 	int do_answer, do_repair, rc;
 
-	if (q == NULL || (q->key = malloc(req->key_len)) == NULL) {
-		free(q);
+	if (q == NULL) {
 		kvs__node_fail(out, KVS_ENOMEM, cb, ud);
 		return;
 	}
 	kvs__op_init(&q->op, qread_done);
 	pthread_mutex_init(&q->mu, NULL);
-	memcpy(q->key, req->key, req->key_len);
-	q->key_len = req->key_len;
 	q->n = n;
 	q->need = need;
 	q->out = out;
