@@ -2,13 +2,17 @@
 # start.sh - install what is missing, build, and run the local cluster of
 # shard-config.toml: one kvshard-server per [[shards]] entry, data where
 # the config says (data/ by default), logs and pid files under .run/.
+# A config with [coordination] also gets a private etcd member on its
+# first endpoint (when that is a loopback address and no etcd answers
+# there), with its data under .run/etcd.
 #
 #   ./start.sh               run in the foreground; Ctrl-C stops every shard
 #   ./start.sh --background  start the shards not running yet, and return
 #   ./start.sh stop          stop a cluster started with --background
 #   ./start.sh status        show which shards run
 # Environment: CONFIG (default shard-config.toml), BUILD_DIR (default build),
-# RUN_DIR (default .run), KVS_SKIP_BUILD=1 (use the binaries already built).
+# RUN_DIR (default .run), KVS_SKIP_BUILD=1 (use the binaries already built),
+# ETCD_PEER_PORT (etcd's peer port; default its client port + 1).
 set -u
 cd "$(dirname "$0")" || exit 1
 . .ci/common.sh
@@ -22,7 +26,7 @@ STOP_TIMEOUT_S=15
 HEALTH_TIMEOUT_S=2
 
 usage() {
-	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 # The shards of the config, "name address" per line, as the server itself
@@ -61,6 +65,105 @@ answers() {
 	[[ ${line:-} == HTTP/1.?" 200 "* ]]
 }
 
+# The etcd endpoints of the config's [coordination], one per line (none
+# without it).
+etcd_endpoints() {
+	"$SERVER" --config "$CONFIG" --list-etcd
+}
+
+# The private etcd member start.sh started, if it runs.
+etcd_pid() {
+	local pid state
+	[ -f "$RUN_DIR/etcd.pid" ] || return 1
+	pid=$(cat "$RUN_DIR/etcd.pid")
+	[ "$(cat /proc/"$pid"/comm 2>/dev/null)" = etcd ] || return 1
+	read -r _ _ state _ <"/proc/$pid/stat" 2>/dev/null || return 1
+	[ "$state" != Z ] && echo "$pid"
+}
+
+# Does an etcd answer /health at host:port?
+etcd_answers() {
+	local hostport=$1 host port line
+	host=${hostport%:*}
+	port=${hostport##*:}
+	host=${host#[}
+	host=${host%]}
+	exec 3<>"/dev/tcp/$host/$port" || return 1
+	printf 'GET /health HTTP/1.0\r\nHost: %s\r\n\r\n' "$hostport" >&3
+	IFS= read -r -t "$HEALTH_TIMEOUT_S" line <&3
+	exec 3<&- 3>&-
+	[[ ${line:-} == HTTP/1.?" 200 "* ]]
+}
+
+# Make sure etcd answers for a config with [coordination]: an etcd that
+# already answers at one of its endpoints is used as it is; otherwise a
+# private member is started on the first one, which must be a loopback
+# address (start.sh starts nothing that other machines could reach).
+start_etcd() {
+	local eps ep host port peer url peer_url pid deadline
+	eps=$(etcd_endpoints) || return 1
+	[ -n "$eps" ] || return 0
+	for ep in $eps; do
+		if etcd_answers "$ep" 2>/dev/null; then
+			kvs_log "etcd answers at $ep"
+			return 0
+		fi
+	done
+	ep=$(head -n 1 <<<"$eps")
+	host=${ep%:*}
+	port=${ep##*:}
+	case ${host#[} in
+	127.* | localhost | ::1]) ;;
+	*)
+		kvs_log "no etcd answers at $ep, and start.sh starts one only on a loopback address"
+		return 1 ;;
+	esac
+	peer=${ETCD_PEER_PORT:-$((port + 1))}
+	url=http://$ep
+	peer_url=http://$host:$peer
+	if ! pid=$(etcd_pid); then
+		command -v etcd >/dev/null 2>&1 || {
+			kvs_log "etcd is not installed (Debian: etcd-server)"
+			return 1
+		}
+		etcd_started=1
+		etcd --name kvshard-local --data-dir "$RUN_DIR/etcd" \
+			--listen-client-urls "$url" --advertise-client-urls "$url" \
+			--listen-peer-urls "$peer_url" \
+			--initial-advertise-peer-urls "$peer_url" \
+			--initial-cluster "kvshard-local=$peer_url" \
+			>>"$RUN_DIR/etcd.log" 2>&1 &
+		pid=$!
+		echo "$pid" >"$RUN_DIR/etcd.pid"
+	fi
+	deadline=$((SECONDS + START_TIMEOUT_S))
+	until etcd_answers "$ep" 2>/dev/null; do
+		if ! etcd_pid >/dev/null || [ $SECONDS -ge $deadline ]; then
+			kvs_log "etcd did not start on $ep; its log ($RUN_DIR/etcd.log) ends with:"
+			tail -n 5 "$RUN_DIR/etcd.log" >&2
+			stop_etcd
+			return 1
+		fi
+		sleep 0.1
+	done
+	kvs_log "etcd is up on $ep (pid $pid, data $RUN_DIR/etcd, log $RUN_DIR/etcd.log)"
+}
+
+# Stop the private etcd member, if start.sh started one that runs.
+stop_etcd() {
+	local pid deadline
+	pid=$(etcd_pid) || { rm -f "$RUN_DIR/etcd.pid"; return 0; }
+	kill -TERM "$pid" 2>/dev/null
+	deadline=$((SECONDS + STOP_TIMEOUT_S))
+	while etcd_pid >/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+	if etcd_pid >/dev/null; then
+		kvs_log "etcd (pid $pid) did not stop in ${STOP_TIMEOUT_S}s: killing it"
+		kill -KILL "$pid" 2>/dev/null
+	fi
+	rm -f "$RUN_DIR/etcd.pid"
+	kvs_log "stopped etcd"
+}
+
 # With TLS the port speaks HTTPS, which bash cannot: a shard is up once
 # its log says it serves (it does after binding and starting the HTTP
 # server), in the lines written since this start.
@@ -86,6 +189,7 @@ stop_all() {
 		rm -f "$RUN_DIR/$name.pid"
 		kvs_log "stopped $name"
 	done
+	stop_etcd
 }
 
 status() {
@@ -97,6 +201,9 @@ status() {
 			echo "$name  $addr  stopped"
 		fi
 	done < <(shards)
+	if pid=$(etcd_pid); then
+		echo "etcd  $(etcd_endpoints | head -n 1)  running (pid $pid)"
+	fi
 }
 
 need_server() {
@@ -124,6 +231,13 @@ need_server
 [ -f "$CONFIG" ] || { kvs_log "no $CONFIG"; exit 1; }
 list=$(shards) || { kvs_log "$CONFIG cannot be read (see above)"; exit 1; }
 mkdir -p "$RUN_DIR" || exit 1
+etcd_started=0
+if [ -n "$(etcd_endpoints)" ]; then
+	if [ "${KVS_SKIP_BUILD:-}" != 1 ]; then
+		kvs_install_no_start etcd-server || exit 1
+	fi
+	start_etcd || exit 1
+fi
 tls=0
 grep -Eq '^[[:space:]]*\[[[:space:]]*tls[[:space:]]*\]' "$CONFIG" && tls=1
 
@@ -185,6 +299,7 @@ for entry in "${started[@]}"; do
 				read -r _ _ p _ <<<"$e"
 				kill -TERM "$p" 2>/dev/null
 			done
+			[ $etcd_started = 1 ] && stop_etcd
 			exit 1
 		fi
 		sleep 0.1

@@ -38,6 +38,7 @@ static void usage(FILE *out)
 	fprintf(out,
 	        "Usage: kvshard-server --config FILE --shard NAME [options]\n"
 	        "       kvshard-server --config FILE --list-shards\n"
+	        "       kvshard-server --config FILE --list-etcd\n"
 	        "\n"
 	        "Serve one shard of a kvshard cluster over HTTP.\n"
 	        "\n"
@@ -48,6 +49,8 @@ static void usage(FILE *out)
 	        "  -l, --listen HOST:PORT listen here instead of the shard's address\n"
 	        "      --list-shards      print each shard's name and address of\n"
 	        "                         the config, one per line, and exit\n"
+	        "      --list-etcd        print the etcd endpoints of its\n"
+	        "                         [coordination], one per line, and exit\n"
 	        "      --log-level LEVEL  debug, info (default), warn or error\n"
 	        "  -h, --help             show this help\n"
 	        "  -V, --version          show the version\n");
@@ -138,6 +141,7 @@ struct args {
 	const char *data_dir;
 	const char *listen_at;
 	int list_shards;
+	int list_etcd;
 };
 
 /* Parse the command line; returns -1 to go on, else an exit status. */
@@ -150,6 +154,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		{"listen", required_argument, NULL, 'l'},
 		{"log-level", required_argument, NULL, 'L'},
 		{"list-shards", no_argument, NULL, 'S'},
+		{"list-etcd", no_argument, NULL, 'E'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -175,6 +180,9 @@ static int parse_args(int argc, char **argv, struct args *a)
 		case 'S':
 			a->list_shards = 1;
 			break;
+		case 'E':
+			a->list_etcd = 1;
+			break;
 		case 'L':
 			if (log_parse_level(optarg, &log_threshold) != 0) {
 				fprintf(stderr, "kvshard-server: unknown log level "
@@ -195,7 +203,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 		}
 	}
 	if (optind < argc || a->config_path == NULL ||
-	    (a->shard == NULL && !a->list_shards)) {
+	    (a->shard == NULL && !a->list_shards && !a->list_etcd)) {
 		fprintf(stderr, "kvshard-server: %s\n",
 		        optind < argc ? "unexpected argument"
 		                      : "--config and --shard are required");
@@ -203,6 +211,17 @@ static int parse_args(int argc, char **argv, struct args *a)
 		return EXIT_USAGE;
 	}
 	return -1;
+}
+
+/* --list-etcd: the [coordination] endpoints, one per line (none without
+ * it), for start.sh. */
+static int list_etcd(const kvs_config *cfg)
+{
+	const kvs_cluster_config *cc = kvs_config_cluster(cfg);
+
+	for (size_t i = 0; i < cc->n_etcd_endpoints; i++)
+		printf("%s\n", cc->etcd_endpoints[i]);
+	return fflush(stdout) == 0 ? 0 : 1;
 }
 
 /* --list-shards: "name address" per line, as start.sh reads them. */
@@ -363,8 +382,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kvshard-server: %s\n", err);
 		return EXIT_USAGE;
 	}
-	if (a.list_shards) {
-		status = list_shards(cfg);
+	if (a.list_shards || a.list_etcd) {
+		status = a.list_shards ? list_shards(cfg) : list_etcd(cfg);
 		goto out;
 	}
 	srv.cfg = cfg;
@@ -427,7 +446,7 @@ out:
 		close(fd);
 	metrics_shutdown();
 	kvs_config_free(cfg);
-	if (status == 0 && !a.list_shards)
+	if (status == 0 && !a.list_shards && !a.list_etcd)
 		log_msg(LL_INFO, "stopped");
 	return status;
 }

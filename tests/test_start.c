@@ -2,7 +2,8 @@
  * test_start.c - ./start.sh as a user runs it: it reads the config as the
  * server does (TOML quoting and comments included), starts only the
  * shards that do not run, never stops a running cluster by being run
- * again, and stops what it started. It runs against the binaries already
+ * again, and stops what it started; a config with [coordination] gets a
+ * private etcd, started once and stopped with the shards. It runs against the binaries already
  * built (KVS_SKIP_BUILD=1), with its pid files and the data in a
  * temporary directory.
  */
@@ -20,17 +21,19 @@
 #include "testutil.h"
 
 static char dir[512], run_dir[600], config[600];
+static char env[128]; /* more of start.sh's environment */
 static int port[2];
 static const char *const names[2] = {"alpha", "beta"};
 
-/* The pid start.sh recorded for shard i, or 0. */
+/* The pid start.sh recorded for shard i (for etcd: -1), or 0. */
 static pid_t recorded_pid(int i)
 {
 	char path[700];
 	FILE *f;
 	long pid = 0;
 
-	snprintf(path, sizeof(path), "%s/%s.pid", run_dir, names[i]);
+	snprintf(path, sizeof(path), "%s/%s.pid", run_dir,
+	         i < 0 ? "etcd" : names[i]);
 	f = fopen(path, "r");
 	if (f == NULL)
 		return 0;
@@ -43,7 +46,7 @@ static pid_t recorded_pid(int i)
 static void teardown(void)
 {
 	/* Whatever the test left running, stopped by its pid. */
-	for (int i = 0; i < 2; i++) {
+	for (int i = -1; i < 2; i++) {
 		pid_t pid = recorded_pid(i);
 
 		if (pid > 0)
@@ -64,9 +67,9 @@ static int start_sh(const char *arg, char *out, size_t cap)
 	/* Both paths are static storage of testutil: copy one first. */
 	snprintf(build, sizeof(build), "%s", tu_build_path(""));
 	snprintf(cmd, sizeof(cmd),
-	         "CONFIG='%s' RUN_DIR='%s' BUILD_DIR='%s' KVS_SKIP_BUILD=1 "
+	         "CONFIG='%s' RUN_DIR='%s' BUILD_DIR='%s' KVS_SKIP_BUILD=1 %s "
 	         "'%s' %s 2>&1",
-	         config, run_dir, build, tu_source_path("start.sh"),
+	         config, run_dir, build, env, tu_source_path("start.sh"),
 	         arg ? arg : "");
 	p = popen(cmd, "r");
 	ck_assert_ptr_nonnull(p);
@@ -80,6 +83,22 @@ static int start_sh(const char *arg, char *out, size_t cap)
 	out[n] = '\0';
 	status = pclose(p);
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Does pid run (not gone, not a zombie nobody reaped yet)? */
+static int runs(pid_t pid)
+{
+	char path[64], state = 'Z';
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (f == NULL)
+		return 0;
+	if (fscanf(f, "%*d (%*[^)]) %c", &state) != 1)
+		state = 'Z';
+	fclose(f);
+	return state != 'Z';
 }
 
 static int healthy(int i)
@@ -225,6 +244,57 @@ START_TEST(the_local_cluster_has_a_secret)
 }
 END_TEST
 
+/* A config with [coordination]: start.sh starts a private etcd on its
+ * endpoint before the shards (which seed their topology there), once,
+ * and stops it with them. */
+START_TEST(a_coordinated_config_gets_a_private_etcd)
+{
+	char out[8192], path[700], *log;
+	int etcd_port = tc_free_port(), peer_port = tc_free_port();
+	pid_t etcd;
+	FILE *f;
+
+	setup_config();
+	snprintf(env, sizeof(env), "ETCD_PEER_PORT=%d", peer_port);
+	f = fopen(config, "a");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "[coordination]\netcd = [\"127.0.0.1:%d\"]\n", etcd_port);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_msg(start_sh("--background", out, sizeof(out)) == 0, "%s",
+	              out);
+	ck_assert_msg(strstr(out, "etcd is up") != NULL, "%s", out);
+	etcd = recorded_pid(-1);
+	ck_assert_int_gt(etcd, 0);
+	ck_assert(healthy(0) && healthy(1));
+	/* The shards agreed on their topology in that etcd. */
+	snprintf(path, sizeof(path), "%s/%s.log", run_dir, names[0]);
+	log = tu_read_file(path);
+	snprintf(path, sizeof(path), "%s/%s.log", run_dir, names[1]);
+	{
+		char *log1 = tu_read_file(path);
+
+		ck_assert_msg(log != NULL && log1 != NULL &&
+		                      (strstr(log, "seeded it") != NULL ||
+		                       strstr(log1, "seeded it") != NULL),
+		              "no shard seeded the topology: %s", out);
+		free(log1);
+	}
+	free(log);
+	ck_assert_int_eq(start_sh("status", out, sizeof(out)), 0);
+	ck_assert_msg(strstr(out, "etcd  127.0.0.1") != NULL, "status: %s",
+	              out);
+	/* Again: the etcd that answers is used, not started twice. */
+	ck_assert_msg(start_sh("--background", out, sizeof(out)) == 0, "%s",
+	              out);
+	ck_assert_int_eq(recorded_pid(-1), etcd);
+	ck_assert_int_eq(start_sh("stop", out, sizeof(out)), 0);
+	ck_assert_msg(strstr(out, "stopped etcd") != NULL, "%s", out);
+	ck_assert(!healthy(0) && !healthy(1));
+	ck_assert(!runs(etcd));
+	env[0] = '\0';
+}
+END_TEST
+
 START_TEST(a_bad_config_is_reported)
 {
 	char out[8192];
@@ -255,6 +325,7 @@ int main(void)
 	tcase_set_timeout(tc, 90);
 	tcase_add_test(tc, background_start_is_idempotent);
 	tcase_add_test(tc, the_local_cluster_has_a_secret);
+	tcase_add_test(tc, a_coordinated_config_gets_a_private_etcd);
 	tcase_add_test(tc, a_bad_config_is_reported);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
