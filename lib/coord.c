@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,8 +39,9 @@
 struct kvs__coord {
 	kvs__etcd *etcd;
 	char *prefix;
+	char *topology_key; /* <prefix>/topology */
 	unsigned ttl_s;
-	uint64_t epoch;
+	_Atomic uint64_t epoch; /* agreed on, or last handed to the watcher */
 	kvs__coord_log_fn log;
 	void *log_ud;
 	/* Registration. */
@@ -52,6 +54,11 @@ struct kvs__coord {
 	pthread_cond_t cv;
 	int closing;
 	int unreachable;  /* an outage already logged */
+	/* The watch. */
+	int watch_started;
+	pthread_t watch_thread;
+	kvs__coord_topology_fn on_topology;
+	void *on_topology_ud;
 	char **registered; /* names, as last listed; under mu */
 	size_t n_registered;
 };
@@ -240,7 +247,7 @@ static int agree(kvs__coord *co, kvs_config *cfg, char *err, size_t err_len)
 			if (rc == KVS_ECONFLICT)
 				continue; /* another node seeded it: read it */
 			if (rc == KVS_OK) {
-				co->epoch = 1;
+				atomic_store(&co->epoch, 1);
 				say(co, KVS__LOG_INFO,
 				    "etcd had no topology at %s: seeded it from %s "
 				    "(epoch 1)",
@@ -250,7 +257,12 @@ static int agree(kvs__coord *co, kvs_config *cfg, char *err, size_t err_len)
 		}
 		if (rc != KVS_OK)
 			break;
-		rc = parse_doc(value, len, key, &from, &co->epoch, err, err_len);
+		{
+			uint64_t ep = 0;
+
+			rc = parse_doc(value, len, key, &from, &ep, err, err_len);
+			atomic_store(&co->epoch, ep);
+		}
 		free(value);
 		if (rc != KVS_OK)
 			break;
@@ -266,7 +278,7 @@ static int agree(kvs__coord *co, kvs_config *cfg, char *err, size_t err_len)
 			    "the topology in etcd (%s, epoch %llu) differs from "
 			    "%s: etcd wins (shards and N/W/R come from etcd; "
 			    "the file's other settings stay)",
-			    key, (unsigned long long)co->epoch,
+			    key, (unsigned long long)atomic_load(&co->epoch),
 			    kvs_config_cluster(cfg)->path);
 			rc = kvs__config_adopt_topology(cfg, from);
 			if (rc == KVS_OK)
@@ -304,7 +316,10 @@ int kvs__coord_open(kvs__coord **out, kvs_config *cfg, kvs__coord_log_fn log,
 	co->log_ud = log_ud;
 	co->ttl_s = c->lease_ttl_s;
 	co->prefix = strdup(c->coordination_prefix);
-	rc = co->prefix != NULL ? kvs__etcd_new(&co->etcd, c->etcd_endpoints,
+	co->topology_key = co->prefix != NULL
+	                           ? kvs__concat(co->prefix, "/topology")
+	                           : NULL;
+	rc = co->topology_key != NULL ? kvs__etcd_new(&co->etcd, c->etcd_endpoints,
 	                                        c->n_etcd_endpoints,
 	                                        ETCD_TIMEOUT_MS)
 	                        : KVS_ENOMEM;
@@ -325,7 +340,145 @@ int kvs__coord_open(kvs__coord **out, kvs_config *cfg, kvs__coord_log_fn log,
 
 uint64_t kvs__coord_epoch(const kvs__coord *co)
 {
-	return co->epoch;
+	return atomic_load(&((kvs__coord *)co)->epoch);
+}
+
+/* ------------------------------------------------------------------ */
+/* Changes and the watch                                                */
+
+/* Tries of a change whose document changed under it. */
+#define CHANGE_TRIES 8
+
+int kvs__coord_change(kvs__coord *co, kvs__coord_edit_fn edit, void *ud,
+                      uint64_t *epoch, char *err, size_t err_len)
+{
+	int rc = KVS_ECONFLICT;
+
+	err[0] = '\0';
+	for (int tries = 0; tries < CHANGE_TRIES; tries++) {
+		char *value = NULL, *text = NULL;
+		size_t len = 0;
+		int64_t rev = 0;
+		cJSON *doc, *ep;
+		kvs_config *check = NULL;
+		uint64_t next = 0, parsed = 0;
+
+		rc = kvs__etcd_get(co->etcd, co->topology_key, &value, &len,
+		                   &rev);
+		if (rc != KVS_OK) {
+			snprintf(err, err_len, "cannot read %s from etcd: %s",
+			         co->topology_key, kvs_strerror(rc));
+			return rc;
+		}
+		doc = cJSON_ParseWithLength(value, len);
+		free(value);
+		ep = doc != NULL ? cJSON_GetObjectItemCaseSensitive(doc, "epoch")
+		                 : NULL;
+		if (!cJSON_IsNumber(ep) || !(ep->valuedouble >= 1)) {
+			cJSON_Delete(doc);
+			snprintf(err, err_len, "%s is not a topology document",
+			         co->topology_key);
+			return KVS_ECONFIG;
+		}
+		next = (uint64_t)ep->valuedouble + 1;
+		rc = edit(ud, doc, err, err_len);
+		if (rc == KVS_OK) {
+			cJSON_SetNumberValue(ep, (double)next);
+			text = cJSON_PrintUnformatted(doc);
+			rc = text != NULL ? KVS_OK : KVS_ENOMEM;
+		}
+		cJSON_Delete(doc);
+		/* What a node will load: checked as a file is. */
+		if (rc == KVS_OK)
+			rc = parse_doc(text, strlen(text), co->topology_key,
+			               &check, &parsed, err, err_len);
+		kvs_config_free(check);
+		if (rc == KVS_OK)
+			rc = kvs__etcd_put_if(co->etcd, co->topology_key, text,
+			                      strlen(text), rev, NULL);
+		free(text);
+		if (rc == KVS_OK) {
+			*epoch = next;
+			say(co, KVS__LOG_INFO, "topology changed in etcd: epoch %llu",
+			    (unsigned long long)next);
+			return KVS_OK;
+		}
+		if (rc != KVS_ECONFLICT)
+			return rc;
+		/* Someone else's change came first: edit theirs. */
+	}
+	snprintf(err, err_len,
+	         "%s kept changing while this change was made (%d tries)",
+	         co->topology_key, CHANGE_TRIES);
+	return KVS_ECONFLICT;
+}
+
+/* One look at etcd's topology (watch thread): hand a newer epoch over.
+ * *rev is the revision last looked at; *bad the last one not valid. */
+static void look(kvs__coord *co, int64_t *seen_rev, int64_t *bad_rev)
+{
+	char *value = NULL, err[KVS_ERRBUF_SIZE];
+	size_t len = 0;
+	int64_t rev = 0;
+	kvs_config *topo = NULL;
+	uint64_t epoch = 0;
+	int rc = kvs__etcd_get(co->etcd, co->topology_key, &value, &len, &rev);
+
+	if (rc != KVS_OK || rev == *seen_rev) {
+		free(value);
+		return; /* etcd's outages are the renewal's to report */
+	}
+	rc = parse_doc(value, len, co->topology_key, &topo, &epoch, err,
+	               sizeof(err));
+	free(value);
+	if (rc != KVS_OK) {
+		if (rev != *bad_rev)
+			say(co, KVS__LOG_ERROR,
+			    "%s (revision %lld): this node keeps epoch %llu",
+			    err[0] ? err : kvs_strerror(rc), (long long)rev,
+			    (unsigned long long)atomic_load(&co->epoch));
+		*bad_rev = rev;
+		return; /* looked at again, in case it was passing */
+	}
+	*seen_rev = rev;
+	if (epoch <= atomic_load(&co->epoch)) {
+		kvs_config_free(topo);
+		return;
+	}
+	atomic_store(&co->epoch, epoch);
+	co->on_topology(co->on_topology_ud, topo, epoch);
+}
+
+static void *watch_main(void *arg)
+{
+	kvs__coord *co = arg;
+	int64_t seen_rev = 0, bad_rev = 0;
+
+	pthread_setname_np(pthread_self(), "kvs-etcd-watch");
+	pthread_mutex_lock(&co->mu);
+	while (!co->closing) {
+		struct timespec until;
+
+		pthread_mutex_unlock(&co->mu);
+		look(co, &seen_rev, &bad_rev);
+		kvs__realtime_after(&until, KVS__COORD_WATCH_MS);
+		pthread_mutex_lock(&co->mu);
+		while (!co->closing &&
+		       pthread_cond_timedwait(&co->cv, &co->mu, &until) == 0)
+			;
+	}
+	pthread_mutex_unlock(&co->mu);
+	return NULL;
+}
+
+int kvs__coord_watch(kvs__coord *co, kvs__coord_topology_fn cb, void *ud)
+{
+	co->on_topology = cb;
+	co->on_topology_ud = ud;
+	if (pthread_create(&co->watch_thread, NULL, watch_main, co) != 0)
+		return KVS_ESYS;
+	co->watch_started = 1;
+	return KVS_OK;
 }
 
 /* Hold a lease with our key under it. */
@@ -506,11 +659,15 @@ void kvs__coord_leave(kvs__coord *co)
 {
 	if (co == NULL)
 		return;
+	pthread_mutex_lock(&co->mu);
+	co->closing = 1;
+	pthread_cond_broadcast(&co->cv);
+	pthread_mutex_unlock(&co->mu);
+	if (co->watch_started) {
+		pthread_join(co->watch_thread, NULL);
+		co->watch_started = 0;
+	}
 	if (co->thread_started) {
-		pthread_mutex_lock(&co->mu);
-		co->closing = 1;
-		pthread_cond_signal(&co->cv);
-		pthread_mutex_unlock(&co->mu);
 		pthread_join(co->thread, NULL);
 		co->thread_started = 0;
 	}
@@ -533,6 +690,7 @@ void kvs__coord_close(kvs__coord *co)
 	free_names(co->registered, co->n_registered);
 	free(co->node_key);
 	free(co->node_value);
+	free(co->topology_key);
 	free(co->prefix);
 	pthread_cond_destroy(&co->cv);
 	pthread_mutex_destroy(&co->mu);

@@ -9,8 +9,12 @@
  * takes etcd's, and says so when its own file differs. Each serving node
  * holds a key <prefix>/nodes/<name> under a lease of lease_ttl_s that a
  * thread renews every third of it: the key disappears when the node stops,
- * or dies and its lease runs out. (Changing the topology at runtime is not
- * built yet: see docs/operations.md.)
+ * or dies and its lease runs out.
+ *
+ * Changes: kvs__coord_change edits the document by compare-and-swap (the
+ * epoch goes up by one each time), and kvs__coord_watch hands every node
+ * each newer epoch it finds there. What a change may be (only those that
+ * move no data, in this version) is the caller's to decide.
  */
 #ifndef KVS_COORD_H
 #define KVS_COORD_H
@@ -19,6 +23,8 @@
 #include <stdint.h>
 
 #include "kvshard/config.h"
+
+struct cJSON; /* cJSON's: the caller of kvs__coord_change includes it */
 
 typedef struct kvs__coord kvs__coord;
 
@@ -48,6 +54,42 @@ uint64_t kvs__coord_epoch(const kvs__coord *co);
  */
 int kvs__coord_register(kvs__coord *co, const char *name,
                         const char *address);
+
+/* How often kvs__coord_watch looks at etcd's topology. */
+#define KVS__COORD_WATCH_MS 500u
+
+/* A newer topology: parsed as a config of its own (cb owns it:
+ * kvs_config_free) with its epoch. */
+typedef void (*kvs__coord_topology_fn)(void *ud, kvs_config *topology,
+                                       uint64_t epoch);
+
+/**
+ * Look at etcd's topology every KVS__COORD_WATCH_MS on a thread of its
+ * own and call cb there for each epoch newer than the last one agreed on
+ * or handed over, in order (a document that is not valid is logged and
+ * skipped). Stops with kvs__coord_leave.
+ *
+ * @return KVS_OK, KVS_ESYS.
+ */
+int kvs__coord_watch(kvs__coord *co, kvs__coord_topology_fn cb, void *ud);
+
+/* An edit of the topology document (doc: its JSON, format 1, epoch left
+ * to the caller): KVS_OK, or an error code with the reason in err. */
+typedef int (*kvs__coord_edit_fn)(void *ud, struct cJSON *doc, char *err,
+                                  size_t err_len);
+
+/**
+ * Change etcd's topology: read it, let edit change it, check the result
+ * as a file's topology is checked, and write it with the next epoch if it
+ * did not change meanwhile (else read it again and edit again, a few
+ * times). *epoch: the epoch written.
+ *
+ * @return KVS_OK; edit's error; KVS_ECONFIG (the result is not a valid
+ *         topology); KVS_ECONFLICT (it kept changing); a failure to
+ *         reach etcd. err says why.
+ */
+int kvs__coord_change(kvs__coord *co, kvs__coord_edit_fn edit, void *ud,
+                      uint64_t *epoch, char *err, size_t err_len);
 
 /** Whether shard name was registered when last looked (every renewal). */
 int kvs__coord_is_registered(kvs__coord *co, const char *name);

@@ -801,7 +801,6 @@ int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
 	const kvs_cluster_config *cc = kvs_config_cluster(cfg);
 	const kvs_shard_config *me = kvs_config_find_shard(cfg, shard);
 	kvs_ring_member *members = NULL;
-	kvs_store_options sopts;
 	kvs__node *n;
 	int rc, networked = 0;
 
@@ -866,18 +865,13 @@ int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
 			goto fail;
 		networked = 1;
 	}
-	kvs_store_options_init(&sopts);
-	if (cc->map_size != 0)
-		sopts.map_size = cc->map_size;
-	sopts.max_map_size = cc->max_map_size;
-	sopts.sync = cc->sync;
-	sopts.shard_id = me->idx;
-	sopts.max_clock_ahead_ms = cc->max_clock_skew_ms;
-	rc = kvs_store_open(&n->store, store_path, &sopts);
-	if (rc != KVS_OK) {
-		snprintf(errbuf, errlen, "%s: cannot open the store: %s",
-		         store_path, kvs_strerror(rc));
-		goto fail;
+	if (n->o.store != NULL) {
+		n->store = n->o.store;
+	} else {
+		rc = kvs__node_store_open(&n->store, cfg, shard, store_path,
+		                          errbuf, errlen);
+		if (rc != KVS_OK)
+			goto fail;
 	}
 	if (n->o.wall != NULL)
 		kvs__store_set_wall(n->store, n->o.wall, n->o.wall_ud);
@@ -910,6 +904,32 @@ int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
 fail:
 	free(members);
 	kvs__node_close(n);
+	return rc;
+}
+
+int kvs__node_store_open(kvs_store **out, const kvs_config *cfg,
+                         const char *shard, const char *store_path,
+                         char *errbuf, size_t errlen)
+{
+	const kvs_cluster_config *cc = kvs_config_cluster(cfg);
+	const kvs_shard_config *me = kvs_config_find_shard(cfg, shard);
+	kvs_store_options sopts;
+	int rc;
+
+	*out = NULL;
+	if (me == NULL)
+		return KVS_EINVAL;
+	kvs_store_options_init(&sopts);
+	if (cc->map_size != 0)
+		sopts.map_size = cc->map_size;
+	sopts.max_map_size = cc->max_map_size;
+	sopts.sync = cc->sync;
+	sopts.shard_id = me->idx;
+	sopts.max_clock_ahead_ms = cc->max_clock_skew_ms;
+	rc = kvs_store_open(out, store_path, &sopts);
+	if (rc != KVS_OK)
+		snprintf(errbuf, errlen, "%s: cannot open the store: %s",
+		         store_path, kvs_strerror(rc));
 	return rc;
 }
 
@@ -972,7 +992,8 @@ void kvs__node_close(kvs__node *n)
 			}
 			lane_destroy(lane);
 		}
-	kvs_store_close(n->store);
+	if (n->o.store == NULL)
+		kvs_store_close(n->store);
 	/* Every frame is answered: the links end. */
 	kvs__link_server_free(n->links);
 	kvs__aae_close(n);

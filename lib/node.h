@@ -65,6 +65,10 @@ typedef struct kvs__node_options {
 	void *log_ud;
 	/* The topology's epoch (coord.h); 0: 1, the config file's. */
 	uint64_t epoch;
+	/* The store to use (borrowed: not closed with the node), opened
+	 * with kvs__node_store_open; NULL: the node opens its own at
+	 * store_path. A server gives each epoch's node the same one. */
+	kvs_store *store;
 } kvs__node_options;
 
 void kvs__node_options_init(kvs__node_options *o);
@@ -79,6 +83,16 @@ void kvs__node_options_init(kvs__node_options *o);
 int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
                    const char *store_path, const kvs__node_options *opts,
                    char *errbuf, size_t errlen);
+
+/**
+ * Open the store of shard `shard` of cfg at store_path, as kvs__node_open
+ * does (for kvs__node_options.store).
+ *
+ * @return as kvs_store_open; errbuf gets a reason.
+ */
+int kvs__node_store_open(kvs_store **out, const kvs_config *cfg,
+                         const char *shard, const char *store_path,
+                         char *errbuf, size_t errlen);
 
 /** Stop probing, end what is in flight, close the store. Accepts NULL. */
 void kvs__node_close(kvs__node *n);

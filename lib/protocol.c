@@ -46,6 +46,7 @@ unsigned kvs__http_status(int rc)
 	case KVS_ELENGTH:
 		return 411;
 	case KVS_ESTATIC:
+	case KVS_ETOPOLOGY:
 		return 409;
 	case KVS_ECONFLICT:
 	case KVS_EEXISTS:

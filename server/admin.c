@@ -49,7 +49,7 @@ void handle_cluster(struct req *r)
 	doc = cJSON_CreateObject();
 	shards = cJSON_AddArrayToObject(doc, KVS_F_SHARDS);
 	cJSON_AddNumberToObject(doc, KVS_F_EPOCH,
-	                        (double)kvs__node_epoch(r->srv->node));
+	                        (double)kvs__node_epoch(r->view->node));
 	cJSON_AddNumberToObject(doc, KVS_F_REPLICATION, cc->replication);
 	cJSON_AddNumberToObject(doc, KVS_F_WRITE_QUORUM, cc->write_quorum);
 	cJSON_AddNumberToObject(doc, KVS_F_READ_QUORUM, cc->read_quorum);
@@ -59,8 +59,8 @@ void handle_cluster(struct req *r)
 	                                                         : "redirect");
 	cJSON_AddStringToObject(doc, "hash", "xxh3-64");
 	cJSON_AddStringToObject(doc, "served_by", r->srv->me->name);
-	for (size_t i = 0; i < kvs_config_shard_count(r->srv->cfg); i++) {
-		const kvs_shard_config *sh = kvs_config_shard(r->srv->cfg, i);
+	for (size_t i = 0; i < kvs_config_shard_count(r->view->cfg); i++) {
+		const kvs_shard_config *sh = kvs_config_shard(r->view->cfg, i);
 		cJSON *o = cJSON_CreateObject();
 
 		cJSON_AddStringToObject(o, KVS_F_NAME, sh->name);
@@ -68,7 +68,7 @@ void handle_cluster(struct req *r)
 		cJSON_AddStringToObject(o, KVS_F_ADDRESS, sh->address);
 		cJSON_AddNumberToObject(o, KVS_F_WEIGHT, sh->weight);
 		cJSON_AddStringToObject(o, KVS_F_STATUS,
-		                        kvs__node_shard_status(r->srv->node, i) ? "up"
+		                        kvs__node_shard_status(r->view->node, i) ? "up"
 		                                                           : "down");
 		if (r->srv->coord != NULL)
 			cJSON_AddBoolToObject(o, "registered",
@@ -98,7 +98,7 @@ void handle_status(struct req *r)
 	cJSON *doc;
 	int rc;
 
-	rc = kvs_store_stat(kvs__node_store(s->node), &st);
+	rc = kvs_store_stat(kvs__node_store(r->view->node), &st);
 	if (rc != KVS_OK) {
 		reply_fail(r, rc, "reading the store's figures");
 		return;
@@ -118,12 +118,12 @@ void handle_status(struct req *r)
 	cJSON_AddNumberToObject(doc, "connections",
 	                        (double)atomic_load(&s->connections));
 	cJSON_AddNumberToObject(doc, "threads", s->threads);
-	cJSON_AddNumberToObject(doc, KVS_F_EPOCH, (double)kvs__node_epoch(s->node));
+	cJSON_AddNumberToObject(doc, KVS_F_EPOCH, (double)kvs__node_epoch(r->view->node));
 	{
 		kvs__aae_stats a;
 		cJSON *ae = cJSON_AddObjectToObject(doc, "anti_entropy");
 
-		kvs__node_aae_stats(s->node, &a);
+		kvs__node_aae_stats(r->view->node, &a);
 		if (ae != NULL) {
 			cJSON_AddNumberToObject(ae, "passes", (double)a.passes);
 			cJSON_AddNumberToObject(ae, "last_pass_ms",
@@ -160,10 +160,10 @@ void handle_metrics(struct req *r)
 	size_t len;
 	char *text;
 
-	kvs__node_stats_get(s->node, &c);
+	kvs__node_stats_get(r->view->node, &c);
 	kvs__buf_init(&b, 0);
 	metrics_render(&b);
-	if (kvs_store_stat(kvs__node_store(s->node), &st) == KVS_OK)
+	if (kvs_store_stat(kvs__node_store(r->view->node), &st) == KVS_OK)
 		kvs__buf_addf(&b,
 		          "# HELP kvshard_keys Live keys in this shard's store.\n"
 		          "# TYPE kvshard_keys gauge\nkvshard_keys %llu\n"
@@ -309,22 +309,22 @@ void handle_metrics(struct req *r)
 	              (unsigned long long)c.links_serving_bytes);
 	kvs__buf_adds(&b, "# HELP kvshard_peer_up 1 if this node believes the "
 	                  "shard is up.\n# TYPE kvshard_peer_up gauge\n");
-	for (size_t i = 0; i < kvs_config_shard_count(s->cfg); i++)
+	for (size_t i = 0; i < kvs_config_shard_count(r->view->cfg); i++)
 		kvs__buf_addf(&b, "kvshard_peer_up{shard=\"%s\"} %d\n",
-		              kvs_config_shard(s->cfg, i)->name,
-		              kvs__node_shard_status(s->node, i));
+		              kvs_config_shard(r->view->cfg, i)->name,
+		              kvs__node_shard_status(r->view->node, i));
 	kvs__buf_addf(&b,
 	              "# HELP kvshard_topology_epoch The epoch of the "
 	              "topology this node runs (1: the file's).\n"
 	              "# TYPE kvshard_topology_epoch gauge\n"
 	              "kvshard_topology_epoch %llu\n",
-	              (unsigned long long)kvs__node_epoch(s->node));
+	              (unsigned long long)kvs__node_epoch(r->view->node));
 	if (s->coord != NULL) {
 		kvs__buf_adds(&b, "# HELP kvshard_registered 1 if the shard held "
 		                  "its registration in etcd when this node last "
 		                  "looked.\n# TYPE kvshard_registered gauge\n");
-		for (size_t i = 0; i < kvs_config_shard_count(s->cfg); i++) {
-			const char *name = kvs_config_shard(s->cfg, i)->name;
+		for (size_t i = 0; i < kvs_config_shard_count(r->view->cfg); i++) {
+			const char *name = kvs_config_shard(r->view->cfg, i)->name;
 
 			kvs__buf_addf(&b, "kvshard_registered{shard=\"%s\"} %d\n",
 			              name,
@@ -334,7 +334,7 @@ void handle_metrics(struct req *r)
 	{
 		kvs__aae_stats a;
 
-		kvs__node_aae_stats(s->node, &a);
+		kvs__node_aae_stats(r->view->node, &a);
 		kvs__buf_addf(&b,
 		          "# HELP kvshard_aae_passes_total Anti-entropy passes "
 		          "completed (every other shard compared).\n"
@@ -366,23 +366,23 @@ void handle_metrics(struct req *r)
 	kvs__buf_adds(&b, "# HELP kvshard_hints_pending Hints kept for the "
 	                  "shard, not yet delivered.\n# TYPE "
 	                  "kvshard_hints_pending gauge\n");
-	for (size_t i = 0; i < kvs_config_shard_count(s->cfg); i++) {
+	for (size_t i = 0; i < kvs_config_shard_count(r->view->cfg); i++) {
 		uint64_t count, bytes;
 
-		kvs__node_hints_pending(s->node, i, &count, &bytes);
+		kvs__node_hints_pending(r->view->node, i, &count, &bytes);
 		kvs__buf_addf(&b, "kvshard_hints_pending{shard=\"%s\"} %llu\n",
-		              kvs_config_shard(s->cfg, i)->name,
+		              kvs_config_shard(r->view->cfg, i)->name,
 		              (unsigned long long)count);
 	}
 	kvs__buf_adds(&b, "# HELP kvshard_hint_bytes_pending Bytes of those "
 	                  "hints.\n# TYPE kvshard_hint_bytes_pending gauge\n");
-	for (size_t i = 0; i < kvs_config_shard_count(s->cfg); i++) {
+	for (size_t i = 0; i < kvs_config_shard_count(r->view->cfg); i++) {
 		uint64_t count, bytes;
 
-		kvs__node_hints_pending(s->node, i, &count, &bytes);
+		kvs__node_hints_pending(r->view->node, i, &count, &bytes);
 		kvs__buf_addf(&b,
 		              "kvshard_hint_bytes_pending{shard=\"%s\"} %llu\n",
-		              kvs_config_shard(s->cfg, i)->name,
+		              kvs_config_shard(r->view->cfg, i)->name,
 		              (unsigned long long)bytes);
 	}
 	text = kvs__buf_take(&b, &len);

@@ -160,7 +160,7 @@ void handle_batch(struct req *r)
 		return;
 	}
 	req_start(r);
-	kvs__node_batch(r->srv->node, b->ops.reqs, n,
+	kvs__node_batch(r->view->node, b->ops.reqs, n,
 	                r->srv->cc->max_answer_bytes, b->res, req_node_done, r);
 	req_wait(r, render);
 }

@@ -300,13 +300,13 @@ static struct guard_conn *socket_context_of(struct MHD_Connection *conn)
  * most once per interval, with how many since the last line. Checked as
  * each request that may write completes, while the node is surely open.
  */
-static void report_full_store(struct server *s)
+static void report_full_store(const struct server *s, kvs__node *node)
 {
 	static _Atomic uint64_t seen_map, seen_fs;
 	static const char cause = 0; /* the rate limit's key */
 	uint64_t map, fs, m0, f0;
 
-	kvs__node_full_writes(s->node, &map, &fs);
+	kvs__node_full_writes(node, &map, &fs);
 	m0 = atomic_load_explicit(&seen_map, memory_order_relaxed);
 	f0 = atomic_load_explicit(&seen_fs, memory_order_relaxed);
 	if ((map == m0 && fs == f0) || !log_limit_take(&cause, NULL))
@@ -342,6 +342,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
 		if (r == NULL)
 			return MHD_NO;
 		r->srv = s;
+		r->view = view_get(s);
 		r->conn = conn;
 		r->url = url;
 		r->start_ns = kvs__mono_ns();
@@ -418,13 +419,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
 	guard_release(r->reserved);
 	/* The next request's clock starts (guard.c). */
 	guard_answered(s, r->track);
-	free(r);
 	*con_cls = NULL;
 	/* Not once stopping: the node may be closed already (main.c
 	 * closes it before the daemon, whose connections still end). */
 	if (may_write && toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN &&
-	    !atomic_load(&s->stopping))
-		report_full_store(s);
+	    !atomic_load(&s->stopping) && r->view != NULL)
+		report_full_store(s, r->view->node);
+	view_put(r->view);
+	free(r);
 	if (!upgraded) /* a link was counted out when it began */
 		atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_relaxed);
 }
@@ -503,7 +505,9 @@ int http_start(struct server *s, int listen_fd)
 	                 MHD_USE_ERROR_LOG;
 	struct MHD_OptionItem tls[4];
 
-	if (kvs__node_serves_links(s->node))
+	/* Any epoch's node may serve links (one shard has none; a second
+	 * may come): the handler answers 501 when the node serves none. */
+	if (s->cc->peer_links && s->tls_cert_pem == NULL)
 		flags |= MHD_ALLOW_UPGRADE;
 	size_t n = 0;
 

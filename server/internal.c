@@ -60,7 +60,7 @@ void handle_internal(struct req *r)
 	r->ctx = c;
 	r->ctx_free = internal_free;
 	req_start(r);
-	kvs__node_serve_peer(r->srv->node, r->body ? r->body : "", r->body_len,
+	kvs__node_serve_peer(r->view->node, r->body ? r->body : "", r->body_len,
 	                     &c->reply, req_node_done, r);
 	req_wait(r, render);
 }
@@ -84,14 +84,18 @@ static void upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
 	(void)extra;
 	/* A peer sends nothing before it has the 101: bytes that came with
 	 * the request are a peer that does not speak the protocol. */
-	if (extra_len > 0 ||
-	    kvs__node_serve_link(s->node, sock, link_closed, urh) != KVS_OK)
+	if (extra_len > 0 || r == NULL || r->view == NULL ||
+	    kvs__node_serve_link(r->view->node, sock, link_closed, urh) !=
+	            KVS_OK)
 		MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
 	/* Handed over: no longer a request in flight, so a stop does not
-	 * wait for it; until here it was, so the node was not closed under
+	 * wait for it, nor does the close of its epoch's view (which ends
+	 * the link); until here it was, so the node was not closed under
 	 * it. */
 	if (r != NULL && !r->upgraded) {
 		r->upgraded = 1;
+		view_put(r->view);
+		r->view = NULL;
 		atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_relaxed);
 	}
 }
@@ -104,7 +108,7 @@ void handle_link(struct req *r)
 	        r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION);
 	struct MHD_Response *resp;
 
-	if (!kvs__node_serves_links(r->srv->node)) {
+	if (!kvs__node_serves_links(r->view->node)) {
 		reply_error(r, KVS_ENOTSUP,
 		            "this node serves no peer links (peer_links is "
 		            "false, or the cluster runs TLS): peers use %s",

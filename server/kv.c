@@ -176,14 +176,14 @@ static void answer_failure(struct req *r, const struct kv *c)
 		reply_error(r, res->rc,
 		            "shard %s does not own the key: the shards disagree "
 		            "about the topology",
-		            kvs_config_shard(r->srv->cfg, res->served_by)->name);
+		            kvs_config_shard(r->view->cfg, res->served_by)->name);
 		break;
 	case KVS_ETIMEDOUT:
 		if (!res->unreachable) {
 			reply_fail(r, res->rc, write ? "writing" : "reading");
 			break;
 		}
-		t = kvs_config_shard(r->srv->cfg, res->target);
+		t = kvs_config_shard(r->view->cfg, res->target);
 		reply_error(r, res->rc,
 		            "the key's primary %s at %s did not answer: the "
 		            "conditional write may or may not have been "
@@ -191,7 +191,7 @@ static void answer_failure(struct req *r, const struct kv *c)
 		            t->name, t->address);
 		break;
 	case KVS_EUNAVAIL:
-		t = kvs_config_shard(r->srv->cfg, res->target);
+		t = kvs_config_shard(r->view->cfg, res->target);
 		if (res->unreachable && c->req.cond.flags != 0 && write)
 			reply_error(r, res->rc,
 			            "the key's primary %s at %s cannot be reached, "
@@ -222,7 +222,7 @@ static void render(struct req *r)
 	char etag[REPLY_ETAG_MAX];
 
 	if (res->redirect) {
-		const kvs_shard_config *t = kvs_config_shard(r->srv->cfg,
+		const kvs_shard_config *t = kvs_config_shard(r->view->cfg,
 		                                             res->target);
 		char *q = req_raw_query(r);
 		kvs__buf loc;
@@ -264,7 +264,7 @@ static void render(struct req *r)
 		kvs__json_bytes(&b, KVS_F_KEY, c->req.key, c->req.key_len);
 		kvs__buf_addf(&b, ",\"%s\":\"%s\",\"%s\":\"%s\",\"%s\":%u",
 		              KVS_F_SHARD,
-		              kvs_config_shard(r->srv->cfg, res->served_by)->name,
+		              kvs_config_shard(r->view->cfg, res->served_by)->name,
 		              KVS_F_VERSION, stamp, KVS_F_REPLICAS, res->acks);
 		if (c->req.kind == KVS__KV_DELETE)
 			kvs__buf_addf(&b, ",\"%s\":true", KVS_F_DELETED);
@@ -279,7 +279,7 @@ static void render(struct req *r)
 static void run(struct req *r, struct kv *c)
 {
 	req_start(r);
-	kvs__node_kv(r->srv->node, &c->req, &c->res, req_node_done, r);
+	kvs__node_kv(r->view->node, &c->req, &c->res, req_node_done, r);
 	req_wait(r, render);
 }
 

@@ -270,7 +270,6 @@ static void warn_if_open(const kvs_config *cfg)
 static int start(struct server *srv, const struct args *a, int *fd)
 {
 	char err[KVS_ERRBUF_SIZE], store_dir[PATH_MAX_LEN];
-	kvs__node_options no;
 	int rc;
 
 	if (tls_load(srv, err, sizeof(err)) != 0) {
@@ -295,19 +294,13 @@ static int start(struct server *srv, const struct args *a, int *fd)
 		        store_dir, strerror(errno));
 		return 1;
 	}
-	kvs__node_options_init(&no);
-	no.log = log_node_event;
-	if (srv->coord != NULL)
-		no.epoch = kvs__coord_epoch(srv->coord);
-	rc = kvs__node_open(&srv->node, srv->cfg, srv->me->name, store_dir, &no,
-	                    err, sizeof(err));
-	if (rc != KVS_OK) {
-		fprintf(stderr, "kvshard-server: %s\n", err);
+	srv->store_dir = strdup(store_dir);
+	if (srv->store_dir == NULL || view_start(srv, err, sizeof(err)) != 0) {
+		fprintf(stderr, "kvshard-server: %s\n",
+		        srv->store_dir == NULL ? "out of memory" : err);
 		return 1;
 	}
 	srv->start_mono_ms = kvs__mono_ms();
-	snprintf(srv->epoch_text, sizeof(srv->epoch_text), "%llu",
-	         (unsigned long long)kvs__node_epoch(srv->node));
 	if (http_start(srv, *fd) != 0) {
 		fprintf(stderr, "kvshard-server: cannot start the HTTP server\n");
 		return 1;
@@ -320,6 +313,11 @@ static int start(struct server *srv, const struct args *a, int *fd)
 	            KVS_OK) {
 		fprintf(stderr, "kvshard-server: cannot register in etcd: %s\n",
 		        kvs_strerror(rc));
+		return 1;
+	}
+	/* Newer epochs from etcd, from now on. */
+	if (view_watch(srv) != 0) {
+		fprintf(stderr, "kvshard-server: cannot watch etcd's topology\n");
 		return 1;
 	}
 	log_msg(LL_INFO,
@@ -382,12 +380,21 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kvshard-server: %s\n", err);
 		return EXIT_USAGE;
 	}
+	pthread_mutex_init(&srv.view_mu, NULL);
 	if (a.list_shards || a.list_etcd) {
 		status = a.list_shards ? list_shards(cfg) : list_etcd(cfg);
 		goto out;
 	}
 	srv.cfg = cfg;
 	srv.cc = kvs_config_cluster(cfg);
+	/* Each later epoch's config: this text with etcd's topology. */
+	if (kvs__read_file(a.config_path, 1u << 24, &srv.config_text,
+	                   &srv.config_len) != KVS_OK) {
+		fprintf(stderr, "kvshard-server: %s: cannot read it again\n",
+		        a.config_path);
+		status = 1;
+		goto out;
+	}
 	/* Threads inherit this mask: only the main thread takes signals.
 	 * Set before any library call that may start a thread. */
 	sigemptyset(&sigs);
@@ -409,8 +416,9 @@ int main(int argc, char **argv)
 	if (srv.me == NULL && srv.coord != NULL) {
 		fprintf(stderr,
 		        "kvshard-server: no shard named \"%s\" in etcd's "
-		        "topology (%s/topology, epoch %llu); adding a shard "
-		        "at runtime is not available in this version\n",
+		        "topology (%s/topology, epoch %llu): add it first "
+		        "(POST /v1/cluster/shards to a running node, or "
+		        "kvshard cluster add)\n",
 		        a.shard, srv.cc->coordination_prefix,
 		        (unsigned long long)kvs__coord_epoch(srv.coord));
 		status = EXIT_USAGE;
@@ -431,17 +439,25 @@ int main(int argc, char **argv)
 	sig = wait_for_signal(&sigs);
 	log_msg(LL_INFO, "%s: stopping (finishing requests in flight)",
 	        sig == SIGTERM ? "SIGTERM" : "SIGINT");
-	/* Deregistered first: the others see it leave at once. */
+	/* Deregistered first: the others see it leave at once (and no new
+	 * epoch is applied from now on). */
 	kvs__coord_leave(srv.coord);
 	stop(&srv, fd);
 	fd = -1;
 out:
-	/* The node first: its completions may still resume connections of
-	 * the running daemon, and it ends the links the daemon handed it. */
-	kvs__node_close(srv.node);
+	/* The watch first (it may be closing an older epoch's node); then
+	 * the node: its completions may still resume connections of the
+	 * running daemon, and it ends the links the daemon handed it. */
+	kvs__coord_leave(srv.coord);
+	view_stop(&srv);
 	http_stop(&srv);
+	kvs_store_close(srv.store);
+	view_free(&srv);
 	tls_free(&srv);
 	kvs__coord_close(srv.coord);
+	free(srv.config_text);
+	free(srv.store_dir);
+	pthread_mutex_destroy(&srv.view_mu);
 	if (fd >= 0)
 		close(fd);
 	metrics_shutdown();

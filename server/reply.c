@@ -26,7 +26,7 @@ void reply_response(struct req *r, unsigned status, struct MHD_Response *resp,
 	}
 	if (resp != NULL) {
 		MHD_add_response_header(resp, KVS_HDR_SHARD, r->srv->me->name);
-		MHD_add_response_header(resp, KVS_HDR_EPOCH, r->srv->epoch_text);
+		MHD_add_response_header(resp, KVS_HDR_EPOCH, r->view->epoch_text);
 		if (ctype != NULL)
 			MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
 			                        ctype);
@@ -129,7 +129,7 @@ void reply_header(struct req *r, const char *name, const char *value)
 
 void reply_served_by(struct req *r, size_t i, int forwarded)
 {
-	const kvs_shard_config *s = kvs_config_shard(r->srv->cfg, i);
+	const kvs_shard_config *s = kvs_config_shard(r->view->cfg, i);
 
 	if (r->resp == NULL || s == NULL)
 		return;

@@ -52,25 +52,6 @@ static void no_peer_endpoint(struct req *r)
 const enum method known_methods[6] = {M_GET,  M_HEAD,   M_PUT,
                                       M_POST, M_DELETE, M_PATCH};
 
-/* Shards added, removed or reweighted, and data moved, at runtime: this
- * version's topology is the file's. */
-static void static_topology(struct req *r)
-{
-	if (r->srv->coord != NULL) {
-		reply_error(r, KVS_ENOTSUP,
-		            "this cluster's topology is kept in etcd, but "
-		            "changing it at runtime (adding, removing or "
-		            "reweighting shards, moving data) is not available "
-		            "in this version");
-		return;
-	}
-	reply_error(r, KVS_ESTATIC,
-	            "this cluster's shards are those of its configuration "
-	            "file: change the file and restart every node, or keep "
-	            "the topology in etcd with a [coordination] table (see "
-	            "docs/config.md)");
-}
-
 #define ADMIN (M_POST | M_PATCH | M_DELETE)
 
 /* Path, prefix?, label, methods, the role they need, the methods of
@@ -92,9 +73,9 @@ static const struct endpoint endpoints[] = {
 	 BODY_SMALL, NULL, handle_cluster},
 	/* Before KVS_PATH_CLUSTER's exact match: the admin calls. */
 	{KVS_PATH_CLUSTER_SHARDS, 1, EP_CLUSTER, ADMIN, ROLE_ADMIN, 0,
-	 ROLE_ADMIN, BODY_SMALL, NULL, static_topology},
+	 ROLE_ADMIN, BODY_SMALL, NULL, handle_shards},
 	{KVS_PATH_REBALANCE, 1, EP_CLUSTER, READS | M_POST, ROLE_READ, M_POST,
-	 ROLE_ADMIN, BODY_SMALL, NULL, static_topology},
+	 ROLE_ADMIN, BODY_SMALL, NULL, handle_rebalance},
 	{KVS_PATH_STATUS, 0, EP_STATUS, READS, ROLE_READ, 0, ROLE_READ,
 	 BODY_SMALL, NULL, handle_status},
 	/* For load balancers and probes: no credentials. */

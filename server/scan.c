@@ -102,7 +102,7 @@ static void render(struct req *r)
 		            "not enough shards answered to read %u replicas of "
 		            "every key (%s did not)",
 		            c->req.r != 0 ? c->req.r : r->srv->cc->read_quorum,
-		            kvs_config_shard(r->srv->cfg, c->res.failed)->name);
+		            kvs_config_shard(r->view->cfg, c->res.failed)->name);
 		return;
 	}
 	if (rc != KVS_OK) {
@@ -194,6 +194,6 @@ void handle_scan(struct req *r)
 	c->req.start_len = slen;
 	c->req.has_start = rc == 1;
 	req_start(r);
-	kvs__node_scan(r->srv->node, &c->req, &c->res, req_node_done, r);
+	kvs__node_scan(r->view->node, &c->req, &c->res, req_node_done, r);
 	req_wait(r, render);
 }

@@ -20,6 +20,8 @@
  *              and body, memory for bodies ([limits])
  *
  *   tls.c      HTTPS: certificates for libmicrohttpd, client certificates
+ *   topology.c the topology's epochs (a view each: its node and config),
+ *              and the admin calls that change it in etcd
  *
  * Calls go one way: http.c -> router.c -> handlers -> request.c, reply.c.
  * Only http.c, request.c, reply.c and tls.c include <microhttpd.h>.
@@ -34,6 +36,7 @@
 #ifndef KVS_SERVER_H
 #define KVS_SERVER_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -92,16 +95,36 @@ extern const enum method known_methods[6];
 /* Who is asking, in increasing power. */
 enum role { ROLE_NONE, ROLE_READ, ROLE_WRITE, ROLE_ADMIN, ROLE_PEER };
 
-struct server {
+/*
+ * One epoch of the topology as this server runs it: the node built for
+ * it and its config (shards, N/W/R). A request takes the current view
+ * when it starts and keeps it to its end, so that a shard's position
+ * means the same to it throughout; an older view is closed once no
+ * request holds it (topology.c).
+ */
+struct view {
 	kvs__node *node;
-	kvs__coord *coord; /* NULL: the file's topology */
 	const kvs_config *cfg;
+	kvs_config *owned; /* cfg, when the view made it (else the file's) */
+	uint64_t epoch;
+	char epoch_text[24];
+	_Atomic unsigned refs; /* requests, and the server while current */
+};
+
+struct server {
+	struct view *view; /* the current one: view_get() */
+	pthread_mutex_t view_mu;
+	kvs_store *store;  /* every view's node's */
+	kvs__coord *coord; /* NULL: the file's topology */
+	const kvs_config *cfg; /* the file's (limits, and its topology) */
 	const kvs_cluster_config *cc;
 	const kvs_shard_config *me;
+	char *config_text; /* the file, as read at start: each epoch's */
+	size_t config_len; /* config is it with etcd's topology */
+	char *store_dir;
 	struct MHD_Daemon *daemon;
 	uint64_t start_mono_ms;
 	unsigned threads;
-	char epoch_text[24];
 	_Atomic int stopping;
 	_Atomic uint64_t inflight;
 	_Atomic uint64_t requests;
@@ -116,6 +139,7 @@ struct endpoint;
 
 struct req {
 	struct server *srv;
+	struct view *view; /* held from start to end (a link: until handed) */
 	struct MHD_Connection *conn;
 	const char *url; /* the raw (still percent-encoded) path */
 	const struct endpoint *ep; /* NULL: no such endpoint */
@@ -176,6 +200,22 @@ int guard_peer_cert(const struct guard_conn *c);
 void guard_set_peer_cert(struct guard_conn *c, int yes);
 void guard_release(size_t n);
 size_t guard_buffered(void);
+
+/* topology.c */
+/* The current view, held (view_put() it). */
+struct view *view_get(struct server *s);
+void view_put(struct view *v);
+/* The first view: the node of the file's topology (or the one etcd
+ * had at start), opened on s->store. 0, or -1 with err set. */
+int view_start(struct server *s, char *err, size_t errlen);
+/* Apply etcd's newer topologies as they come (with [coordination]). */
+int view_watch(struct server *s);
+/* At exit: close the current view's node (the watch has stopped), then,
+ * once the daemon has stopped, free the view. */
+void view_stop(struct server *s);
+void view_free(struct server *s);
+void handle_shards(struct req *r);
+void handle_rebalance(struct req *r);
 
 /* http.c */
 int http_start(struct server *s, int listen_fd);

@@ -1,10 +1,14 @@
 /*
  * test_coordination.c - shards whose topology is kept in a private etcd:
  * the first seeds it, later files lose to it, nodes are registered while
- * they live, and a node that cannot reach etcd says so and stops.
+ * they live, and a node that cannot reach etcd says so and stops. At
+ * runtime, the admin calls change it (shards of weight 0: this version
+ * moves no data) and every node applies each new epoch; two changes sent
+ * at once to two nodes never leave them disagreeing.
  */
 #include <check.h>
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,10 +186,15 @@ START_TEST(first_node_seeds_the_topology)
 		ck_assert_str_eq(r.body, "v1");
 		tc_resp_free(&r);
 	}
-	/* Runtime changes: refused, and said to be missing, not static. */
-	ck_assert_int_eq(tc_http("POST", tc_url(&C, 2, "/v1/cluster/shards%s", ""),
-	                         "{}", 2, NULL, &r),
-	                 0);
+	/* A change that would move data: refused, said to be missing. */
+	{
+		const char *add = "{\"name\":\"d\",\"address\":\"127.0.0.1:1\"}";
+
+		ck_assert_int_eq(tc_http("POST",
+		                         tc_url(&C, 2, "/v1/cluster/shards%s", ""),
+		                         add, strlen(add), NULL, &r),
+		                 0);
+	}
 	ck_assert_int_eq(r.status, 501);
 	ck_assert_ptr_nonnull(strstr(r.body, "\"not_supported\""));
 	tc_resp_free(&r);
@@ -304,6 +313,226 @@ START_TEST(serving_goes_on_without_etcd)
 }
 END_TEST
 
+/* Send method body to path on node i: the status, and the body in *out
+ * (may be NULL; free it). */
+static long call(int i, const char *method, const char *path,
+                 const char *body, char **out)
+{
+	struct tc_resp r;
+	long status;
+
+	ck_assert_int_eq(tc_http(method, tc_url(&C, i, "%s", path), body,
+	                         body != NULL ? strlen(body) : 0, NULL, &r),
+	                 0);
+	status = r.status;
+	if (out != NULL)
+		*out = strdup(r.body != NULL ? r.body : "");
+	tc_resp_free(&r);
+	return status;
+}
+
+/* Node i's epoch and number of shards, from /v1/cluster. */
+static void view_of(int i, int *epoch, int *shards)
+{
+	cJSON *doc = cluster_of(i);
+
+	*epoch = cJSON_GetObjectItem(doc, "epoch")->valueint;
+	*shards = cJSON_GetArraySize(cJSON_GetObjectItem(doc, "shards"));
+	cJSON_Delete(doc);
+}
+
+/* Wait (5 s at most) until node i runs epoch with that many shards. */
+static void expect_view(int i, int epoch, int shards)
+{
+	uint64_t deadline = tu_now_ms() + 5000;
+	int e = 0, n = 0;
+
+	for (;;) {
+		view_of(i, &e, &n);
+		if (e == epoch && n == shards)
+			return;
+		ck_assert_msg(tu_now_ms() < deadline,
+		              "%s runs epoch %d with %d shards, not epoch %d "
+		              "with %d, after 5 s",
+		              C.node[i].name, e, n, epoch, shards);
+		usleep(50 * 1000);
+	}
+}
+
+/* The file knows shards 0 and 1; shard 2 (prepared, not listed) is for
+ * adding at runtime. */
+static void start_two_of_three(void)
+{
+	char text[2048];
+
+	tc_prepare(&C, 3, extra);
+	snprintf(text, sizeof(text),
+	         "%s[[shards]]\nname = \"%s\"\nidx = 0\n"
+	         "address = \"127.0.0.1:%d\"\n"
+	         "[[shards]]\nname = \"%s\"\nidx = 1\n"
+	         "address = \"127.0.0.1:%d\"\n",
+	         extra, C.node[0].name, C.node[0].port, C.node[1].name,
+	         C.node[1].port);
+	ck_assert_int_eq(tu_write_file(C.config, text, strlen(text)), 0);
+	tc_start_node(&C, 0);
+	tc_start_node(&C, 1);
+}
+
+/* A shard of weight 0 joins a running cluster through the admin call,
+ * serves as soon as it starts, and leaves the same way; what would move
+ * data is refused, and bad calls are told why. */
+START_TEST(a_shard_of_weight_0_joins_and_leaves)
+{
+	char body[256], *out = NULL, *log;
+	struct tc_resp r;
+	int status = 0;
+
+	start_two_of_three();
+	snprintf(body, sizeof(body),
+	         "{\"name\":\"%s\",\"address\":\"127.0.0.1:%d\","
+	         "\"weight\":0}",
+	         C.node[2].name, C.node[2].port);
+	ck_assert_int_eq(call(0, "POST", "/v1/cluster/shards", body, &out), 202);
+	ck_assert_msg(strstr(out, "\"epoch\":2") != NULL, "%s", out);
+	free(out);
+	/* Both nodes apply it, without a restart. */
+	expect_view(0, 2, 3);
+	expect_view(1, 2, 3);
+	/* The new shard starts from etcd's topology and serves at once. */
+	tc_start_node(&C, 2);
+	expect_view(2, 2, 3);
+	r = tc_get(tc_url(&C, 2, "/store?key=joined&value=%s", "yes"), 200);
+	tc_resp_free(&r);
+	for (int i = 0; i < 3; i++) {
+		r = tc_get(tc_url(&C, i, "/retrieve?key=%s", "joined"), 200);
+		ck_assert_str_eq(r.body, "yes");
+		tc_resp_free(&r);
+	}
+	wait_up(0, C.node[2].name);
+
+	/* What would move data, and mistakes. */
+	ck_assert_int_eq(call(1, "POST", "/v1/cluster/shards",
+	                      "{\"name\":\"big\",\"address\":\"127.0.0.1:1\","
+	                      "\"weight\":1}",
+	                      &out),
+	                 501);
+	ck_assert_msg(strstr(out, "not_supported") != NULL &&
+	                      strstr(out, "weight 0") != NULL,
+	              "%s", out);
+	free(out);
+	snprintf(body, sizeof(body),
+	         "{\"name\":\"%s\",\"address\":\"127.0.0.1:1\",\"weight\":0}",
+	         C.node[1].name);
+	ck_assert_int_eq(call(1, "POST", "/v1/cluster/shards", body, &out), 409);
+	ck_assert_msg(strstr(out, "topology_conflict") != NULL, "%s", out);
+	free(out);
+	ck_assert_int_eq(call(1, "POST", "/v1/cluster/shards", "{\"name\":1}",
+	                      NULL),
+	                 400);
+	ck_assert_int_eq(call(1, "DELETE", "/v1/cluster/shards/nobody", NULL,
+	                      NULL),
+	                 404);
+	snprintf(body, sizeof(body), "/v1/cluster/shards/%s", C.node[0].name);
+	ck_assert_int_eq(call(1, "DELETE", body, NULL, &out), 501);
+	free(out);
+	ck_assert_int_eq(call(1, "PATCH", body, "{\"weight\":2}", NULL), 501);
+	ck_assert_int_eq(call(1, "PATCH", body, "{\"weight\":1}", &out), 200);
+	ck_assert_msg(strstr(out, "\"changed\":false") != NULL, "%s", out);
+	free(out);
+	ck_assert_int_eq(call(1, "GET", "/v1/cluster/rebalance", NULL, &out),
+	                 200);
+	ck_assert_msg(strstr(out, "\"state\":\"idle\"") != NULL, "%s", out);
+	free(out);
+	/* None of these changed the topology. */
+	expect_view(0, 2, 3);
+
+	/* It leaves: every node drops it, and it stops by itself. */
+	snprintf(body, sizeof(body), "/v1/cluster/shards/%s", C.node[2].name);
+	ck_assert_int_eq(call(1, "DELETE", body, NULL, &out), 202);
+	ck_assert_msg(strstr(out, "\"epoch\":3") != NULL, "%s", out);
+	free(out);
+	expect_view(0, 3, 2);
+	expect_view(1, 3, 2);
+	ck_assert_msg(tc_wait_pid(C.node[2].pid, 10000, &status) == 0,
+	              "the removed shard still runs after 10 s");
+	C.node[2].pid = 0;
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	{
+		char path[700];
+
+		snprintf(path, sizeof(path), "%s/%s.log", C.dir, C.node[2].name);
+		log = tu_read_file(path);
+	}
+	ck_assert_msg(strstr(log, "no longer in the topology") != NULL, "%s",
+	              log);
+	free(log);
+	/* What was written through it is still there. */
+	r = tc_get(tc_url(&C, 1, "/retrieve?key=%s", "joined"), 200);
+	ck_assert_str_eq(r.body, "yes");
+	tc_resp_free(&r);
+}
+END_TEST
+
+struct racer {
+	int node;
+	char body[256];
+	long status;
+};
+
+static void *race(void *arg)
+{
+	struct racer *x = arg;
+	struct tc_resp r;
+
+	x->status = -1;
+	if (tc_http("POST", tc_url(&C, x->node, "%s", "/v1/cluster/shards"),
+	            x->body, strlen(x->body), NULL, &r) == 0)
+		x->status = r.status;
+	tc_resp_free(&r);
+	return NULL;
+}
+
+/* Two changes sent at once to two nodes: each is applied (in some
+ * order) or refused with 409, and both nodes end on the same epoch with
+ * the same shards. */
+START_TEST(two_changes_at_once_agree)
+{
+	struct racer x[2];
+	pthread_t t[2];
+	cJSON *doc;
+	int applied = 0, e0, n0, e1, n1;
+
+	start_two_of_three();
+	for (int i = 0; i < 2; i++) {
+		x[i].node = i;
+		snprintf(x[i].body, sizeof(x[i].body),
+		         "{\"name\":\"extra-%d\",\"address\":\"127.0.0.1:%d\","
+		         "\"weight\":0}",
+		         i, tc_free_port());
+	}
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, race, &x[i]), 0);
+	for (int i = 0; i < 2; i++) {
+		pthread_join(t[i], NULL);
+		ck_assert_msg(x[i].status == 202 || x[i].status == 409,
+		              "change %d: %ld", i, x[i].status);
+		applied += x[i].status == 202;
+	}
+	ck_assert_int_ge(applied, 1);
+	doc = topology_in_etcd();
+	ck_assert_int_eq(cJSON_GetObjectItem(doc, "epoch")->valueint,
+	                 1 + applied);
+	ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(doc, "shards")),
+	                 2 + applied);
+	cJSON_Delete(doc);
+	expect_view(0, 1 + applied, 2 + applied);
+	expect_view(1, 1 + applied, 2 + applied);
+	view_of(0, &e0, &n0);
+	view_of(1, &e1, &n1);
+	ck_assert(e0 == e1 && n0 == n1);
+}
+END_TEST
+
 /* Without etcd a node does not start, and says why, in bounded time. */
 START_TEST(unreachable_etcd_stops_the_start)
 {
@@ -343,6 +572,8 @@ int main(void)
 	tcase_add_test(tc, registration_follows_the_node);
 	tcase_add_test(tc, serving_goes_on_without_etcd);
 	tcase_add_test(tc, unreachable_etcd_stops_the_start);
+	tcase_add_test(tc, a_shard_of_weight_0_joins_and_leaves);
+	tcase_add_test(tc, two_changes_at_once_agree);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }

@@ -206,6 +206,11 @@ static const char *const server_may_use[] = {
 	"kvs__coord", "kvs__coord_open", "kvs__coord_epoch",
 	"kvs__coord_register", "kvs__coord_is_registered",
 	"kvs__coord_leave", "kvs__coord_close",
+	/* Its epochs at runtime: each a node of its own on one store
+	 * (server/topology.c), its config the file's with etcd's
+	 * topology; the admin calls' edits. */
+	"kvs__coord_watch", "kvs__coord_change", "kvs__node_store_open",
+	"kvs__config_adopt_topology",
 	/* The protocol's names and the config's address syntax. */
 	"kvs__http_status", "kvs__parse_address",
 	/* Text and file helpers (util.h, base64.h). */

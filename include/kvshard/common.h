@@ -106,7 +106,9 @@ KVS_API unsigned kvs_version_hex(void);
 	X(KVS_EANSWERSIZE, -42, "answer_too_large",                            \
 	  "the answer would be larger than the server sends at once")          \
 	X(KVS_EOVERLOAD, -43, "overloaded",                                    \
-	  "the server is holding too much; retry later")
+	  "the server is holding too much; retry later")                       \
+	X(KVS_ETOPOLOGY, -44, "topology_conflict",                             \
+	  "the change does not fit the cluster's current topology")
 
 #define KVS__ERROR_ENUM(name, value, code, text) name = (value),
 /** Result codes; see KVS_ERROR_LIST. */
