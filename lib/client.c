@@ -973,6 +973,115 @@ int kvs_client_scan(kvs_client *c, const kvs_client_scan_options *opts,
 /* ------------------------------------------------------------------ */
 /* Shards                                                               */
 
+/*
+ * An admin call: method body to path at the shards in turn, those
+ * believed up first, until one answers. The answer's result, its
+ * "epoch" into *epoch, its message into errbuf.
+ */
+static int admin_call(kvs_client *c, const char *method, const char *path,
+                      const char *body, uint64_t *epoch, char *errbuf)
+{
+	struct topo *t = topo_get(c);
+	kvs__http_response resp;
+	int rc = KVS_ECONNECT, got = 0;
+
+	memset(&resp, 0, sizeof(resp));
+	for (int pass = 0; pass < 2 && !got; pass++)
+		for (size_t i = 0; i < t->n && !got; i++) {
+			struct shard *s = &t->shards[i];
+			kvs__http_request req;
+			char url[1024];
+
+			if (shard_up(s) != !pass)
+				continue;
+			snprintf(url, sizeof(url), "%s%s", s->url, path);
+			memset(&req, 0, sizeof(req));
+			req.method = method;
+			req.url = url;
+			if (body != NULL) {
+				req.headers[0] = "Content-Type: application/json";
+				req.n_headers = 1;
+				req.body = body;
+				req.body_len = strlen(body);
+			}
+			kvs__transport_request(c->t, &req, &resp);
+			rc = resp.rc;
+			shard_result(s, rc);
+			got = rc == KVS_OK;
+			if (!got)
+				kvs__http_response_clear(&resp);
+		}
+	topo_put(t);
+	if (!got) {
+		set_err(errbuf, "no node answered: %s", kvs_strerror(rc));
+		return rc;
+	}
+	rc = status_rc(&resp);
+	{
+		cJSON *doc = cJSON_ParseWithLength(resp.body, resp.body_len);
+		const cJSON *e = cJSON_GetObjectItemCaseSensitive(doc, KVS_F_EPOCH);
+		const cJSON *m = cJSON_GetObjectItemCaseSensitive(doc, "message");
+
+		if (epoch != NULL && cJSON_IsNumber(e))
+			*epoch = (uint64_t)e->valuedouble;
+		if (rc != KVS_OK)
+			set_err(errbuf, "%s", cJSON_IsString(m) ? m->valuestring
+			                                        : kvs_strerror(rc));
+		cJSON_Delete(doc);
+	}
+	kvs__http_response_clear(&resp);
+	/* The topology changed: what the client routes by too. */
+	if (rc == KVS_OK)
+		(void)refresh(c, NULL);
+	return rc;
+}
+
+int kvs_client_add_shard(kvs_client *c, const char *name,
+                         const char *address, double weight, uint64_t *epoch,
+                         char *errbuf)
+{
+	cJSON *doc;
+	char *body;
+	int rc;
+
+	if (c == NULL || name == NULL || address == NULL || !(weight >= 0))
+		return KVS_EINVAL;
+	doc = cJSON_CreateObject();
+	if (doc == NULL || cJSON_AddStringToObject(doc, "name", name) == NULL ||
+	    cJSON_AddStringToObject(doc, "address", address) == NULL ||
+	    cJSON_AddNumberToObject(doc, "weight", weight) == NULL) {
+		cJSON_Delete(doc);
+		return KVS_ENOMEM;
+	}
+	body = cJSON_PrintUnformatted(doc);
+	cJSON_Delete(doc);
+	if (body == NULL)
+		return KVS_ENOMEM;
+	rc = admin_call(c, "POST", KVS_PATH_CLUSTER_SHARDS, body, epoch, errbuf);
+	free(body);
+	return rc;
+}
+
+int kvs_client_remove_shard(kvs_client *c, const char *name, uint64_t *epoch,
+                            char *errbuf)
+{
+	char *escaped, *path;
+	int rc;
+
+	if (c == NULL || name == NULL || name[0] == '\0')
+		return KVS_EINVAL;
+	/* Percent-encoded: a name is any text the config allows. */
+	escaped = kvs__url_escape(name, strlen(name));
+	path = escaped != NULL ? kvs__concat(KVS_PATH_CLUSTER_SHARDS "/", escaped)
+	                       : NULL;
+	free(escaped);
+	if (path == NULL)
+		return KVS_ENOMEM;
+	rc = admin_call(c, "DELETE", path, NULL, epoch, errbuf);
+	free(path);
+	return rc;
+}
+
 int kvs_client_shards(kvs_client *c, kvs_shard_info **out, size_t *n_out)
 {
 	struct topo *t;

@@ -90,6 +90,7 @@ int kvs__result_of_status(long status, const char *error_code)
 		return rc;
 	switch (status) {
 	case 200:
+	case 202: /* accepted: a topology change, applied shortly */
 		return KVS_OK;
 	case 400:
 		return KVS_EINVAL;

@@ -73,6 +73,7 @@ enum {
 	OPT_JSON,
 	OPT_LIMIT,
 	OPT_VALUES,
+	OPT_WEIGHT,
 };
 
 /* Every option: the global ones and those of scan. */
@@ -85,6 +86,7 @@ static const struct option long_options[] = {
 	{"json", no_argument, NULL, OPT_JSON},
 	{"limit", required_argument, NULL, OPT_LIMIT},
 	{"values", no_argument, NULL, OPT_VALUES},
+	{"weight", required_argument, NULL, OPT_WEIGHT},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -103,6 +105,8 @@ struct options {
 	size_t limit; /* scan: most keys shown; 0: all of them */
 	int limit_given;
 	int values; /* scan: also show values */
+	double weight; /* cluster add: the new shard's */
+	int weight_given;
 };
 
 /* The state of one run. */
@@ -393,6 +397,21 @@ static int parse_options(int argc, char **argv, const char *optstring,
 		case OPT_VALUES:
 			o->values = 1;
 			break;
+		case OPT_WEIGHT: {
+			char *end = NULL;
+
+			errno = 0;
+			o->weight = strtod(optarg, &end);
+			if (errno != 0 || end == optarg || *end != '\0' ||
+			    !(o->weight >= 0 && o->weight <= 1e6)) {
+				fail("--weight wants a number from 0 to 1000000, "
+				     "not '%s'",
+				     optarg);
+				return EXIT_USAGE;
+			}
+			o->weight_given = 1;
+			break;
+		}
 		case 'h':
 			o->help = 1;
 			break;
@@ -803,14 +822,53 @@ static void status_json(FILE *f, const kvs_shard_info *info, size_t n)
 	fputs("]}\n", f);
 }
 
+/* cluster add NAME ADDRESS / cluster remove NAME. */
+static int change_shards(struct ctx *x, char **args, int n)
+{
+	char err[KVS_ERRBUF_SIZE] = "";
+	uint64_t epoch = 0;
+	int add = strcmp(args[0], "add") == 0, rc, code;
+
+	if (n != (add ? 3 : 2)) {
+		fail("cluster %s: usage: kvshard cluster %s", args[0],
+		     add ? "add NAME ADDRESS [--weight W]" : "remove NAME");
+		return EXIT_USAGE;
+	}
+	code = connect_cluster(x);
+	if (code != EXIT_OK)
+		return code;
+	rc = add ? kvs_client_add_shard(x->client, args[1], args[2],
+	                                x->o.weight_given ? x->o.weight : 1.0,
+	                                &epoch, err)
+	         : kvs_client_remove_shard(x->client, args[1], &epoch, err);
+	if (rc != KVS_OK) {
+		fail("cluster %s %s: %s (%s)", args[0], args[1],
+		     err[0] ? err : kvs_strerror(rc), kvs_error_code(rc));
+		return exit_code(rc);
+	}
+	if (x->o.json)
+		fprintf(x->out, "{\"epoch\":%llu}\n", (unsigned long long)epoch);
+	else
+		fprintf(x->out, "%s shard %s: epoch %llu\n",
+		        add ? "added" : "removed", args[1],
+		        (unsigned long long)epoch);
+	return EXIT_OK;
+}
+
 static int cmd_cluster(struct ctx *x, char **args, int n)
 {
 	kvs_shard_info *info = NULL;
 	size_t count = 0;
 	int rc, code;
 
-	(void)n;
-	if (strcmp(args[0], "status") != 0) {
+	if (x->o.weight_given && strcmp(args[0], "add") != 0) {
+		fail("cluster %s: --weight is an option of cluster add only",
+		     args[0]);
+		return EXIT_USAGE;
+	}
+	if (strcmp(args[0], "add") == 0 || strcmp(args[0], "remove") == 0)
+		return change_shards(x, args, n);
+	if (strcmp(args[0], "status") != 0 || n != 1) {
 		fail("unknown cluster command '%s' (see 'kvshard help "
 		     "cluster')",
 		     args[0]);
@@ -882,7 +940,8 @@ static const char scan_help[] =
         "given as \"key_b64\" or \"value_b64\" (base64) instead.\n";
 
 static const char cluster_help[] =
-        "Ask every shard of the cluster for its status and print a table:\n"
+        "cluster status: ask every shard of the cluster for its status and\n"
+        "print a table:\n"
         "the shard's name, idx and address, whether it answered (up or\n"
         "down), and for the shards that are up, how many keys and bytes\n"
         "of storage they hold and how long they have been running. Shards\n"
@@ -891,7 +950,15 @@ static const char cluster_help[] =
         "\n"
         "With --json: {\"shards\": [{\"name\", \"idx\", \"address\", \"up\",\n"
         "\"keys\", \"store_bytes\", \"uptime_s\"}, ...]}; the last three are\n"
-        "null for a shard that is down.\n";
+        "null for a shard that is down.\n"
+        "\n"
+        "cluster add NAME ADDRESS [--weight W]: add a shard to a cluster\n"
+        "whose topology is kept in etcd ([coordination]); W defaults to 1.\n"
+        "cluster remove NAME: remove one. Every node applies the change\n"
+        "within a second; then start (or stop) the shard's server. This\n"
+        "version moves no data at runtime, so only shards of weight 0 can\n"
+        "be added or removed: other changes are refused and say why.\n"
+        "Prints the new epoch ({\"epoch\": N} with --json).\n";
 
 static const char help_help[] = "Show help for COMMAND, or an overview.\n";
 
@@ -903,8 +970,8 @@ static const struct command commands[] = {
 	{"del", 1, 1, 0, cmd_del, "del KEY", "delete KEY", del_help},
 	{"scan", 0, 1, 1, cmd_scan, "scan [PREFIX] [--limit N] [--values]",
 	 "list keys in order", scan_help},
-	{"cluster", 1, 1, 0, cmd_cluster, "cluster status",
-	 "show every shard and whether it is up", cluster_help},
+	{"cluster", 1, 3, 0, cmd_cluster, "cluster status|add|remove",
+	 "show the shards, or add or remove one", cluster_help},
 	{"help", 0, 2, 0, cmd_help, "help [COMMAND]",
 	 "show help for a command", help_help},
 };
@@ -1040,6 +1107,11 @@ static int parse_command_line(int argc, char **argv, struct ctx *x,
 		     *n < (*cmd)->min_args ? "missing argument"
 		                           : "too many arguments",
 		     (*cmd)->synopsis);
+		return EXIT_USAGE;
+	}
+	if (x->o.weight_given && (*cmd)->run != cmd_cluster) {
+		fail("%s: --weight is an option of cluster add only",
+		     (*cmd)->name);
 		return EXIT_USAGE;
 	}
 	if ((x->o.limit_given || x->o.values) && !(*cmd)->takes_scan_options) {

@@ -454,7 +454,10 @@ out:
 	kvs_store_close(srv.store);
 	view_free(&srv);
 	tls_free(&srv);
-	kvs__coord_close(srv.coord);
+	/* An admin change still talking to etcd keeps its handle (the
+	 * process ends anyway). */
+	if (view_changes_end(&srv, 30000) == 0)
+		kvs__coord_close(srv.coord);
 	free(srv.config_text);
 	free(srv.store_dir);
 	pthread_mutex_destroy(&srv.view_mu);

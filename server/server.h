@@ -122,6 +122,7 @@ struct server {
 	char *config_text; /* the file, as read at start: each epoch's */
 	size_t config_len; /* config is it with etcd's topology */
 	char *store_dir;
+	_Atomic unsigned changes; /* admin changes being made (topology.c) */
 	struct MHD_Daemon *daemon;
 	uint64_t start_mono_ms;
 	unsigned threads;
@@ -214,6 +215,8 @@ int view_watch(struct server *s);
  * once the daemon has stopped, free the view. */
 void view_stop(struct server *s);
 void view_free(struct server *s);
+/* Wait (ms at most) until no admin change is being made: 0, or -1. */
+int view_changes_end(struct server *s, unsigned ms);
 void handle_shards(struct req *r);
 void handle_rebalance(struct req *r);
 

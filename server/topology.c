@@ -345,12 +345,26 @@ static int edit(void *ud, cJSON *doc, char *err, size_t errlen)
 static void *change_main(void *arg)
 {
 	struct change *c = arg;
+	struct server *s = c->r->srv;
 
 	pthread_setname_np(pthread_self(), "kvs-admin");
-	c->rc = kvs__coord_change(c->r->srv->coord, edit, c, &c->epoch, c->err,
+	c->rc = kvs__coord_change(s->coord, edit, c, &c->epoch, c->err,
 	                          sizeof(c->err));
-	req_node_done(c->r);
+	req_node_done(c->r); /* c may be gone from here on */
+	atomic_fetch_sub(&s->changes, 1);
 	return NULL;
+}
+
+int view_changes_end(struct server *s, unsigned ms)
+{
+	uint64_t start = kvs__mono_ms();
+
+	while (atomic_load(&s->changes) > 0) {
+		if (kvs__mono_ms() - start > ms)
+			return -1;
+		usleep(10000);
+	}
+	return 0;
 }
 
 static void rendered(struct req *r)
@@ -377,10 +391,11 @@ static void rendered(struct req *r)
 	reply_json(r, 202, &b);
 }
 
-/* The shard's name after the path, or NULL (400 answered). */
+/* The shard's name after the path, decoded, or NULL (answered). */
 static char *name_in_path(struct req *r)
 {
 	const char *tail = r->url + strlen(KVS_PATH_CLUSTER_SHARDS);
+	size_t len;
 	char *name;
 
 	if (tail[0] != '/' || tail[1] == '\0' || strchr(tail + 1, '/')) {
@@ -388,9 +403,20 @@ static char *name_in_path(struct req *r)
 		            "expected %s/{name}", KVS_PATH_CLUSTER_SHARDS);
 		return NULL;
 	}
-	name = strdup(tail + 1);
-	if (name == NULL)
+	name = malloc(strlen(tail + 1) + 1);
+	if (name == NULL) {
 		reply_fail(r, KVS_ENOMEM, "the shard's name");
+		return NULL;
+	}
+	if (kvs__url_decode(tail + 1, strlen(tail + 1), name, &len, 0) !=
+	            KVS_OK ||
+	    memchr(name, '\0', len) != NULL) {
+		free(name);
+		reply_error(r, KVS_EBADENCODING, "the shard's name: malformed "
+		                                 "percent-encoding");
+		return NULL;
+	}
+	name[len] = '\0';
 	return name;
 }
 
@@ -501,7 +527,9 @@ void handle_shards(struct req *r)
 	req_start(r);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	atomic_fetch_add(&r->srv->changes, 1);
 	if (pthread_create(&t, &attr, change_main, c) != 0) {
+		atomic_fetch_sub(&r->srv->changes, 1);
 		c->rc = KVS_ESYS;
 		snprintf(c->err, sizeof(c->err), "cannot start the change");
 		req_node_done(r);

@@ -533,6 +533,60 @@ START_TEST(two_changes_at_once_agree)
 }
 END_TEST
 
+/* Run the CLI against node 0 with args: its exit status, its output (both
+ * streams) in out. */
+static int cli(const char *args, char *out, size_t cap)
+{
+	char cmd[2048];
+	size_t n = 0;
+	FILE *p;
+	int status;
+
+	snprintf(cmd, sizeof(cmd), "'%s' --cluster 127.0.0.1:%d %s 2>&1",
+	         tu_build_path("server/kvshard"), C.node[0].port, args);
+	p = popen(cmd, "r");
+	ck_assert_ptr_nonnull(p);
+	while (n + 1 < cap) {
+		size_t got = fread(out + n, 1, cap - n - 1, p);
+
+		if (got == 0)
+			break;
+		n += got;
+	}
+	out[n] = '\0';
+	status = pclose(p);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* kvshard cluster add and remove: the change made, or refused with the
+ * node's reason. */
+START_TEST(the_cli_adds_and_removes_shards)
+{
+	char args[256], out[4096];
+
+	start_two_of_three();
+	snprintf(args, sizeof(args), "cluster add router-x 127.0.0.1:%d --weight 0",
+	         tc_free_port());
+	ck_assert_msg(cli(args, out, sizeof(out)) == 0, "%s", out);
+	ck_assert_msg(strstr(out, "added shard router-x: epoch 2") != NULL, "%s",
+	              out);
+	expect_view(1, 2, 3);
+	snprintf(args, sizeof(args), "cluster add big 127.0.0.1:%d",
+	         tc_free_port());
+	ck_assert_int_ne(cli(args, out, sizeof(out)), 0);
+	ck_assert_msg(strstr(out, "weight 0") != NULL &&
+	                      strstr(out, "not_supported") != NULL,
+	              "%s", out);
+	ck_assert_int_eq(cli("cluster remove router-x --json", out, sizeof(out)),
+	                 0);
+	ck_assert_msg(strstr(out, "{\"epoch\":3}") != NULL, "%s", out);
+	expect_view(1, 3, 2);
+	ck_assert_int_ne(cli("cluster remove router-x", out, sizeof(out)), 0);
+	ck_assert_msg(strstr(out, "no shard named") != NULL, "%s", out);
+	ck_assert_int_ne(cli("get k --weight 1", out, sizeof(out)), 0);
+}
+END_TEST
+
 /* Without etcd a node does not start, and says why, in bounded time. */
 START_TEST(unreachable_etcd_stops_the_start)
 {
@@ -574,6 +628,7 @@ int main(void)
 	tcase_add_test(tc, unreachable_etcd_stops_the_start);
 	tcase_add_test(tc, a_shard_of_weight_0_joins_and_leaves);
 	tcase_add_test(tc, two_changes_at_once_agree);
+	tcase_add_test(tc, the_cli_adds_and_removes_shards);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }

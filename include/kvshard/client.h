@@ -228,6 +228,35 @@ typedef struct kvs_shard_info {
  */
 KVS_API int kvs_client_shards(kvs_client *c, kvs_shard_info **out, size_t *n);
 
+/**
+ * Add a shard to the cluster's topology (POST /v1/cluster/shards: a
+ * cluster keeping its topology in etcd; the admin role). The first node
+ * that answers decides; the client then fetches the topology again.
+ *
+ * @param weight  its weight (this version adds only shards of weight 0:
+ *                others would move data, and answer KVS_ENOTSUP)
+ * @param epoch   receives the epoch written; may be NULL.
+ * @param errbuf  KVS_ERRBUF_SIZE bytes for the server's reason; may be
+ *                NULL.
+ * @return KVS_OK; KVS_ESTATIC (the topology is the file's), KVS_ENOTSUP
+ *         (the change would move data), KVS_ETOPOLOGY (the name or
+ *         address is taken), KVS_EFORBIDDEN, or a failure to reach any
+ *         node.
+ */
+KVS_API int kvs_client_add_shard(kvs_client *c, const char *name,
+                                 const char *address, double weight,
+                                 uint64_t *epoch, char *errbuf);
+
+/**
+ * Remove a shard from the topology (DELETE /v1/cluster/shards/{name}),
+ * as kvs_client_add_shard.
+ *
+ * @return KVS_OK; KVS_NOTFOUND (no such shard); KVS_ENOTSUP (it holds
+ *         data); KVS_ETOPOLOGY (the last one); others as above.
+ */
+KVS_API int kvs_client_remove_shard(kvs_client *c, const char *name,
+                                    uint64_t *epoch, char *errbuf);
+
 #ifdef __cplusplus
 }
 #endif
