@@ -43,7 +43,8 @@ static void answer_json(struct req *r, cJSON *doc)
 
 void handle_cluster(struct req *r)
 {
-	const kvs_cluster_config *cc = r->srv->cc;
+	/* The epoch's: etcd's N/W/R with the file's other settings. */
+	const kvs_cluster_config *cc = kvs_config_cluster(r->view->cfg);
 	cJSON *doc, *shards;
 
 	doc = cJSON_CreateObject();

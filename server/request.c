@@ -106,7 +106,7 @@ int req_check_args(struct req *r, const char *const *allowed)
 
 int req_quorum(struct req *r, const char *name, unsigned *out)
 {
-	unsigned n = r->srv->cc->replication;
+	unsigned n = kvs_config_cluster(r->view->cfg)->replication;
 	char *text;
 	size_t len;
 	int rc = req_arg(r, name, &text, &len);

@@ -101,7 +101,9 @@ static void render(struct req *r)
 		reply_error(r, rc,
 		            "not enough shards answered to read %u replicas of "
 		            "every key (%s did not)",
-		            c->req.r != 0 ? c->req.r : r->srv->cc->read_quorum,
+		            c->req.r != 0 ? c->req.r
+		                          : kvs_config_cluster(r->view->cfg)
+		                                    ->read_quorum,
 		            kvs_config_shard(r->view->cfg, c->res.failed)->name);
 		return;
 	}
