@@ -533,6 +533,53 @@ START_TEST(two_changes_at_once_agree)
 }
 END_TEST
 
+/* Write text as etcd's topology, as an operator with etcdctl would. */
+static void put_topology(const char *text)
+{
+	const char *ep[1] = {E.endpoint};
+	kvs__etcd *e;
+
+	ck_assert_int_eq(kvs__etcd_new(&e, ep, 1, 2000), KVS_OK);
+	ck_assert_int_eq(kvs__etcd_put(e, "/kvshard/t/topology", text,
+	                               strlen(text), 0),
+	                 KVS_OK);
+	kvs__etcd_free(e);
+}
+
+/* A document that is not valid, written into etcd by hand: every node
+ * keeps its epoch and says why once; a valid newer one is applied. */
+START_TEST(a_bad_document_in_etcd_is_skipped)
+{
+	char text[1024], *log;
+	int n = 0;
+
+	start_two_of_three();
+	put_topology("{\"format\":1,\"epoch\":5,\"replication\":2,"
+	             "\"write_quorum\":2,\"read_quorum\":2,\"shards\":[]}");
+	usleep(1500 * 1000); /* three looks */
+	expect_view(0, 1, 2);
+	expect_view(1, 1, 2);
+	log = log_of(0);
+	for (const char *p = log; (p = strstr(p, "keeps epoch 1")) != NULL; p++)
+		n++;
+	ck_assert_msg(n == 1, "said %d times: %s", n, log);
+	free(log);
+	snprintf(text, sizeof(text),
+	         "{\"format\":1,\"epoch\":6,\"replication\":2,"
+	         "\"write_quorum\":2,\"read_quorum\":2,\"shards\":["
+	         "{\"name\":\"%s\",\"idx\":0,\"address\":\"127.0.0.1:%d\","
+	         "\"weight\":1},"
+	         "{\"name\":\"%s\",\"idx\":1,\"address\":\"127.0.0.1:%d\","
+	         "\"weight\":1},"
+	         "{\"name\":\"spare\",\"idx\":2,\"address\":\"127.0.0.1:1\","
+	         "\"weight\":0}]}",
+	         C.node[0].name, C.node[0].port, C.node[1].name, C.node[1].port);
+	put_topology(text);
+	expect_view(0, 6, 3);
+	expect_view(1, 6, 3);
+}
+END_TEST
+
 /* Run the CLI against node 0 with args: its exit status, its output (both
  * streams) in out. */
 static int cli(const char *args, char *out, size_t cap)
@@ -629,6 +676,7 @@ int main(void)
 	tcase_add_test(tc, a_shard_of_weight_0_joins_and_leaves);
 	tcase_add_test(tc, two_changes_at_once_agree);
 	tcase_add_test(tc, the_cli_adds_and_removes_shards);
+	tcase_add_test(tc, a_bad_document_in_etcd_is_skipped);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
