@@ -848,10 +848,19 @@ static void purge_tick(kvs__node *n)
 				                          NULL, NULL);
 
 				purged(po, KVS_OK, NULL, rc == KVS_OK);
-			} else if (kvs__store_purge(n->store, po->key, pg.lens[i],
-			                            &pg.stamps[i], purged,
-			                            po) != KVS_OK) {
-				free(po);
+			} else {
+				struct kvs__pending *p =
+				        kvs__node_pending(n, purged, po);
+
+				if (p == NULL ||
+				    kvs__store_purge(n->store, po->key, pg.lens[i],
+				                     &pg.stamps[i],
+				                     kvs__node_pending_done,
+				                     p) != KVS_OK) {
+					if (p != NULL)
+						kvs__node_pending_cancel(p);
+					free(po);
+				}
 			}
 		}
 		kvs__buf_free(&pg.keys);

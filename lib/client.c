@@ -1006,8 +1006,19 @@ static int admin_call(kvs_client *c, const char *method, const char *path,
 			}
 			kvs__transport_request(c->t, &req, &resp);
 			rc = resp.rc;
-			shard_result(s, rc);
 			got = rc == KVS_OK;
+			if (!got && resp.sent) {
+				/* It may have been made: not made again
+				 * elsewhere, where it would look refused. */
+				kvs__http_response_clear(&resp);
+				topo_put(t);
+				set_err(errbuf, "%s: no answer (%s); the change may "
+				                "have been made: look at the "
+				                "cluster's epoch",
+				        s->name, kvs_strerror(rc));
+				return rc;
+			}
+			shard_result(s, rc);
 			if (!got)
 				kvs__http_response_clear(&resp);
 		}

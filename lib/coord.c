@@ -41,7 +41,7 @@ struct kvs__coord {
 	char *prefix;
 	char *topology_key; /* <prefix>/topology */
 	unsigned ttl_s;
-	_Atomic uint64_t epoch; /* agreed on, or last handed to the watcher */
+	_Atomic uint64_t epoch; /* agreed on at start, or last applied */
 	kvs__coord_log_fn log;
 	void *log_ud;
 	/* Registration. */
@@ -353,6 +353,7 @@ int kvs__coord_change(kvs__coord *co, kvs__coord_edit_fn edit, void *ud,
                       uint64_t *epoch, char *err, size_t err_len)
 {
 	int rc = KVS_ECONFLICT;
+	uint64_t start = kvs__mono_ms();
 
 	err[0] = '\0';
 	for (int tries = 0; tries < CHANGE_TRIES; tries++) {
@@ -406,6 +407,13 @@ int kvs__coord_change(kvs__coord *co, kvs__coord_edit_fn edit, void *ud,
 		if (rc != KVS_ECONFLICT)
 			return rc;
 		/* Someone else's change came first: edit theirs. */
+		if (kvs__mono_ms() - start > KVS__COORD_CHANGE_MS) {
+			snprintf(err, err_len,
+			         "%s kept changing for %u s while this change "
+			         "was made",
+			         co->topology_key, KVS__COORD_CHANGE_MS / 1000);
+			return KVS_ETIMEDOUT;
+		}
 	}
 	snprintf(err, err_len,
 	         "%s kept changing while this change was made (%d tries)",
@@ -440,13 +448,16 @@ static void look(kvs__coord *co, int64_t *seen_rev, int64_t *bad_rev)
 		*bad_rev = rev;
 		return; /* looked at again, in case it was passing */
 	}
-	*seen_rev = rev;
 	if (epoch <= atomic_load(&co->epoch)) {
+		*seen_rev = rev;
 		kvs_config_free(topo);
 		return;
 	}
-	atomic_store(&co->epoch, epoch);
-	co->on_topology(co->on_topology_ud, topo, epoch);
+	/* Applied, or looked at again next time (the callback said why). */
+	if (co->on_topology(co->on_topology_ud, topo, epoch) == 0) {
+		*seen_rev = rev;
+		atomic_store(&co->epoch, epoch);
+	}
 }
 
 static void *watch_main(void *arg)

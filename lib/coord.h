@@ -59,19 +59,24 @@ int kvs__coord_register(kvs__coord *co, const char *name,
 #define KVS__COORD_WATCH_MS 500u
 
 /* A newer topology: parsed as a config of its own (cb owns it:
- * kvs_config_free) with its epoch. */
-typedef void (*kvs__coord_topology_fn)(void *ud, kvs_config *topology,
-                                       uint64_t epoch);
+ * kvs_config_free) with its epoch. 0 when applied; otherwise it is
+ * handed over again at the next look. */
+typedef int (*kvs__coord_topology_fn)(void *ud, kvs_config *topology,
+                                      uint64_t epoch);
 
 /**
  * Look at etcd's topology every KVS__COORD_WATCH_MS on a thread of its
  * own and call cb there for each epoch newer than the last one agreed on
- * or handed over, in order (a document that is not valid is logged and
+ * or applied, in order (a document that is not valid is logged and
  * skipped). Stops with kvs__coord_leave.
  *
  * @return KVS_OK, KVS_ESYS.
  */
 int kvs__coord_watch(kvs__coord *co, kvs__coord_topology_fn cb, void *ud);
+
+/* The longest kvs__coord_change tries (then KVS_ETIMEDOUT), beside the
+ * last etcd call it started. */
+#define KVS__COORD_CHANGE_MS 10000u
 
 /* An edit of the topology document (doc: its JSON, format 1, epoch left
  * to the caller): KVS_OK, or an error code with the reason in err. */

@@ -57,14 +57,26 @@ static int decode(const unsigned char *v, size_t len, kvs_record *rec)
 	return 1;
 }
 
+/* *v += d, stopping at 0. */
+static void sat_add(_Atomic uint64_t *v, int64_t d)
+{
+	uint64_t cur = atomic_load(v), next;
+
+	do
+		next = d >= 0 || cur >= (uint64_t)-d ? cur + (uint64_t)d : 0;
+	while (!atomic_compare_exchange_weak(v, &cur, next));
+}
+
 static void count_add(kvs__node *n, size_t peer, int64_t hints,
                       int64_t bytes)
 {
 	struct kvs__peer_state *p = &n->peers[peer];
 
-	atomic_fetch_add(&p->hints, (uint64_t)hints);
-	atomic_fetch_add(&p->hint_bytes, (uint64_t)bytes);
-	atomic_fetch_add(&n->hint_bytes, (uint64_t)bytes);
+	/* Never below zero: another epoch's node on the same store may
+	 * deliver hints this one counted, or the other way round. */
+	sat_add(&p->hints, hints);
+	sat_add(&p->hint_bytes, bytes);
+	sat_add(&n->hint_bytes, bytes);
 }
 
 /* ------------------------------------------------------------------ */
@@ -126,10 +138,19 @@ void kvs__hint_add(kvs__node *n, size_t peer, const kvs_record *rec)
 		kept_done(k, rc, NULL, 0);
 		return;
 	}
-	rc = kvs__store_hint_write(n->store, 0, k->data, HINT_KEY, v, vlen,
-	                           kept_done, k);
-	if (rc != KVS_OK)
-		kept_done(k, rc, NULL, 0);
+	{
+		struct kvs__pending *p = kvs__node_pending(n, kept_done, k);
+
+		rc = p != NULL ? kvs__store_hint_write(n->store, 0, k->data,
+		                                       HINT_KEY, v, vlen,
+		                                       kvs__node_pending_done, p)
+		               : KVS_ENOMEM;
+		if (rc != KVS_OK) {
+			if (p != NULL)
+				kvs__node_pending_cancel(p);
+			kept_done(k, rc, NULL, 0);
+		}
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -198,10 +219,19 @@ static void forget(kvs__node *n, size_t peer, const struct item *it)
 		gone_done(g, rc, NULL, 0);
 		return;
 	}
-	rc = kvs__store_hint_write(n->store, 1, g->key, HINT_KEY, NULL, 0,
-	                           gone_done, g);
-	if (rc != KVS_OK)
-		free(g);
+	{
+		struct kvs__pending *p = kvs__node_pending(n, gone_done, g);
+
+		rc = p != NULL ? kvs__store_hint_write(n->store, 1, g->key,
+		                                       HINT_KEY, NULL, 0,
+		                                       kvs__node_pending_done, p)
+		               : KVS_ENOMEM;
+		if (rc != KVS_OK) {
+			if (p != NULL)
+				kvs__node_pending_cancel(p);
+			free(g);
+		}
+	}
 }
 
 static void round_done(kvs__op *op)

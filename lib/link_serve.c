@@ -65,6 +65,8 @@ struct sconn {
 /* Answers a link may have waiting for its peer to read: past it the
  * peer is not reading, and the link ends. */
 #define OUT_MAX ((size_t)64 << 20)
+/* How long a stopping server waits for its peers to close their links. */
+#define DRAIN_MS 1000u
 /* A link's frames are taken while less than this is being served. */
 #define SERVING_MAX ((size_t)16 << 20)
 
@@ -353,7 +355,7 @@ static void *serve_main(void *arg)
 
 	pthread_setname_np(pthread_self(), "kvs-links-in");
 	while (!atomic_load(&s->closing)) {
-		int n = epoll_wait(s->ep, evs, 32, 1000);
+		int n = epoll_wait(s->ep, evs, 32, 1000), kicked = 0;
 
 		for (int i = 0; i < n && !atomic_load(&s->closing); i++) {
 			struct sconn *c = evs[i].data.ptr;
@@ -361,8 +363,7 @@ static void *serve_main(void *arg)
 			if (c == NULL) {
 				uint64_t v;
 
-				if (read(s->wake, &v, sizeof(v)) == sizeof(v))
-					resume_kicked(s);
+				kicked |= read(s->wake, &v, sizeof(v)) == sizeof(v);
 				continue;
 			}
 			/* Held: an answer's writer may end it meanwhile. */
@@ -370,6 +371,10 @@ static void *serve_main(void *arg)
 			on_event(c, evs[i].events);
 			sconn_unref(c);
 		}
+		/* After the batch: resuming may end a link whose event is
+		 * still in it. */
+		if (kicked && !atomic_load(&s->closing))
+			resume_kicked(s);
 	}
 	return NULL;
 }
@@ -444,13 +449,26 @@ size_t kvs__link_server_count(kvs__link_server *s, uint64_t *serving)
 
 void kvs__link_server_stop(kvs__link_server *s)
 {
+	unsigned char head[KVS__LINK_HEAD];
+
 	if (s == NULL)
 		return;
 	/* Once it has the lock, no frame is being handed to the node, and
 	 * none will be. */
 	pthread_mutex_lock(&s->serve_mu);
+	if (s->stopping) {
+		pthread_mutex_unlock(&s->serve_mu);
+		return;
+	}
 	s->stopping = 1;
 	pthread_mutex_unlock(&s->serve_mu);
+	/* Each peer is told (a message of id 0): it sends its next frames
+	 * over HTTP and closes the link once its answers are in. */
+	kvs__link_head(head, 0, 0, KVS_ESHUTDOWN);
+	pthread_mutex_lock(&s->mu);
+	for (struct sconn *c = s->conns; c != NULL; c = c->next)
+		answer(c, head, NULL, 0, 0);
+	pthread_mutex_unlock(&s->mu);
 }
 
 void kvs__link_server_free(kvs__link_server *s)
@@ -460,6 +478,16 @@ void kvs__link_server_free(kvs__link_server *s)
 	if (s == NULL)
 		return;
 	kvs__link_server_stop(s);
+	/* Peers close their links once their answers are in; frames that
+	 * cross the notice are refused (and sent again over HTTP). What
+	 * is still open after DRAIN_MS is closed here. */
+	{
+		uint64_t start = kvs__mono_ms();
+
+		while (kvs__link_server_count(s, NULL) > 0 &&
+		       kvs__mono_ms() - start < DRAIN_MS)
+			usleep(2000);
+	}
 	atomic_store(&s->closing, 1);
 	if (write(s->wake, &one, sizeof(one)) < 0) {
 		/* its wait ends within a second anyway */

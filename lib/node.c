@@ -16,10 +16,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "link.h"
 #include "node_internal.h"
 #include "util.h"
+
+/* The longest close waits for the node's writes still in the store's
+ * queue (each ends with its batch's commit). */
+#define PENDING_WAIT_MS 60000u
 
 void kvs__node_options_init(kvs__node_options *o)
 {
@@ -616,13 +621,61 @@ static void *prober_main(void *arg)
 /* ------------------------------------------------------------------ */
 /* This node's own store                                                */
 
+struct kvs__pending {
+	kvs__node *n;
+	kvs_write_cb cb;
+	void *ud;
+};
+
+struct kvs__pending *kvs__node_pending(kvs__node *n, kvs_write_cb cb,
+                                       void *ud)
+{
+	struct kvs__pending *p = malloc(sizeof(*p));
+
+	if (p == NULL)
+		return NULL;
+	p->n = n;
+	p->cb = cb;
+	p->ud = ud;
+	atomic_fetch_add(&n->store_pending, 1);
+	return p;
+}
+
+void kvs__node_pending_done(void *ud, int rc, const kvs_stamp *stamp,
+                            int applied)
+{
+	struct kvs__pending *p = ud;
+	kvs__node *n = p->n;
+	kvs_write_cb cb = p->cb;
+	void *cb_ud = p->ud;
+
+	free(p);
+	cb(cb_ud, rc, stamp, applied);
+	atomic_fetch_sub(&n->store_pending, 1); /* last: close may free n */
+}
+
+void kvs__node_pending_cancel(struct kvs__pending *p)
+{
+	atomic_fetch_sub(&p->n->store_pending, 1);
+	free(p);
+}
+
 int kvs__node_local_apply(kvs__node *n, const kvs_record *rec,
                           kvs_write_cb cb, void *ud)
 {
 	int applied = 0, rc;
 
-	if (!n->o.inline_local_writes)
-		return kvs_store_apply_async(n->store, rec, cb, ud);
+	if (!n->o.inline_local_writes) {
+		struct kvs__pending *p = kvs__node_pending(n, cb, ud);
+
+		if (p == NULL)
+			return KVS_ENOMEM;
+		rc = kvs_store_apply_async(n->store, rec, kvs__node_pending_done,
+		                           p);
+		if (rc != KVS_OK)
+			kvs__node_pending_cancel(p);
+		return rc;
+	}
 	rc = kvs_store_apply(n->store, rec, &applied);
 	if (rc == KVS_EKEYSIZE || rc == KVS_EVALSIZE || rc == KVS_EINVAL ||
 	    rc == KVS_ECLOSED)
@@ -639,9 +692,18 @@ int kvs__node_local_write(kvs__node *n, int is_delete, const void *key,
 	kvs_stamp stamp = none;
 	int rc;
 
-	if (!n->o.inline_local_writes)
-		return kvs__store_write_async(n->store, is_delete, key, key_len,
-		                              value, value_len, cond, cb, ud);
+	if (!n->o.inline_local_writes) {
+		struct kvs__pending *p = kvs__node_pending(n, cb, ud);
+
+		if (p == NULL)
+			return KVS_ENOMEM;
+		rc = kvs__store_write_async(n->store, is_delete, key, key_len,
+		                            value, value_len, cond,
+		                            kvs__node_pending_done, p);
+		if (rc != KVS_OK)
+			kvs__node_pending_cancel(p);
+		return rc;
+	}
 	rc = kvs__store_write(n->store, is_delete, key, key_len, value,
 	                      value_len, cond, &stamp);
 	if (rc == KVS_EKEYSIZE || rc == KVS_EVALSIZE || rc == KVS_EINVAL ||
@@ -992,6 +1054,19 @@ void kvs__node_close(kvs__node *n)
 			}
 			lane_destroy(lane);
 		}
+	/* Its writes still queued complete while it exists (a borrowed
+	 * store is not closed below, which would have waited for them). */
+	{
+		uint64_t start = kvs__mono_ms();
+
+		while (atomic_load(&n->store_pending) > 0 &&
+		       kvs__mono_ms() - start < PENDING_WAIT_MS)
+			usleep(1000);
+		if (atomic_load(&n->store_pending) > 0 && n->o.log != NULL)
+			n->o.log(n->o.log_ud, KVS__LOG_ERROR,
+			         "closing with writes still queued in the "
+			         "store after 60 s");
+	}
 	if (n->o.store == NULL)
 		kvs_store_close(n->store);
 	/* Every frame is answered: the links end. */

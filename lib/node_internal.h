@@ -169,6 +169,10 @@ struct kvs__node {
 	void *impl;
 	struct kvs__node_counters counters;
 	_Atomic uint64_t hint_bytes; /* all peers' */
+	/* Its writes in the store's queue, counted until their callbacks
+	 * have returned: the store may outlive the node (a server gives
+	 * each epoch's node the same one), so close waits for them. */
+	_Atomic uint64_t store_pending;
 	struct kvs__aae aae;
 	/* Replica operations, and forwarded client requests (which wait
 	 * for the owner's own replicas). */
@@ -236,6 +240,19 @@ unsigned kvs__node_speculative_ms(kvs__node *n, int kind);
  * an error when it is closing (cb is then never called). */
 int kvs__node_timer(kvs__node *n, unsigned ms, kvs__peer_timer_cb cb,
                     void *ud);
+
+/*
+ * A write of the node's to its store, counted in store_pending: submit it
+ * with kvs__node_pending_done as the callback and the wrapper as ud, or
+ * give the wrapper back with kvs__node_pending_cancel if it was not
+ * taken. NULL when out of memory.
+ */
+struct kvs__pending;
+struct kvs__pending *kvs__node_pending(kvs__node *n, kvs_write_cb cb,
+                                       void *ud);
+void kvs__node_pending_done(void *ud, int rc, const kvs_stamp *stamp,
+                            int applied);
+void kvs__node_pending_cancel(struct kvs__pending *p);
 
 /* Writes to this node's own store, asynchronous or (inline_local_writes)
  * on the calling thread. cb as kvs_write_cb. */

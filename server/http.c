@@ -54,6 +54,13 @@ static enum MHD_Result queue(struct req *r)
 	ret = MHD_queue_response(r->conn, r->status, r->resp);
 	MHD_destroy_response(r->resp);
 	r->resp = NULL;
+	/* The answer no longer needs the epoch's node (what it holds is
+	 * the request's own), so a client slow to read it does not keep an
+	 * old epoch open. A link keeps it until it is handed over. */
+	if (r->status != 101) {
+		view_put(r->view);
+		r->view = NULL;
+	}
 	return ret;
 }
 
@@ -342,7 +349,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
 		if (r == NULL)
 			return MHD_NO;
 		r->srv = s;
-		r->view = view_get(s);
 		r->conn = conn;
 		r->url = url;
 		r->start_ns = kvs__mono_ns();
@@ -379,6 +385,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
 		reply_overloaded(r);
 	} else {
 		guard_body_in(r->track);
+		/* The epoch it runs on, now that its body is in (a slow
+		 * upload does not keep an old epoch open). */
+		r->view = view_get(s);
 		route_dispatch(r);
 		if (r->suspended)
 			return MHD_YES;
@@ -423,9 +432,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
 	/* Not once stopping: the node may be closed already (main.c
 	 * closes it before the daemon, whose connections still end). */
 	if (may_write && toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN &&
-	    !atomic_load(&s->stopping) && r->view != NULL)
-		report_full_store(s, r->view->node);
-	view_put(r->view);
+	    !atomic_load(&s->stopping)) {
+		struct view *v = view_get(s); /* the store is every view's */
+
+		report_full_store(s, v->node);
+		view_put(v);
+	}
+	view_put(r->view); /* not answered (or a link not handed over) */
 	free(r);
 	if (!upgraded) /* a link was counted out when it began */
 		atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_relaxed);

@@ -370,7 +370,7 @@ int main(int argc, char **argv)
 	struct args a;
 	kvs_config *cfg = NULL;
 	sigset_t sigs;
-	int fd = -1, status, sig;
+	int fd = -1, status, sig, changes_done;
 
 	memset(&srv, 0, sizeof(srv));
 	status = parse_args(argc, argv, &a);
@@ -449,14 +449,17 @@ out:
 	 * the node: its completions may still resume connections of the
 	 * running daemon, and it ends the links the daemon handed it. */
 	kvs__coord_leave(srv.coord);
+	/* An admin change still talking to etcd answers first (its request
+	 * is suspended: the daemon must not stop under it). It gives up
+	 * within KVS__COORD_CHANGE_MS. */
+	changes_done = view_changes_end(&srv, 2 * KVS__COORD_CHANGE_MS) == 0;
 	view_stop(&srv);
-	http_stop(&srv);
+	if (changes_done)
+		http_stop(&srv);
 	kvs_store_close(srv.store);
 	view_free(&srv);
 	tls_free(&srv);
-	/* An admin change still talking to etcd keeps its handle (the
-	 * process ends anyway). */
-	if (view_changes_end(&srv, 30000) == 0)
+	if (changes_done)
 		kvs__coord_close(srv.coord);
 	free(srv.config_text);
 	free(srv.store_dir);

@@ -24,6 +24,9 @@ void reply_response(struct req *r, unsigned status, struct MHD_Response *resp,
 			MHD_destroy_response(resp);
 		return;
 	}
+	/* An answer before dispatch (refused early) names the epoch too. */
+	if (r->view == NULL)
+		r->view = view_get(r->srv);
 	if (resp != NULL) {
 		MHD_add_response_header(resp, KVS_HDR_SHARD, r->srv->me->name);
 		MHD_add_response_header(resp, KVS_HDR_EPOCH, r->view->epoch_text);

@@ -140,7 +140,9 @@ struct endpoint;
 
 struct req {
 	struct server *srv;
-	struct view *view; /* held from start to end (a link: until handed) */
+	/* Its epoch's, held from dispatch (or an early answer) until the
+	 * answer is queued (a link: until it is handed over). */
+	struct view *view;
 	struct MHD_Connection *conn;
 	const char *url; /* the raw (still percent-encoded) path */
 	const struct endpoint *ep; /* NULL: no such endpoint */

@@ -114,8 +114,22 @@ static void retire(struct view *v)
 	free(v);
 }
 
-/* etcd has a newer topology (the watch thread). */
-static void on_topology(void *ud, kvs_config *topo, uint64_t epoch)
+/* Say it once per epoch that cannot be applied (it is tried again every
+ * look). */
+static void say_failed(uint64_t epoch, const char *why, const char *running)
+{
+	static uint64_t said;
+
+	if (said == epoch)
+		return;
+	said = epoch;
+	log_msg(LL_ERROR, "epoch %llu: %s: this node stays at epoch %s (and "
+	                  "tries again)",
+	        (unsigned long long)epoch, why, running);
+}
+
+/* etcd has a newer topology (the watch thread): 0 when applied. */
+static int on_topology(void *ud, kvs_config *topo, uint64_t epoch)
 {
 	struct server *s = ud;
 	char err[KVS_ERRBUF_SIZE];
@@ -127,17 +141,15 @@ static void on_topology(void *ud, kvs_config *topo, uint64_t epoch)
 	                      err);
 	if (rc == KVS_OK) {
 		rc = kvs__config_adopt_topology(cfg, topo);
-		topo = NULL; /* taken, but on KVS_ENOMEM */
+		if (rc != KVS_ENOMEM)
+			topo = NULL; /* taken, or freed */
 	}
 	if (rc != KVS_OK) {
-		log_msg(LL_ERROR, "epoch %llu: cannot build its config (%s): "
-		                  "this node stays at epoch %s",
-		        (unsigned long long)epoch,
-		        rc == KVS_ENOMEM ? "out of memory" : err,
-		        s->view->epoch_text);
+		say_failed(epoch, rc == KVS_ENOMEM ? "out of memory" : err,
+		           s->view->epoch_text);
 		kvs_config_free(topo);
 		kvs_config_free(cfg);
-		return;
+		return -1;
 	}
 	if (kvs_config_find_shard(cfg, s->me->name) == NULL) {
 		log_msg(LL_WARN,
@@ -146,14 +158,13 @@ static void on_topology(void *ud, kvs_config *topo, uint64_t epoch)
 		        (unsigned long long)epoch, s->me->name);
 		kvs_config_free(cfg);
 		kill(getpid(), SIGTERM);
-		return;
+		return 0;
 	}
 	v = view_open(s, cfg, epoch, err, sizeof(err));
 	if (v == NULL) {
-		log_msg(LL_ERROR, "epoch %llu: %s: this node stays at epoch %s",
-		        (unsigned long long)epoch, err, s->view->epoch_text);
+		say_failed(epoch, err, s->view->epoch_text);
 		kvs_config_free(cfg);
-		return;
+		return -1;
 	}
 	v->owned = cfg;
 	pthread_mutex_lock(&s->view_mu);
@@ -165,6 +176,7 @@ static void on_topology(void *ud, kvs_config *topo, uint64_t epoch)
 	        (unsigned long long)old->epoch,
 	        kvs_config_shard_count(old->cfg));
 	retire(old);
+	return 0;
 }
 
 int view_watch(struct server *s)
@@ -378,6 +390,12 @@ static void rendered(struct req *r)
 		kvs__buf_addf(&b, "{\"epoch\":%llu,\"changed\":false}",
 		              (unsigned long long)kvs__coord_epoch(r->srv->coord));
 		reply_json(r, 200, &b);
+		return;
+	}
+	if (c->rc == KVS_ECONFIG && c->what == ADD) {
+		/* The topology it would make fails the file's checks: the
+		 * new shard's name or address. */
+		reply_error(r, KVS_EBADARG, "%s", c->err);
 		return;
 	}
 	if (c->rc != KVS_OK) {
