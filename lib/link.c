@@ -38,6 +38,8 @@
 #include "util.h"
 
 #define TICK_MS 20
+/* A link whose node closed is made again this soon after it drained. */
+#define DRAINED_RETRY_MS 50u
 #define BACKOFF_FIRST_MS 50
 #define BACKOFF_MAX_MS 1000
 #define REFUSED_RETRY_MS 10000
@@ -59,6 +61,13 @@ struct pend {
 	kvs__panswer *answer;
 	kvs__peer_cb cb;
 	void *ud;
+	/* The frame, kept until answered: one certainly not served (the
+	 * link broke before any of it left, or the node behind it is
+	 * closing) goes again over HTTP. */
+	char *frame;
+	size_t len;
+	size_t peer;
+	unsigned timeout_ms;
 };
 
 struct lconn {
@@ -67,6 +76,10 @@ struct lconn {
 	pthread_mutex_t mu;
 	int fd;
 	_Atomic int state;
+	/* The node behind it is closing (it refused a frame so): new frames
+	 * go over HTTP; once nothing waits, the link is closed and made
+	 * again, to whatever the peer's process runs next. */
+	_Atomic int draining;
 	struct kvs__wq out;
 	uint64_t queued;  /* bytes given to the link since it came up */
 	uint64_t written; /* of which the socket took these */
@@ -126,9 +139,28 @@ static struct pend pend_take(struct lconn *c, size_t i)
 
 static void pend_fail(struct pend *p, int rc, int refused)
 {
+	free(p->frame);
+	p->frame = NULL;
 	p->answer->rc = rc;
 	p->answer->refused = refused;
 	p->cb(p->ud, p->answer);
+}
+
+/*
+ * A frame certainly not served: send it again over HTTP, to whatever
+ * the peer's process runs now (a node closing refuses the frames of its
+ * links while the process goes on with the next epoch's node), or fail
+ * it as refused when that cannot be done.
+ */
+static void pend_again(struct links *L, struct pend *p, int rc)
+{
+	if (p->frame != NULL &&
+	    L->o.http_ops->send(L->o.http, p->peer, p->frame, p->len, p->n_ops,
+	                        p->timeout_ms, p->cb, p->ud) == KVS_OK) {
+		free(p->answer); /* the frame is HTTP's now */
+		return;
+	}
+	pend_fail(p, rc, 1);
 }
 
 /* The link broke, or never came up: what waited fails (reading thread). */
@@ -143,6 +175,7 @@ static void conn_down(struct lconn *c, unsigned retry_ms, int why)
 		close(c->fd); /* leaves the epoll set too */
 	c->fd = -1;
 	atomic_store(&c->state, L_DOWN);
+	atomic_store(&c->draining, 0);
 	p = c->pend;
 	n = c->n_pend;
 	written = c->written;
@@ -160,9 +193,14 @@ static void conn_down(struct lconn *c, unsigned retry_ms, int why)
 		                        : c->backoff_ms * 2;
 	}
 	c->retry_at = kvs__mono_ms() + retry_ms;
-	/* A frame no byte of which left certainly was not served. */
-	for (size_t i = 0; i < n; i++)
-		pend_fail(&p[i], why, p[i].start >= written);
+	/* A frame no byte of which left certainly was not served: it goes
+	 * again over HTTP. The others may have been: they fail. */
+	for (size_t i = 0; i < n; i++) {
+		if (p[i].start >= written && why != KVS_ECLOSED)
+			pend_again(c->L, &p[i], why);
+		else
+			pend_fail(&p[i], why, p[i].start >= written);
+	}
 	free(p);
 }
 
@@ -319,13 +357,27 @@ static void answered(struct lconn *c, uint32_t id, int32_t rc,
 		}
 	}
 	pthread_mutex_unlock(&c->mu);
+	if (id == 0 && rc == KVS_ESHUTDOWN) {
+		/* The node behind the link is closing (a notice, no frame's
+		 * answer): see draining. */
+		atomic_store(&c->draining, 1);
+		return;
+	}
 	if (!found)
 		return; /* its time was up */
+	if (rc == KVS_ESHUTDOWN) {
+		/* Refused whole by a node that is closing. */
+		atomic_store(&c->draining, 1);
+		pend_again(c->L, &p, rc);
+		return;
+	}
 	if (rc != KVS_OK) {
 		/* The frame was refused whole, before any of it ran. */
 		pend_fail(&p, rc, 1);
 		return;
 	}
+	free(p.frame);
+	p.frame = NULL;
 	{
 		char *copy = malloc(len ? len : 1);
 
@@ -454,6 +506,15 @@ static void tick(struct links *L, uint64_t now)
 			continue;
 		}
 		expire(c, now);
+		if (state == L_UP && atomic_load(&c->draining)) {
+			size_t waiting;
+
+			pthread_mutex_lock(&c->mu);
+			waiting = c->n_pend;
+			pthread_mutex_unlock(&c->mu);
+			if (waiting == 0)
+				conn_down(c, DRAINED_RETRY_MS, KVS_ECLOSED);
+		}
 	}
 }
 
@@ -505,13 +566,14 @@ static int link_send(void *impl, size_t peer, char *frame, size_t len,
 	    len > UINT32_MAX)
 		return KVS_EINVAL;
 	c = &L->c[peer];
-	if (atomic_load_explicit(&c->state, memory_order_relaxed) != L_UP)
+	if (atomic_load_explicit(&c->state, memory_order_relaxed) != L_UP ||
+	    atomic_load_explicit(&c->draining, memory_order_relaxed))
 		goto http;
 	answer = calloc(1, sizeof(*answer));
 	if (answer == NULL)
 		return KVS_ENOMEM;
 	pthread_mutex_lock(&c->mu);
-	if (atomic_load(&c->state) != L_UP ||
+	if (atomic_load(&c->state) != L_UP || atomic_load(&c->draining) ||
 	    c->out.len - c->out.off > OUT_MAX)
 		goto http_locked;
 	if (c->n_pend == c->cap_pend) {
@@ -542,13 +604,16 @@ static int link_send(void *impl, size_t peer, char *frame, size_t len,
 	p->answer = answer;
 	p->cb = cb;
 	p->ud = ud;
+	p->frame = frame; /* kept until answered */
+	p->len = len;
+	p->peer = peer;
+	p->timeout_ms = timeout_ms;
 	c->queued += KVS__LINK_HEAD + len;
 	if (rc == 0 && !c->out_armed) {
 		c->out_armed = 1;
 		arm(L, c, 1);
 	}
 	pthread_mutex_unlock(&c->mu);
-	free(frame);
 	atomic_fetch_add_explicit(&L->frames, 1, memory_order_relaxed);
 	return KVS_OK;
 http_locked:

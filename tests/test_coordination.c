@@ -359,6 +359,41 @@ static void expect_view(int i, int epoch, int shards)
 	}
 }
 
+/* A writer through nodes 0 and 1 in turn, until stopped: every write must
+ * be answered 200, across the epochs. */
+struct writer {
+	pthread_t t;
+	volatile int stop;
+	int writes, failures;
+	long last_status;
+	char last_body[256];
+};
+
+static void *write_loop(void *arg)
+{
+	struct writer *w = arg;
+
+	while (!w->stop && w->writes < 100000) {
+		char key[32];
+		struct tc_resp r;
+		int i = w->writes % 2;
+
+		snprintf(key, sizeof(key), "w%d", w->writes);
+		if (tc_http("PUT", tc_url(&C, i, "/v1/kv/%s", key), "v", 1, NULL,
+		            &r) != 0 ||
+		    r.status != 200) {
+			w->failures++;
+			w->last_status = r.status;
+			snprintf(w->last_body, sizeof(w->last_body), "%s at %d via %s",
+			         r.body != NULL ? r.body : "", w->writes,
+			         C.node[i].name);
+		}
+		tc_resp_free(&r);
+		w->writes++;
+	}
+	return NULL;
+}
+
 /* The file knows shards 0 and 1; shard 2 (prepared, not listed) is for
  * adding at runtime. */
 static void start_two_of_three(void)
@@ -385,9 +420,11 @@ START_TEST(a_shard_of_weight_0_joins_and_leaves)
 {
 	char body[256], *out = NULL, *log;
 	struct tc_resp r;
+	struct writer w = {0};
 	int status = 0;
 
 	start_two_of_three();
+	ck_assert_int_eq(pthread_create(&w.t, NULL, write_loop, &w), 0);
 	snprintf(body, sizeof(body),
 	         "{\"name\":\"%s\",\"address\":\"127.0.0.1:%d\","
 	         "\"weight\":0}",
@@ -470,6 +507,14 @@ START_TEST(a_shard_of_weight_0_joins_and_leaves)
 	r = tc_get(tc_url(&C, 1, "/retrieve?key=%s", "joined"), 200);
 	ck_assert_str_eq(r.body, "yes");
 	tc_resp_free(&r);
+	/* Writes went on through both nodes across the three epochs. */
+	w.stop = 1;
+	pthread_join(w.t, NULL);
+	ck_assert_int_gt(w.writes, 10);
+	if (w.failures != 0)
+		tc_dump_logs(&C);
+	ck_assert_msg(w.failures == 0, "%d of %d writes failed (last: %ld %s)",
+	              w.failures, w.writes, w.last_status, w.last_body);
 }
 END_TEST
 
