@@ -35,23 +35,23 @@ shards() {
 	"$SERVER" --config "$CONFIG" --list-shards
 }
 
-alive() { # pid -> is it a kvshard-server that runs?
+alive() { # pid [command] -> is it a kvshard-server (or command) that runs?
 	local state
-	[ "$(cat /proc/"$1"/comm 2>/dev/null)" = kvshard-server ] || return 1
+	[ "$(cat /proc/"$1"/comm 2>/dev/null)" = "${2:-kvshard-server}" ] || return 1
 	# A process that died but was not reaped yet (Z) does not run.
 	read -r _ _ state _ <"/proc/$1/stat" 2>/dev/null || return 1
 	[ "$state" != Z ]
 }
 
-running_pid() { # name -> pid if that shard runs
+running_pid() { # name [command] -> pid if that shard (or command) runs
 	local f=$RUN_DIR/$1.pid pid
 	[ -f "$f" ] || return 1
 	pid=$(cat "$f")
-	alive "$pid" && echo "$pid"
+	alive "$pid" "${2:-}" && echo "$pid"
 }
 
-# Does the shard at host:port answer /health with 200? (bash's /dev/tcp:
-# no curl needed.)
+# Does the shard (or etcd) at host:port answer /health with 200? (bash's
+# /dev/tcp: no curl needed.)
 answers() {
 	local hostport=$1 host port line
 	host=${hostport%:*}
@@ -73,38 +73,17 @@ etcd_endpoints() {
 
 # The private etcd member start.sh started, if it runs.
 etcd_pid() {
-	local pid state
-	[ -f "$RUN_DIR/etcd.pid" ] || return 1
-	pid=$(cat "$RUN_DIR/etcd.pid")
-	[ "$(cat /proc/"$pid"/comm 2>/dev/null)" = etcd ] || return 1
-	read -r _ _ state _ <"/proc/$pid/stat" 2>/dev/null || return 1
-	[ "$state" != Z ] && echo "$pid"
-}
-
-# Does an etcd answer /health at host:port?
-etcd_answers() {
-	local hostport=$1 host port line
-	host=${hostport%:*}
-	port=${hostport##*:}
-	host=${host#[}
-	host=${host%]}
-	exec 3<>"/dev/tcp/$host/$port" || return 1
-	printf 'GET /health HTTP/1.0\r\nHost: %s\r\n\r\n' "$hostport" >&3
-	IFS= read -r -t "$HEALTH_TIMEOUT_S" line <&3
-	exec 3<&- 3>&-
-	[[ ${line:-} == HTTP/1.?" 200 "* ]]
+	running_pid etcd etcd
 }
 
 # Make sure etcd answers for a config with [coordination]: an etcd that
 # already answers at one of its endpoints is used as it is; otherwise a
 # private member is started on the first one, which must be a loopback
 # address (start.sh starts nothing that other machines could reach).
-start_etcd() {
-	local eps ep host port peer url peer_url pid deadline
-	eps=$(etcd_endpoints) || return 1
-	[ -n "$eps" ] || return 0
+start_etcd() { # the config's endpoints, one per line
+	local eps=$1 ep host port peer url peer_url pid deadline
 	for ep in $eps; do
-		if etcd_answers "$ep" 2>/dev/null; then
+		if answers "$ep" 2>/dev/null; then
 			kvs_log "etcd answers at $ep"
 			return 0
 		fi
@@ -137,7 +116,7 @@ start_etcd() {
 		echo "$pid" >"$RUN_DIR/etcd.pid"
 	fi
 	deadline=$((SECONDS + START_TIMEOUT_S))
-	until etcd_answers "$ep" 2>/dev/null; do
+	until answers "$ep" 2>/dev/null; do
 		if ! etcd_pid >/dev/null || [ $SECONDS -ge $deadline ]; then
 			kvs_log "etcd did not start on $ep; its log ($RUN_DIR/etcd.log) ends with:"
 			tail -n 5 "$RUN_DIR/etcd.log" >&2
@@ -232,11 +211,12 @@ need_server
 list=$(shards) || { kvs_log "$CONFIG cannot be read (see above)"; exit 1; }
 mkdir -p "$RUN_DIR" || exit 1
 etcd_started=0
-if [ -n "$(etcd_endpoints)" ]; then
+eps=$(etcd_endpoints) || exit 1
+if [ -n "$eps" ]; then
 	if [ "${KVS_SKIP_BUILD:-}" != 1 ]; then
 		kvs_install_no_start etcd-server || exit 1
 	fi
-	start_etcd || exit 1
+	start_etcd "$eps" || exit 1
 fi
 tls=0
 grep -Eq '^[[:space:]]*\[[[:space:]]*tls[[:space:]]*\]' "$CONFIG" && tls=1

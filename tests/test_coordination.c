@@ -94,6 +94,25 @@ static const cJSON *shard_in(const cJSON *doc, const char *name)
 	return NULL;
 }
 
+/* The seed's store through node via, then its retrieve through each of
+ * the first n nodes gives value back. */
+static void store_then_read_everywhere(int via, int n, const char *key,
+                                       const char *value)
+{
+	char path[256];
+	struct tc_resp r;
+
+	snprintf(path, sizeof(path), "/store?key=%s&value=%s", key, value);
+	r = tc_get(tc_url(&C, via, "%s", path), 200);
+	tc_resp_free(&r);
+	snprintf(path, sizeof(path), "/retrieve?key=%s", key);
+	for (int i = 0; i < n; i++) {
+		r = tc_get(tc_url(&C, i, "%s", path), 200);
+		ck_assert_str_eq(r.body, value);
+		tc_resp_free(&r);
+	}
+}
+
 /* Whether node i's /v1/cluster says shard `name` is registered. */
 static int registered(int i, const char *name)
 {
@@ -179,13 +198,7 @@ START_TEST(first_node_seeds_the_topology)
 	        strstr(r.body, "\nkvshard_registered{shard=\"shard-1\"} 1\n"));
 	tc_resp_free(&r);
 	/* The seed's calls work through every node. */
-	r = tc_get(tc_url(&C, 0, "/store?key=k&value=%s", "v1"), 200);
-	tc_resp_free(&r);
-	for (int i = 0; i < 3; i++) {
-		r = tc_get(tc_url(&C, i, "/retrieve?key=%s", "k"), 200);
-		ck_assert_str_eq(r.body, "v1");
-		tc_resp_free(&r);
-	}
+	store_then_read_everywhere(0, 3, "k", "v1");
 	/* A change that would move data: refused, said to be missing. */
 	{
 		const char *add = "{\"name\":\"d\",\"address\":\"127.0.0.1:1\"}";
@@ -438,13 +451,7 @@ START_TEST(a_shard_of_weight_0_joins_and_leaves)
 	/* The new shard starts from etcd's topology and serves at once. */
 	tc_start_node(&C, 2);
 	expect_view(2, 2, 3);
-	r = tc_get(tc_url(&C, 2, "/store?key=joined&value=%s", "yes"), 200);
-	tc_resp_free(&r);
-	for (int i = 0; i < 3; i++) {
-		r = tc_get(tc_url(&C, i, "/retrieve?key=%s", "joined"), 200);
-		ck_assert_str_eq(r.body, "yes");
-		tc_resp_free(&r);
-	}
+	store_then_read_everywhere(2, 3, "joined", "yes");
 	wait_up(0, C.node[2].name);
 
 	/* What would move data, and mistakes. */
@@ -630,24 +637,10 @@ END_TEST
 static int cli(const char *args, char *out, size_t cap)
 {
 	char cmd[2048];
-	size_t n = 0;
-	FILE *p;
-	int status;
 
 	snprintf(cmd, sizeof(cmd), "'%s' --cluster 127.0.0.1:%d %s 2>&1",
 	         tu_build_path("server/kvshard"), C.node[0].port, args);
-	p = popen(cmd, "r");
-	ck_assert_ptr_nonnull(p);
-	while (n + 1 < cap) {
-		size_t got = fread(out + n, 1, cap - n - 1, p);
-
-		if (got == 0)
-			break;
-		n += got;
-	}
-	out[n] = '\0';
-	status = pclose(p);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	return tu_run_command(cmd, out, cap);
 }
 
 /* kvshard cluster add and remove: the change made, or refused with the

@@ -60,9 +60,6 @@ static void teardown(void)
 static int start_sh(const char *arg, char *out, size_t cap)
 {
 	char cmd[3072], build[1024];
-	size_t n = 0;
-	FILE *p;
-	int status;
 
 	/* Both paths are static storage of testutil: copy one first. */
 	snprintf(build, sizeof(build), "%s", tu_build_path(""));
@@ -71,18 +68,7 @@ static int start_sh(const char *arg, char *out, size_t cap)
 	         "'%s' %s 2>&1",
 	         config, run_dir, build, env, tu_source_path("start.sh"),
 	         arg ? arg : "");
-	p = popen(cmd, "r");
-	ck_assert_ptr_nonnull(p);
-	while (n + 1 < cap) {
-		size_t got = fread(out + n, 1, cap - n - 1, p);
-
-		if (got == 0)
-			break;
-		n += got;
-	}
-	out[n] = '\0';
-	status = pclose(p);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	return tu_run_command(cmd, out, cap);
 }
 
 /* Does pid run (not gone, not a zombie nobody reaped yet)? */

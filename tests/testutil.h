@@ -39,4 +39,9 @@ int tu_write_file(const char *path, const void *data, size_t len);
  * if it cannot be read. */
 char *tu_read_file(const char *path);
 
+/* Run a shell command: its output (what it writes to stdout: redirect
+ * stderr there to have both) in out (cap bytes, NUL-terminated), and
+ * its exit status (-1 if it did not exit). */
+int tu_run_command(const char *cmd, char *out, size_t cap);
+
 #endif
