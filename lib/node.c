@@ -25,6 +25,8 @@
 /* The longest close waits for the node's writes still in the store's
  * queue (each ends with its batch's commit). */
 #define PENDING_WAIT_MS 60000u
+/* The longest close waits for the frames its links are serving. */
+#define SERVING_WAIT_MS 10000u
 
 void kvs__node_options_init(kvs__node_options *o)
 {
@@ -1020,8 +1022,21 @@ void kvs__node_close(kvs__node *n)
 {
 	if (n == NULL)
 		return;
-	/* Links read no more frames; those being served still answer. */
+	/* Links read no more frames; those being served still answer,
+	 * and are waited for: their operations may still be sending to
+	 * peers (a write's replicas), which closing would fail. */
 	kvs__link_server_stop(n->links);
+	if (n->links != NULL) {
+		uint64_t start = kvs__mono_ms(), serving = 0;
+
+		for (;;) {
+			(void)kvs__link_server_count(n->links, &serving);
+			if (serving == 0 ||
+			    kvs__mono_ms() - start > SERVING_WAIT_MS)
+				break;
+			usleep(1000);
+		}
+	}
 	if (n->prober_started) {
 		pthread_mutex_lock(&n->prober_mu);
 		n->prober_stop = 1;
