@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config_internal.h"
 #include "node_internal.h"
 #include "protocol.h"
 #include "util.h"
@@ -38,6 +39,15 @@
 #define PURGE_SEGMENTS_PER_TICK 64u
 /* Segments compared key by key per tick (step 3). */
 #define AAE_SEGMENTS_PER_TICK 256u
+/* The same for a move's copy, which has a node waiting for it. */
+#define MOVE_SEGMENTS_PER_TICK 2048u
+/* A move's copy that could not reach every peer is tried again after
+ * this. */
+#define MOVE_RETRY_MS 1000u
+/* Segments the drop sweep looks at per tick, and the most of those with
+ * records it reads. */
+#define DROP_LOOK_PER_TICK 16384u
+#define DROP_SEGMENTS_PER_TICK 1024u
 /* Most differing segments one exchange repairs; the rest wait for the
  * next pass. */
 #define AAE_MAX_SEGMENTS 16384u
@@ -63,6 +73,8 @@ struct kvs__aae_xchg {
 	size_t n_segs, next_seg;
 	uint32_t step_s; /* wall-clock seconds when the step's messages left */
 	_Atomic uint32_t *synced; /* the node's record for this peer */
+	int move;      /* a move's copy (node_internal.h), not a pass */
+	int truncated; /* more segments differed than one exchange takes */
 };
 
 /* A message of the exchange and what it covers. */
@@ -255,6 +267,8 @@ static void digests_back(void *ud, kvs__panswer *a)
 					mark_synced(x, s, 1);
 				else if (x->n_segs < AAE_MAX_SEGMENTS)
 					x->segs[x->n_segs++] = s;
+				else
+					x->truncated = 1;
 		pthread_mutex_unlock(&x->mu);
 	}
 	kvs__panswer_free(a);
@@ -362,7 +376,8 @@ static int add_entry(struct side *sd, const void *key, size_t key_len,
 
 	/* Only keys both own: a straddling segment holds others. */
 	kvs__node_route(sd->n_, key, key_len, &r);
-	if (!owns(r.owners, r.n, sd->n_->self) || !owns(r.owners, r.n, sd->peer))
+	if (!owns(r.owners, r.n_all, sd->n_->self) ||
+	    !owns(r.owners, r.n_all, sd->peer))
 		return 0;
 	if (sd->n == sd->cap) {
 		size_t c = sd->cap ? 2 * sd->cap : 64;
@@ -484,6 +499,8 @@ static void applied_here(void *ud, int rc, const kvs_stamp *stamp,
 		atomic_fetch_add(&x->n->aae.keys_repaired, 1);
 		atomic_fetch_add(&x->n->aae.bytes_moved, rp->bytes);
 	}
+	if (rc != KVS_OK)
+		atomic_store(&x->failed, 1); /* compared again next pass */
 	free((void *)rp->rec.key);
 	free(rp);
 	atomic_fetch_sub(&x->inflight, 1);
@@ -498,6 +515,7 @@ static void pulled(void *ud, kvs__panswer *a)
 
 	if (r == NULL || r->rc != KVS_OK || (r->flags & KVS__PA_DIGEST) ||
 	    (copy = malloc(rp->rec.key_len + r->value_len + 1)) == NULL) {
+		atomic_store(&x->failed, 1); /* compared again next pass */
 		kvs__panswer_free(a);
 		free((void *)rp->rec.key);
 		free(rp);
@@ -515,6 +533,10 @@ static void pulled(void *ud, kvs__panswer *a)
 	rp->rec.flags = (r->flags & KVS__PA_TOMBSTONE) ? KVS_RECORD_TOMBSTONE
 	                                               : 0;
 	rp->bytes = rp->rec.key_len + r->value_len;
+	if (x->move) { /* streamed to this node, newer or not */
+		atomic_fetch_add(&x->n->move.keys, 1);
+		atomic_fetch_add(&x->n->move.bytes, rp->bytes);
+	}
 	kvs__panswer_free(a);
 	if (kvs__node_local_apply(x->n, &rp->rec, applied_here, rp) != KVS_OK)
 		applied_here(rp, KVS_EIO, NULL, 0);
@@ -641,8 +663,10 @@ static void segkeys_back(void *ud, kvs__panswer *a)
 
 static void step_keys(struct kvs__aae_xchg *x)
 {
-	for (unsigned k = 0; k < AAE_SEGMENTS_PER_TICK && x->next_seg < x->n_segs;
-	     k++) {
+	unsigned per_tick = x->move ? MOVE_SEGMENTS_PER_TICK
+	                            : AAE_SEGMENTS_PER_TICK;
+
+	for (unsigned k = 0; k < per_tick && x->next_seg < x->n_segs; k++) {
 		struct msg *m = calloc(1, sizeof(*m));
 		kvs__preq op;
 
@@ -672,7 +696,9 @@ static void xchg_free(struct kvs__aae_xchg *x)
 	free(x);
 }
 
-static struct kvs__aae_xchg *xchg_new(kvs__node *n, size_t peer)
+/* An exchange with peer: a pass's, or (move) the move's copy, over the
+ * segments of n->move.runs[peer]. */
+static struct kvs__aae_xchg *xchg_new(kvs__node *n, size_t peer, int move)
 {
 	struct kvs__aae_xchg *x = calloc(1, sizeof(*x));
 
@@ -682,6 +708,16 @@ static struct kvs__aae_xchg *xchg_new(kvs__node *n, size_t peer)
 	x->peer = peer;
 	x->step = 1;
 	pthread_mutex_init(&x->mu, NULL);
+	if (move) {
+		x->move = 1;
+		x->runs = n->move.runs[peer];
+		x->n_runs = n->move.n_runs[peer];
+		if ((x->run_differs = calloc(x->n_runs + 1, 1)) == NULL) {
+			xchg_free(x);
+			return NULL;
+		}
+		return x;
+	}
 	if (n->aae.runs == NULL) {
 		n->aae.runs = calloc(n->n_shards, sizeof(*n->aae.runs));
 		n->aae.n_runs = calloc(n->n_shards, sizeof(*n->aae.n_runs));
@@ -867,6 +903,254 @@ static void purge_tick(kvs__node *n)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* Moves                                                                */
+
+/* The rings before and after the move (node_internal.h). */
+static const kvs_ring *ring_before(const kvs__node *n)
+{
+	return n->move_phase == KVS__MOVE_DUAL ? n->ring : n->ring_b;
+}
+
+static const kvs_ring *ring_after(const kvs__node *n)
+{
+	return n->move_phase == KVS__MOVE_DUAL ? n->ring_b : n->ring;
+}
+
+/* Per peer, the runs of segments this node gains that the peer held. */
+static int gained_runs(kvs__node *n)
+{
+	struct kvs__move *m = &n->move;
+	uint64_t gained = 0;
+
+	m->runs = calloc(n->n_shards, sizeof(*m->runs));
+	m->n_runs = calloc(n->n_shards, sizeof(*m->n_runs));
+	if (m->runs == NULL || m->n_runs == NULL)
+		return KVS_ENOMEM;
+	for (uint32_t s = 0; s < KVS__AAE_SEGMENTS; s++) {
+		size_t b[KVS_RING_MAX_OWNERS], a[KVS_RING_MAX_OWNERS];
+		size_t nb = kvs_ring_owners_at(ring_before(n), (uint64_t)s << 48,
+		                               b, n->cc->replication);
+		size_t na = kvs_ring_owners_at(ring_after(n), (uint64_t)s << 48,
+		                               a, n->cc->replication);
+
+		if (!owns(a, na, n->self) || owns(b, nb, n->self))
+			continue;
+		gained++;
+		for (size_t i = 0; i < nb; i++) {
+			struct kvs__aae_run **runs = &m->runs[b[i]];
+			size_t *k = &m->n_runs[b[i]];
+
+			if (*k > 0 && (*runs)[*k - 1].first +
+			                              (*runs)[*k - 1].count ==
+			                      s) {
+				(*runs)[*k - 1].count++;
+				continue;
+			}
+			/* Grown by powers of two. */
+			if ((*k & (*k - 1)) == 0) {
+				struct kvs__aae_run *g = realloc(
+				        *runs, (*k ? 2 * *k : 1) * sizeof(*g));
+
+				if (g == NULL)
+					return KVS_ENOMEM;
+				*runs = g;
+			}
+			(*runs)[*k].first = s;
+			(*runs)[*k].count = 1;
+			(*k)++;
+		}
+	}
+	atomic_store(&m->gained, gained);
+	return KVS_OK;
+}
+
+void kvs__node_move_copy(kvs__node *n)
+{
+	atomic_store(&n->move.asked, 1);
+}
+
+/*
+ * The move's copy, while asked for and not done: a pass of exchanges with
+ * every peer that held segments this node gains, back to back. A pass
+ * that could not reach one of them, or failed a repair, or had more to
+ * repair than an exchange takes, is made again. 1: the tick is the
+ * copy's.
+ */
+static int move_tick(kvs__node *n, uint64_t now)
+{
+	struct kvs__move *m = &n->move;
+
+	if (n->move_phase != KVS__MOVE_DUAL || !atomic_load(&m->asked) ||
+	    atomic_load(&m->copied))
+		return 0;
+	if (m->runs == NULL && gained_runs(n) != KVS_OK) {
+		kvs__node_log(n, KVS__LOG_ERROR,
+		              "move: out of memory for the segments gained");
+		return 0;
+	}
+	if (m->last_ms == 0) {
+		m->last_ms = now;
+		m->bytes_at_start = atomic_load(&n->aae.bytes_moved);
+	}
+	if (n->cc->move_rate_bytes > 0) {
+		/* What the time since the last tick allows (a second's worth
+		 * at most in hand); over it, the copy waits. */
+		uint64_t rate = n->cc->move_rate_bytes;
+		uint64_t moved = atomic_load(&n->aae.bytes_moved) -
+		                 m->bytes_at_start;
+
+		m->allowed += rate * (now - m->last_ms) / 1000u;
+		if (m->allowed > moved + rate)
+			m->allowed = moved + rate;
+		m->last_ms = now;
+		if (moved > m->allowed)
+			return 1;
+	}
+	if (m->x != NULL) {
+		if (!xchg_step(m->x))
+			return 1;
+		if (atomic_load(&m->x->failed) || m->x->truncated)
+			m->pass_failed = 1;
+		xchg_free(m->x);
+		m->x = NULL;
+	} else if (!m->in_pass) {
+		if (now < m->next_ms)
+			return 0;
+		m->in_pass = 1;
+		m->pass_failed = 0;
+		m->next_peer = 0;
+	}
+	while (m->next_peer < n->n_shards) {
+		size_t p = m->next_peer++;
+
+		if (p == n->self || m->n_runs[p] == 0)
+			continue;
+		/* Every peer that held them: a write acknowledged before
+		 * the move may be on any W of them. */
+		if (!kvs__health_up(&n->peers[p].health) ||
+		    (m->x = xchg_new(n, p, 1)) == NULL) {
+			m->pass_failed = 1;
+			continue;
+		}
+		(void)xchg_step(m->x);
+		return 1;
+	}
+	m->in_pass = 0;
+	atomic_fetch_add(&m->passes, 1);
+	if (m->pass_failed) {
+		m->next_ms = now + MOVE_RETRY_MS;
+		return 0;
+	}
+	atomic_store(&m->copied, 1);
+	kvs__node_log(n, KVS__LOG_INFO,
+	              "move: copied the %llu segments this node gains",
+	              (unsigned long long)atomic_load(&m->gained));
+	return 0;
+}
+
+struct droppable {
+	kvs__buf keys; /* the keys to drop, one after the other */
+	size_t n_found;
+	size_t lens[256];
+	kvs_stamp stamps[256];
+};
+
+static int find_droppable(void *ud, const void *key, size_t key_len,
+                          const kvs_stamp *stamp, unsigned flags)
+{
+	struct droppable *d = ud;
+
+	(void)flags;
+	if (d->n_found == KVS_ARRAY_SIZE(d->lens))
+		return 1;
+	kvs__buf_add(&d->keys, key, key_len);
+	d->lens[d->n_found] = key_len;
+	d->stamps[d->n_found] = *stamp;
+	d->n_found++;
+	return 0;
+}
+
+static void dropped(void *ud, int rc, const kvs_stamp *stamp, int applied)
+{
+	struct purge_one *po = ud;
+
+	(void)stamp;
+	if (rc == KVS_OK && applied)
+		atomic_fetch_add(&po->n->move.dropped, 1);
+	free(po);
+}
+
+/* Drop the records of segments this node does not own (no move under
+ * way): a few segments per tick. */
+static void drop_tick(kvs__node *n)
+{
+	struct kvs__move *m = &n->move;
+	unsigned read = 0;
+
+	if (!n->o.drop_unowned || n->move_phase != KVS__MOVE_NONE)
+		return;
+	for (unsigned looked = 0;
+	     looked < DROP_LOOK_PER_TICK && read < DROP_SEGMENTS_PER_TICK;
+	     looked++) {
+		uint32_t seg = m->drop_seg;
+		struct droppable d;
+
+		m->drop_seg = (seg + 1) % KVS__AAE_SEGMENTS;
+		if (kvs__store_segment_digest(n->store, seg) == 0 &&
+		    kvs__store_segment_tombstones(n->store, seg) == 0)
+			continue; /* empty */
+		if (both_at(n, (uint64_t)seg << 48, n->self))
+			continue; /* owned */
+		read++;
+		memset(&d, 0, sizeof(d));
+		kvs__buf_init(&d.keys, 0);
+		(void)kvs__store_segment_scan(n->store, seg, find_droppable, &d);
+		for (size_t i = 0, off = 0; d.keys.rc == KVS_OK && i < d.n_found;
+		     off += d.lens[i], i++) {
+			struct purge_one *po = malloc(sizeof(*po) + d.lens[i]);
+			struct kvs__pending *p;
+
+			if (po == NULL)
+				break;
+			po->n = n;
+			memcpy(po->key, d.keys.data + off, d.lens[i]);
+			if (n->o.inline_local_writes) {
+				int rc = kvs__store_drop(n->store, po->key,
+				                         d.lens[i], &d.stamps[i],
+				                         NULL, NULL);
+
+				dropped(po, KVS_OK, NULL, rc == KVS_OK);
+				continue;
+			}
+			p = kvs__node_pending(n, dropped, po);
+			if (p == NULL ||
+			    kvs__store_drop(n->store, po->key, d.lens[i],
+			                    &d.stamps[i], kvs__node_pending_done,
+			                    p) != KVS_OK) {
+				if (p != NULL)
+					kvs__node_pending_cancel(p);
+				free(po);
+			}
+		}
+		kvs__buf_free(&d.keys);
+		if (d.n_found == KVS_ARRAY_SIZE(d.lens))
+			m->drop_seg = seg; /* more there: again next tick */
+	}
+}
+
+void kvs__node_move_stats(kvs__node *n, kvs__move_stats *st)
+{
+	st->phase = n->move_phase;
+	st->asked = atomic_load(&n->move.asked);
+	st->copied = atomic_load(&n->move.copied);
+	st->gained = atomic_load(&n->move.gained);
+	st->passes = atomic_load(&n->move.passes);
+	st->dropped = atomic_load(&n->move.dropped);
+	st->keys = atomic_load(&n->move.keys);
+	st->bytes = atomic_load(&n->move.bytes);
+}
+
 void kvs__aae_tick(kvs__node *n)
 {
 	struct kvs__aae *a = &n->aae;
@@ -874,9 +1158,15 @@ void kvs__aae_tick(kvs__node *n)
 
 	uint64_t interval = (uint64_t)n->cc->anti_entropy_interval_s * 1000u;
 
-	if (interval == 0 || n->n_shards < 2)
+	if (n->n_shards < 2)
 		return;
-	purge_tick(n);
+	drop_tick(n);
+	if (move_tick(n, now) || interval == 0)
+		return;
+	/* Not while a move copies: a tombstone must reach the new owners
+	 * first. */
+	if (n->move_phase == KVS__MOVE_NONE)
+		purge_tick(n);
 	if (!a->scheduled) { /* the first pass, one interval after opening */
 		a->scheduled = 1;
 		a->next_ms = now + interval;
@@ -906,7 +1196,7 @@ void kvs__aae_tick(kvs__node *n)
 			a->pass_failed = 1;
 			continue;
 		}
-		a->x = xchg_new(n, p);
+		a->x = xchg_new(n, p, 0);
 		if (a->x == NULL) {
 			a->pass_failed = 1;
 			continue;
@@ -937,6 +1227,14 @@ void kvs__aae_close(kvs__node *n)
 	 * peers: the caller has stopped them. */
 	xchg_free(n->aae.x);
 	n->aae.x = NULL;
+	xchg_free(n->move.x);
+	n->move.x = NULL;
+	for (size_t i = 0; n->move.runs != NULL && i < n->n_shards; i++)
+		free(n->move.runs[i]);
+	free(n->move.runs);
+	free(n->move.n_runs);
+	n->move.runs = NULL;
+	n->move.n_runs = NULL;
 	for (size_t i = 0; n->aae.runs != NULL && i < n->n_shards; i++)
 		free(n->aae.runs[i]);
 	free(n->aae.runs);

@@ -19,7 +19,8 @@
  *               max_buffered_bytes
  *   [server]    threads
  *   [auth]      client_tokens, read_tokens, admin_tokens, cluster_secret
- *   [coordination] etcd, prefix, lease_ttl_s
+ *   [coordination] etcd, prefix, lease_ttl_s, move_grace_s,
+ *                  move_rate_bytes
  *   [tls]       cert, key, ca, peer_cert, peer_key, mutual
  */
 #include <errno.h>
@@ -69,6 +70,10 @@ struct kvs_config {
 	kvs_cluster_config c;
 	kvs_shard_config *shards;
 	size_t n_shards;
+	/* A move under way (config_internal.h): its phase, and the shards'
+	 * weights before it (NULL without one). */
+	int move_phase;
+	double *move_before;
 	/* Everything allocated for the strings and arrays above. */
 	void **owned;
 	size_t n_owned;
@@ -910,6 +915,10 @@ static int load_coordination(struct ctx *x, const kvs__toml_value *t)
 		} else if (is_key(kv, "lease_ttl_s")) {
 			rc = get_unsigned(x, kv, MIN_LEASE_TTL_S, MAX_LEASE_TTL_S,
 			                  &c->lease_ttl_s);
+		} else if (is_key(kv, "move_grace_s")) {
+			rc = get_unsigned(x, kv, 0, 86400, &c->move_grace_s);
+		} else if (is_key(kv, "move_rate_bytes")) {
+			rc = get_size(x, kv, 0, SIZE_MAX / 2, &c->move_rate_bytes);
 		} else {
 			rc = unknown_key(x, kv, "[coordination]");
 		}
@@ -1000,6 +1009,7 @@ static void set_defaults(kvs_cluster_config *c)
 	c->tombstone_grace_s = KVS_DEFAULT_TOMBSTONE_GRACE_S;
 	c->name = KVS_DEFAULT_CLUSTER_NAME;
 	c->lease_ttl_s = KVS_DEFAULT_LEASE_TTL_S;
+	c->move_grace_s = KVS_DEFAULT_MOVE_GRACE_S;
 	c->peer_links = 1;
 	c->sync = KVS_SYNC_FULL;
 	c->max_key_bytes = KVS_DEFAULT_MAX_KEY_BYTES;
@@ -1092,8 +1102,35 @@ int kvs__config_adopt_topology(kvs_config *cfg, kvs_config *from)
 	cfg->c.replication = from->c.replication;
 	cfg->c.write_quorum = from->c.write_quorum;
 	cfg->c.read_quorum = from->c.read_quorum;
+	free(cfg->move_before);
+	cfg->move_phase = from->move_phase;
+	cfg->move_before = from->move_before;
+	from->move_before = NULL;
 	kvs_config_free(from);
 	return KVS_OK;
+}
+
+int kvs__config_set_move(kvs_config *cfg, int phase, const double *before)
+{
+	double *b = NULL;
+
+	if (phase != KVS__MOVE_NONE) {
+		b = malloc((cfg->n_shards + 1) * sizeof(*b));
+		if (b == NULL)
+			return KVS_ENOMEM;
+		memcpy(b, before, cfg->n_shards * sizeof(*b));
+	}
+	free(cfg->move_before);
+	cfg->move_before = b;
+	cfg->move_phase = phase;
+	return KVS_OK;
+}
+
+int kvs__config_move(const kvs_config *cfg, const double **before)
+{
+	if (before != NULL)
+		*before = cfg->move_before;
+	return cfg->move_phase;
 }
 
 void kvs_config_free(kvs_config *cfg)
@@ -1104,6 +1141,7 @@ void kvs_config_free(kvs_config *cfg)
 		free(cfg->owned[i]);
 	free(cfg->owned);
 	free(cfg->shards);
+	free(cfg->move_before);
 	free(cfg);
 }
 

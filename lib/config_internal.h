@@ -25,4 +25,24 @@ int kvs__parse_address(const char *a, char *host, size_t host_cap,
  */
 int kvs__config_adopt_topology(kvs_config *cfg, kvs_config *from);
 
+/*
+ * A move of data under way (a runtime topology only: coord.h). The
+ * shards are those of both sides; each has its weight after the move
+ * (kvs_shard_config.weight) and the one before it. Phases:
+ *   KVS__MOVE_DUAL      writes go to the owners before and after (W of
+ *                       each), reads to those before; the new owners
+ *                       copy what they gain;
+ *   KVS__MOVE_READ_NEW  the same writes, reads to the owners after.
+ * Then the topology without a move: the owners after only.
+ */
+enum { KVS__MOVE_NONE = 0, KVS__MOVE_DUAL = 1, KVS__MOVE_READ_NEW = 2 };
+
+/* Set cfg's move: phase, and before[i] the weight of shard i before it
+ * (kvs_config_shard_count entries, copied). KVS_OK or KVS_ENOMEM. */
+int kvs__config_set_move(kvs_config *cfg, int phase, const double *before);
+
+/* cfg's move phase (KVS__MOVE_*), and *before (may be NULL): the weights
+ * before it, one per shard, or NULL without a move. */
+int kvs__config_move(const kvs_config *cfg, const double **before);
+
 #endif

@@ -46,8 +46,9 @@ struct kvs__coord {
 	void *log_ud;
 	/* Registration. */
 	char *node_key;   /* <prefix>/nodes/<name> */
-	char *node_value; /* {"address": ...} */
-	int64_t lease;    /* 0: none held */
+	char *address;    /* the node's, as registered */
+	_Atomic uint64_t applied; /* the epoch it says it runs */
+	_Atomic int64_t lease;    /* 0: none held */
 	int thread_started;
 	pthread_t thread;
 	pthread_mutex_t mu;
@@ -59,6 +60,7 @@ struct kvs__coord {
 	pthread_t watch_thread;
 	kvs__coord_topology_fn on_topology;
 	void *on_topology_ud;
+	char *last_doc;    /* the topology as last read (watch); under mu */
 	char **registered; /* names, as last listed; under mu */
 	size_t n_registered;
 };
@@ -149,6 +151,10 @@ static int parse_doc(const char *text, size_t len, const char *where,
 	const cJSON *shards, *sh;
 	char cerr[KVS_ERRBUF_SIZE];
 	double format = 0, ep = 0, n = 0, w = 0, r = 0;
+	const cJSON *move;
+	double *before = NULL;
+	size_t n_before = 0;
+	int phase = KVS__MOVE_NONE;
 	kvs__buf b;
 	int rc;
 
@@ -175,6 +181,34 @@ static int parse_doc(const char *text, size_t len, const char *where,
 		cJSON_Delete(doc);
 		return KVS_ECONFIG;
 	}
+	move = cJSON_GetObjectItemCaseSensitive(doc, "move");
+	/* A move that waits for its shard to join changes no ring yet. */
+	if (move != NULL &&
+	    cJSON_IsString(cJSON_GetObjectItemCaseSensitive(move, "phase")) &&
+	    strcmp(cJSON_GetObjectItemCaseSensitive(move, "phase")->valuestring,
+	           "pending") == 0)
+		move = NULL;
+	if (move != NULL) {
+		const char *ph = cJSON_GetStringValue(
+		        cJSON_GetObjectItemCaseSensitive(move, "phase"));
+
+		phase = ph == NULL                     ? -1
+		        : strcmp(ph, "dual") == 0     ? KVS__MOVE_DUAL
+		        : strcmp(ph, "read_new") == 0 ? KVS__MOVE_READ_NEW
+		                                      : -1;
+		before = malloc((size_t)cJSON_GetArraySize(shards) *
+		                        sizeof(*before) +
+		                1);
+		if (phase < 0 || before == NULL) {
+			snprintf(err, err_len,
+			         "%s: a move's phase is \"dual\" or \"read_new\"",
+			         where);
+			free(before);
+			cJSON_Delete(doc);
+			return before == NULL && phase >= 0 ? KVS_ENOMEM
+			                                    : KVS_ECONFIG;
+		}
+	}
 	kvs__buf_init(&b, 0);
 	kvs__buf_addf(&b, "[cluster]\nreplication = %.0f\nwrite_quorum = %.0f\n"
 	                  "read_quorum = %.0f\n",
@@ -193,6 +227,18 @@ static int parse_doc(const char *text, size_t len, const char *where,
 			         "weight",
 			         where);
 			kvs__buf_free(&b);
+			free(before);
+			cJSON_Delete(doc);
+			return KVS_ECONFIG;
+		}
+		if (before != NULL &&
+		    want_number(sh, "from_weight", &before[n_before++]) != 0) {
+			snprintf(err, err_len,
+			         "%s: during a move every shard has a "
+			         "from_weight",
+			         where);
+			kvs__buf_free(&b);
+			free(before);
 			cJSON_Delete(doc);
 			return KVS_ECONFIG;
 		}
@@ -205,10 +251,25 @@ static int parse_doc(const char *text, size_t len, const char *where,
 	cJSON_Delete(doc);
 	if (b.rc != KVS_OK) {
 		kvs__buf_free(&b);
+		free(before);
 		return KVS_ENOMEM;
 	}
 	rc = kvs_config_parse(out, b.data, b.len, where, cerr);
 	kvs__buf_free(&b);
+	if (rc == KVS_OK && before != NULL) {
+		for (size_t i = 0; i < n_before; i++)
+			if (!(before[i] >= 0 && before[i] <= 1e6))
+				rc = KVS_ECONFIG;
+		if (rc == KVS_OK)
+			rc = kvs__config_set_move(*out, phase, before);
+		if (rc != KVS_OK) {
+			snprintf(err, err_len, "%s: a from_weight is not a weight",
+			         where);
+			kvs_config_free(*out);
+			*out = NULL;
+		}
+	}
+	free(before);
 	if (rc == KVS_ECONFIG) {
 		/* The loader's position is in the TOML written above, which
 		 * nobody sees: keep its message only. */
@@ -221,6 +282,20 @@ static int parse_doc(const char *text, size_t len, const char *where,
 	}
 	*epoch = (uint64_t)ep;
 	return rc;
+}
+
+/* Keep etcd's document as read last (kvs__coord_read). */
+static void remember(kvs__coord *co, const char *text, size_t len)
+{
+	char *copy = memchr(text, '\0', len) == NULL ? strndup(text, len)
+	                                             : NULL;
+
+	if (copy == NULL)
+		return;
+	pthread_mutex_lock(&co->mu);
+	free(co->last_doc);
+	co->last_doc = copy;
+	pthread_mutex_unlock(&co->mu);
 }
 
 /* Seed etcd's topology from cfg, or adopt the one there. */
@@ -243,6 +318,8 @@ static int agree(kvs__coord *co, kvs_config *cfg, char *err, size_t err_len)
 			rc = doc != NULL ? kvs__etcd_put_if(co->etcd, key, doc,
 			                                    strlen(doc), 0, NULL)
 			                 : KVS_ENOMEM;
+			if (rc == KVS_OK)
+				remember(co, doc, strlen(doc));
 			free(doc);
 			if (rc == KVS_ECONFLICT)
 				continue; /* another node seeded it: read it */
@@ -262,6 +339,8 @@ static int agree(kvs__coord *co, kvs_config *cfg, char *err, size_t err_len)
 
 			rc = parse_doc(value, len, key, &from, &ep, err, err_len);
 			atomic_store(&co->epoch, ep);
+			if (rc == KVS_OK)
+				remember(co, value, len);
 		}
 		free(value);
 		if (rc != KVS_OK)
@@ -432,6 +511,8 @@ static void look(kvs__coord *co, int64_t *seen_rev, int64_t *bad_rev)
 	uint64_t epoch = 0;
 	int rc = kvs__etcd_get(co->etcd, co->topology_key, &value, &len, &rev);
 
+	if (rc == KVS_OK)
+		remember(co, value, len);
 	if (rc != KVS_OK || rev == *seen_rev) {
 		free(value);
 		return; /* etcd's outages are the renewal's to report */
@@ -492,6 +573,25 @@ int kvs__coord_watch(kvs__coord *co, kvs__coord_topology_fn cb, void *ud)
 	return KVS_OK;
 }
 
+/* The node's key under its lease: {"address": ..., "epoch": applied}. */
+static int put_registration(kvs__coord *co)
+{
+	cJSON *v = cJSON_CreateObject();
+	char *text = NULL;
+	int rc = KVS_ENOMEM;
+
+	if (v != NULL && cJSON_AddStringToObject(v, "address", co->address) &&
+	    cJSON_AddNumberToObject(v, "epoch",
+	                            (double)atomic_load(&co->applied)))
+		text = cJSON_PrintUnformatted(v);
+	cJSON_Delete(v);
+	if (text != NULL)
+		rc = kvs__etcd_put(co->etcd, co->node_key, text, strlen(text),
+		                   atomic_load(&co->lease));
+	free(text);
+	return rc;
+}
+
 /* Hold a lease with our key under it. */
 static int hold(kvs__coord *co)
 {
@@ -507,11 +607,15 @@ static int hold(kvs__coord *co)
 		    co->node_key, co->ttl_s);
 		co->lease = 0;
 	}
-	rc = kvs__etcd_lease_grant(co->etcd, co->ttl_s, &co->lease);
-	if (rc != KVS_OK)
-		return rc;
-	return kvs__etcd_put(co->etcd, co->node_key, co->node_value,
-	                     strlen(co->node_value), co->lease);
+	{
+		int64_t lease = 0;
+
+		rc = kvs__etcd_lease_grant(co->etcd, co->ttl_s, &lease);
+		if (rc != KVS_OK)
+			return rc;
+		co->lease = lease;
+	}
+	return put_registration(co);
 }
 
 struct names {
@@ -625,16 +729,13 @@ int kvs__coord_register(kvs__coord *co, const char *name,
                         const char *address)
 {
 	char *dir = kvs__concat(co->prefix, "/nodes/");
-	cJSON *v = cJSON_CreateObject();
 	int rc;
 
 	co->node_key = dir != NULL ? kvs__concat(dir, name) : NULL;
 	free(dir);
-	if (v != NULL)
-		cJSON_AddStringToObject(v, "address", address);
-	co->node_value = v != NULL ? cJSON_PrintUnformatted(v) : NULL;
-	cJSON_Delete(v);
-	if (co->node_key == NULL || co->node_value == NULL)
+	co->address = strdup(address);
+	atomic_store(&co->applied, atomic_load(&co->epoch));
+	if (co->node_key == NULL || co->address == NULL)
 		return KVS_ENOMEM;
 	/* A failure here is etcd's passing trouble (it was reached a
 	 * moment ago): the thread keeps trying, as it does later. */
@@ -653,6 +754,70 @@ int kvs__coord_register(kvs__coord *co, const char *name,
 		return KVS_ESYS;
 	co->thread_started = 1;
 	return KVS_OK;
+}
+
+int kvs__coord_read(kvs__coord *co, char **text, size_t *len)
+{
+	int rc = KVS_NOTFOUND;
+
+	pthread_mutex_lock(&co->mu);
+	if (co->last_doc != NULL) {
+		*text = strdup(co->last_doc);
+		*len = *text != NULL ? strlen(*text) : 0;
+		rc = *text != NULL ? KVS_OK : KVS_ENOMEM;
+	}
+	pthread_mutex_unlock(&co->mu);
+	return rc;
+}
+
+int kvs__coord_applied(kvs__coord *co, uint64_t epoch)
+{
+	atomic_store(&co->applied, epoch);
+	if (co->node_key == NULL || atomic_load(&co->lease) == 0)
+		return KVS_OK; /* said when it registers */
+	return put_registration(co);
+}
+
+struct laggards {
+	uint64_t epoch;
+	size_t skip; /* bytes of "<prefix>/nodes/" */
+	size_t behind;
+	char *first; /* the first one behind */
+};
+
+static int note_laggard(void *ud, const char *key, size_t key_len,
+                        const char *value, size_t value_len)
+{
+	struct laggards *l = ud;
+	cJSON *v = cJSON_ParseWithLength(value, value_len);
+	const cJSON *e = cJSON_GetObjectItemCaseSensitive(v, "epoch");
+
+	if (!cJSON_IsNumber(e) || e->valuedouble < (double)l->epoch) {
+		l->behind++;
+		if (l->first == NULL && key_len > l->skip)
+			l->first = strndup(key + l->skip, key_len - l->skip);
+	}
+	cJSON_Delete(v);
+	return 0;
+}
+
+int kvs__coord_all_applied(kvs__coord *co, uint64_t epoch, size_t *behind,
+                           char *who, size_t who_len)
+{
+	char *dir = kvs__concat(co->prefix, "/nodes/");
+	struct laggards l = {epoch, 0, 0, NULL};
+	int rc;
+
+	if (dir == NULL)
+		return KVS_ENOMEM;
+	l.skip = strlen(dir);
+	rc = kvs__etcd_list(co->etcd, dir, note_laggard, &l);
+	free(dir);
+	*behind = l.behind;
+	if (rc == KVS_OK && l.behind > 0)
+		snprintf(who, who_len, "%s", l.first != NULL ? l.first : "?");
+	free(l.first);
+	return rc;
 }
 
 int kvs__coord_is_registered(kvs__coord *co, const char *name)
@@ -700,7 +865,8 @@ void kvs__coord_close(kvs__coord *co)
 	kvs__etcd_free(co->etcd);
 	free_names(co->registered, co->n_registered);
 	free(co->node_key);
-	free(co->node_value);
+	free(co->address);
+	free(co->last_doc);
 	free(co->topology_key);
 	free(co->prefix);
 	pthread_cond_destroy(&co->cv);

@@ -96,6 +96,28 @@ typedef int (*kvs__coord_edit_fn)(void *ud, struct cJSON *doc, char *err,
 int kvs__coord_change(kvs__coord *co, kvs__coord_edit_fn edit, void *ud,
                       uint64_t *epoch, char *err, size_t err_len);
 
+/** etcd's topology document as the watch last read it (*text:
+ * malloc'ed): KVS_OK, KVS_NOTFOUND (not read yet), KVS_ENOMEM. */
+int kvs__coord_read(kvs__coord *co, char **text, size_t *len);
+
+/**
+ * Say in etcd (the node's registration) that this node runs epoch: every
+ * request it serves from now on does, those of older epochs have ended.
+ *
+ * @return KVS_OK, or a failure to reach etcd (said again at the next
+ *         renewal).
+ */
+int kvs__coord_applied(kvs__coord *co, uint64_t epoch);
+
+/**
+ * How many registered nodes run an epoch older than epoch (*behind),
+ * and the name of one of them (who).
+ *
+ * @return KVS_OK, or a failure to reach etcd.
+ */
+int kvs__coord_all_applied(kvs__coord *co, uint64_t epoch, size_t *behind,
+                           char *who, size_t who_len);
+
 /** Whether shard name was registered when last looked (every renewal). */
 int kvs__coord_is_registered(kvs__coord *co, const char *name);
 

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config_internal.h"
 #include "link.h"
 #include "node_internal.h"
 #include "util.h"
@@ -65,8 +66,26 @@ void kvs__node_route(const kvs__node *n, const void *key, size_t len,
 {
 	r->n = kvs_ring_owners(n->ring, key, len, r->owners,
 	                       n->cc->replication);
+	r->n_all = r->n;
+	r->n_b = 0;
+	r->in_b = 0;
+	if (n->ring_b != NULL) {
+		size_t b[KVS_RING_MAX_OWNERS];
+
+		r->n_b = kvs_ring_owners(n->ring_b, key, len, b,
+		                         n->cc->replication);
+		for (size_t j = 0; j < r->n_b; j++) {
+			size_t i = 0;
+
+			while (i < r->n_all && r->owners[i] != b[j])
+				i++;
+			if (i == r->n_all)
+				r->owners[r->n_all++] = b[j];
+			r->in_b |= 1u << i;
+		}
+	}
 	r->self = -1;
-	for (size_t i = 0; i < r->n; i++)
+	for (size_t i = 0; i < r->n_all; i++)
 		if (r->owners[i] == n->self)
 			r->self = (int)i;
 }
@@ -865,6 +884,7 @@ int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
 	const kvs_cluster_config *cc = kvs_config_cluster(cfg);
 	const kvs_shard_config *me = kvs_config_find_shard(cfg, shard);
 	kvs_ring_member *members = NULL;
+	const double *before = NULL;
 	kvs__node *n;
 	int rc, networked = 0;
 
@@ -918,6 +938,21 @@ int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
 			n->holders++;
 	}
 	rc = kvs_ring_new(&n->ring, members, n->n_shards, cc->vnodes);
+	n->move_phase = kvs__config_move(cfg, &before);
+	if (rc == KVS_OK && n->move_phase != KVS__MOVE_NONE) {
+		/* The ring before the move as well: reads follow it in
+		 * DUAL, and the one after from READ_NEW on. */
+		for (size_t i = 0; i < n->n_shards; i++)
+			members[i].weight = before[i];
+		rc = kvs_ring_new(&n->ring_b, members, n->n_shards,
+		                  cc->vnodes);
+		if (rc == KVS_OK && n->move_phase == KVS__MOVE_DUAL) {
+			kvs_ring *after = n->ring;
+
+			n->ring = n->ring_b;
+			n->ring_b = after;
+		}
+	}
 	if (rc != KVS_OK) {
 		snprintf(errbuf, errlen, "%s: cannot build the ring: %s",
 		         cc->path, kvs_strerror(rc));
@@ -1088,6 +1123,7 @@ void kvs__node_close(kvs__node *n)
 	kvs__link_server_free(n->links);
 	kvs__aae_close(n);
 	kvs_ring_free(n->ring);
+	kvs_ring_free(n->ring_b);
 	free(n->peers);
 	pthread_cond_destroy(&n->prober_cv);
 	pthread_mutex_destroy(&n->prober_mu);

@@ -69,6 +69,11 @@ typedef struct kvs__node_options {
 	 * with kvs__node_store_open; NULL: the node opens its own at
 	 * store_path. A server gives each epoch's node the same one. */
 	kvs_store *store;
+	/* 1: drop, a little per tick, the records of segments this node
+	 * does not own while no move is under way (a runtime topology: the
+	 * records left behind by a move). 0: keep them (a static topology,
+	 * where a file's change would otherwise delete data). */
+	int drop_unowned;
 } kvs__node_options;
 
 void kvs__node_options_init(kvs__node_options *o);
@@ -301,6 +306,28 @@ typedef struct kvs__aae_stats {
 } kvs__aae_stats;
 
 void kvs__node_aae_stats(kvs__node *n, kvs__aae_stats *st);
+
+/*
+ * A move (config_internal.h). kvs__node_move_copy asks the node, in its
+ * DUAL phase, to copy what it gains from the peers that held it: an
+ * exchange of anti-entropy with each over those segments, until one
+ * whole pass has ended (every segment compared, and repaired where it
+ * differed). The caller asks once every node writes to both sides, so
+ * that what the pass does not see reaches this node as a write.
+ */
+void kvs__node_move_copy(kvs__node *n);
+
+typedef struct kvs__move_stats {
+	int phase;          /* KVS__MOVE_* */
+	int asked, copied;  /* kvs__node_move_copy; a whole pass since */
+	uint64_t gained;    /* segments this node gains in the move */
+	uint64_t passes;    /* copy passes ended */
+	uint64_t dropped;   /* records dropped, no longer owned */
+	uint64_t keys;      /* records the copy fetched (applied or not) */
+	uint64_t bytes;     /* and their bytes (keys and values) */
+} kvs__move_stats;
+
+void kvs__node_move_stats(kvs__node *n, kvs__move_stats *st);
 
 /* Hints this node keeps for shard position i: how many, and their bytes. */
 void kvs__node_hints_pending(kvs__node *n, size_t i, uint64_t *count,

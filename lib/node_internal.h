@@ -154,6 +154,27 @@ struct kvs__aae {
 	_Atomic uint64_t passes, last_pass_ms, keys_repaired, bytes_moved;
 };
 
+/* A move (aae.c): this node's copy of the segments it gains, from each
+ * peer that held them before (an exchange of anti-entropy over those
+ * segments), asked for by kvs__node_move_copy; and the drop of what it no
+ * longer owns once no move is under way. */
+struct kvs__move {
+	_Atomic int asked;  /* copy (DUAL only) */
+	_Atomic int copied; /* a whole pass ended after it was asked */
+	int in_pass, pass_failed;
+	size_t next_peer;
+	uint64_t next_ms;
+	struct kvs__aae_xchg *x;
+	struct kvs__aae_run **runs; /* per peer: what self gains from it */
+	size_t *n_runs;
+	/* The rate limit: bytes the copy may have moved by now, and the
+	 * repairs' count of bytes when it started. */
+	uint64_t allowed, bytes_at_start, last_ms;
+	uint32_t drop_seg; /* where the drop sweep goes on */
+	_Atomic uint64_t passes, gained, dropped;
+	_Atomic uint64_t keys, bytes; /* fetched by the copy's pulls */
+};
+
 struct kvs__node {
 	const kvs_config *cfg;
 	const kvs_cluster_config *cc;
@@ -163,7 +184,12 @@ struct kvs__node {
 	size_t n_shards;
 	struct kvs__peer_state *peers;
 	size_t holders;    /* shards that hold ring points (weight > 0) */
+	/* The ring reads follow; during a move (config_internal.h), the
+	 * other side's too (ring_b, else NULL): DUAL reads the ring before
+	 * the move, READ_NEW the one after. */
 	kvs_ring *ring;
+	kvs_ring *ring_b;
+	int move_phase;
 	kvs_store *store;
 	const kvs__peer_ops *ops;
 	void *impl;
@@ -174,6 +200,7 @@ struct kvs__node {
 	 * each epoch's node the same one), so close waits for them. */
 	_Atomic uint64_t store_pending;
 	struct kvs__aae aae;
+	struct kvs__move move;
 	/* Replica operations, and forwarded client requests (which wait
 	 * for the owner's own replicas). */
 	struct kvs__latency lat[KVS__LAT_KINDS];
@@ -190,11 +217,20 @@ struct kvs__node {
 	int prober_started;
 };
 
-/* Where a key lives, as seen from this node. */
+/* Most owners of a key: those before and after a move. */
+#define KVS__ROUTE_MAX (2 * KVS_RING_MAX_OWNERS)
+
+/* Where a key lives, as seen from this node. During a move (the node's
+ * ring_b), owners[0 .. n) are those that serve reads, and owners[n ..
+ * n_all) those of the other side that are not among them; a write needs
+ * W of the first n and W of the n_b marked in_b. */
 typedef struct kvs__route {
-	size_t n;                           /* owners (N) */
-	size_t owners[KVS_RING_MAX_OWNERS]; /* positions, preference order */
-	int self;                           /* index of this node, or -1 */
+	size_t n;                       /* owners that read (N) */
+	size_t n_all;                   /* and those only written */
+	size_t n_b;                     /* owners of the other side */
+	uint32_t in_b;                  /* bit i: owners[i] is one of them */
+	size_t owners[KVS__ROUTE_MAX];  /* positions, preference order */
+	int self;                       /* index of this node, or -1 */
 } kvs__route;
 
 void kvs__node_route(const kvs__node *n, const void *key, size_t len,

@@ -145,10 +145,14 @@ static void dispatch(kvs__node *n, const kvs__kv_req *req, kvs__result *out,
 	if (req->kind == KVS__KV_GET) {
 		need = quorum_of(req->r, n->cc->read_quorum, route.n);
 		out->need = need;
-		if (route.self >= 0 && need == 1) {
+		/* During a move an owner of the other side only is
+		 * written, not read. */
+		int reads = route.self >= 0 && (size_t)route.self < route.n;
+
+		if (reads && need == 1) {
 			local_get(n, req, out);
 			cb(ud);
-		} else if (route.self >= 0) {
+		} else if (reads) {
 			kvs__quorum_read(n, req, &route, need, out, cb, ud);
 		} else if (req->from_peer) {
 			kvs__node_fail(out, KVS_EWRONGSHARD, cb, ud);

@@ -615,15 +615,16 @@ struct qwrite {
 	unsigned char *copy;
 	kvs__cond cond;
 	int is_delete;
-	unsigned acks;
-	unsigned fails;
+	unsigned acks, fails;     /* of the owners that read */
+	unsigned need_b;          /* during a move: W of the other side */
+	unsigned acks_b, fails_b; /* and its outcomes */
 	int answered;
 	int local_rc;
 	kvs__result seen; /* a conditional write: the newest version read */
 	struct qrep {
 		struct qwrite *q;
 		size_t peer;
-	} reps[KVS_RING_MAX_OWNERS];
+	} reps[KVS__ROUTE_MAX];
 	kvs__result *out;
 	kvs__node_cb cb;
 	void *ud;
@@ -644,11 +645,12 @@ static void qwrite_done(kvs__op *op)
 #define FAILED 0
 
 /*
- * Count one owner's outcome (ACKED or FAILED; local_rc: this node's own
- * store's result, or 1 for a replica's); answer once the outcome is
- * decided.
+ * Count the outcome (ACKED or FAILED) of owners[at] (local_rc: this
+ * node's own store's result, or 1 for a replica's); answer once the
+ * outcome is decided: W of the owners that read, and during a move W of
+ * the other side's too.
  */
-static void count(struct qwrite *q, int ok, int local_rc)
+static void count(struct qwrite *q, size_t at, int ok, int local_rc)
 {
 	int rc = KVS_OK, do_answer = 0;
 	unsigned acks;
@@ -656,17 +658,20 @@ static void count(struct qwrite *q, int ok, int local_rc)
 	pthread_mutex_lock(&q->mu);
 	if (local_rc != 1)
 		q->local_rc = local_rc;
-	if (ok)
-		q->acks++;
-	else
-		q->fails++;
-	if (!q->answered && q->acks >= q->need) {
+	if (at < q->route.n)
+		*(ok ? &q->acks : &q->fails) += 1;
+	if (q->route.in_b & (1u << at))
+		*(ok ? &q->acks_b : &q->fails_b) += 1;
+	if (!q->answered && q->acks >= q->need && q->acks_b >= q->need_b) {
 		q->answered = do_answer = 1;
-	} else if (!q->answered && q->fails > q->route.n - q->need) {
+	} else if (!q->answered &&
+	           (q->fails > q->route.n - q->need ||
+	            q->fails_b > q->route.n_b - q->need_b)) {
 		q->answered = do_answer = 1;
 		rc = q->local_rc != KVS_OK ? q->local_rc : KVS_EUNAVAIL;
 	}
-	acks = q->acks;
+	/* During a move, the side that has fewer. */
+	acks = q->route.n_b > 0 && q->acks_b < q->acks ? q->acks_b : q->acks;
 	pthread_mutex_unlock(&q->mu);
 	if (!do_answer)
 		return;
@@ -696,7 +701,7 @@ static void replica_done(void *ud, kvs__panswer *a)
 	 * later from a hint. */
 	if (rc != KVS_OK && !refused_for_good(rc) && rc != KVS_ECLOSED)
 		kvs__hint_add(q->n, rep->peer, &q->rec);
-	count(q, rc == KVS_OK ? ACKED : FAILED, 1);
+	count(q, (size_t)(rep - q->reps), rc == KVS_OK ? ACKED : FAILED, 1);
 	kvs__op_release(&q->op);
 }
 
@@ -706,7 +711,7 @@ static void local_done(void *ud, int rc, const kvs_stamp *stamp, int applied)
 
 	(void)stamp;
 	(void)applied;
-	count(q, rc == KVS_OK ? ACKED : FAILED, rc);
+	count(q, (size_t)q->route.self, rc == KVS_OK ? ACKED : FAILED, rc);
 	kvs__op_release(&q->op);
 }
 
@@ -723,7 +728,7 @@ static void replicate(struct qwrite *q)
 	op.key_len = q->rec.key_len;
 	op.value = q->rec.value;
 	op.value_len = q->rec.value_len;
-	for (size_t i = 0; i < q->route.n; i++) {
+	for (size_t i = 0; i < q->route.n_all; i++) {
 		size_t peer = q->route.owners[i];
 		int rc;
 
@@ -738,7 +743,7 @@ static void replicate(struct qwrite *q)
 			/* Skipped as down, or no memory: a hint too. */
 			if (rc != KVS_ECLOSED)
 				kvs__hint_add(q->n, peer, &q->rec);
-			count(q, FAILED, 1);
+			count(q, i, FAILED, 1);
 			kvs__op_release(&q->op);
 		}
 	}
@@ -772,7 +777,7 @@ static void cond_done(void *ud, int rc, const kvs_stamp *stamp, int applied)
 	}
 	q->rec.stamp = *stamp;
 	replicate(q);
-	count(q, ACKED, KVS_OK);
+	count(q, (size_t)q->route.self, ACKED, KVS_OK);
 	kvs__op_release(&q->op);
 }
 
@@ -892,6 +897,7 @@ void kvs__quorum_write(kvs__node *n, const kvs__kv_req *req,
 	q->n = n;
 	q->route = *route;
 	q->need = need;
+	q->need_b = need < route->n_b ? need : (unsigned)route->n_b;
 	q->out = out;
 	q->cb = cb;
 	q->ud = ud;
@@ -902,7 +908,7 @@ void kvs__quorum_write(kvs__node *n, const kvs__kv_req *req,
 	q->rec.value = q->is_delete ? NULL : req->value;
 	q->rec.value_len = q->is_delete ? 0 : req->value_len;
 	q->rec.flags = q->is_delete ? KVS_RECORD_TOMBSTONE : 0;
-	if (route->n > 1) {
+	if (route->n_all > 1) {
 		/* Replicas and this node's store may still be writing after
 		 * the caller is answered and has freed its buffers. */
 		q->copy = malloc(req->key_len + q->rec.value_len + 1);
@@ -931,7 +937,7 @@ void kvs__quorum_write(kvs__node *n, const kvs__kv_req *req,
 	replicate(q);
 	rc = kvs__node_local_apply(n, &q->rec, local_done, q);
 	if (rc != KVS_OK) {
-		count(q, FAILED, rc);
+		count(q, (size_t)q->route.self, FAILED, rc);
 		kvs__op_release(&q->op);
 	}
 	kvs__op_release(&q->op);

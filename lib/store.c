@@ -82,7 +82,15 @@
 
 /* OP_HINT and OP_UNHINT write and delete in the hints database (key and
  * value as given), for the node's hinted handoff. */
-enum op_kind { OP_PUT, OP_DELETE, OP_APPLY, OP_HINT, OP_UNHINT, OP_PURGE };
+enum op_kind {
+	OP_PUT,
+	OP_DELETE,
+	OP_APPLY,
+	OP_HINT,
+	OP_UNHINT,
+	OP_PURGE,
+	OP_DROP
+};
 
 struct write_op {
 	enum op_kind kind;
@@ -1530,9 +1538,9 @@ static int apply_op(kvs_store *s, MDB_txn *txn, struct write_op *op,
 		op->applied = mrc == MDB_SUCCESS;
 		return mrc;
 	}
-	if (op->kind == OP_PURGE) {
-		/* Only the very tombstone the caller judged: a write since
-		 * then (or a newer tombstone) stays. */
+	if (op->kind == OP_PURGE || op->kind == OP_DROP) {
+		/* Only the very record the caller judged (for a purge, a
+		 * tombstone): a write since then stays. */
 		op->rc = KVS_OK;
 		mrc = mdb_get(txn, s->kv, &k, &v);
 		if (mrc == MDB_NOTFOUND)
@@ -1543,7 +1551,8 @@ static int apply_op(kvs_store *s, MDB_txn *txn, struct write_op *op,
 			op->rc = KVS_ECORRUPT;
 			return MDB_SUCCESS;
 		}
-		if (!(old.flags & KVS_RECORD_TOMBSTONE) ||
+		if ((op->kind == OP_PURGE &&
+		     !(old.flags & KVS_RECORD_TOMBSTONE)) ||
 		    kvs_stamp_cmp(&old.stamp, &op->stamp) != 0)
 			return MDB_SUCCESS;
 		mrc = mdb_del(txn, s->kv, &k, NULL);
@@ -1551,7 +1560,10 @@ static int apply_op(kvs_store *s, MDB_txn *txn, struct write_op *op,
 			mrc = aae_remove(d, op->key, op->key_len, &old);
 		if (mrc != MDB_SUCCESS)
 			return mrc;
-		d->tombstones -= 1;
+		if (old.flags & KVS_RECORD_TOMBSTONE)
+			d->tombstones -= 1;
+		else
+			d->keys -= 1;
 		op->applied = 1;
 		return MDB_SUCCESS;
 	}
@@ -2024,8 +2036,9 @@ int kvs__store_hint_write(kvs_store *s, int remove, const void *key,
 	return run_sync(s, &op, NULL, NULL);
 }
 
-int kvs__store_purge(kvs_store *s, const void *key, size_t key_len,
-                     const kvs_stamp *stamp, kvs_write_cb cb, void *ud)
+static int purge_or_drop(kvs_store *s, enum op_kind kind, const void *key,
+                         size_t key_len, const kvs_stamp *stamp,
+                         kvs_write_cb cb, void *ud)
 {
 	struct write_op op;
 	int rc;
@@ -2036,7 +2049,7 @@ int kvs__store_purge(kvs_store *s, const void *key, size_t key_len,
 	if (rc != KVS_OK)
 		return rc;
 	memset(&op, 0, sizeof(op));
-	op.kind = OP_PURGE;
+	op.kind = kind;
 	op.key = key;
 	op.key_len = key_len;
 	op.stamp = *stamp;
@@ -2048,6 +2061,18 @@ int kvs__store_purge(kvs_store *s, const void *key, size_t key_len,
 		rc = run_sync(s, &op, NULL, &applied);
 		return rc == KVS_OK && !applied ? KVS_NOTFOUND : rc;
 	}
+}
+
+int kvs__store_purge(kvs_store *s, const void *key, size_t key_len,
+                     const kvs_stamp *stamp, kvs_write_cb cb, void *ud)
+{
+	return purge_or_drop(s, OP_PURGE, key, key_len, stamp, cb, ud);
+}
+
+int kvs__store_drop(kvs_store *s, const void *key, size_t key_len,
+                    const kvs_stamp *stamp, kvs_write_cb cb, void *ud)
+{
+	return purge_or_drop(s, OP_DROP, key, key_len, stamp, cb, ud);
 }
 
 struct hint_walk {

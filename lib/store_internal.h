@@ -126,6 +126,14 @@ uint64_t kvs__store_tombstones(kvs_store *s);
 int kvs__store_purge(kvs_store *s, const void *key, size_t key_len,
                      const kvs_stamp *stamp, kvs_write_cb cb, void *ud);
 
+/**
+ * Delete key's record for good (no tombstone), if it is still the one of
+ * version stamp: a record this node no longer owns. As kvs__store_purge
+ * otherwise.
+ */
+int kvs__store_drop(kvs_store *s, const void *key, size_t key_len,
+                    const kvs_stamp *stamp, kvs_write_cb cb, void *ud);
+
 /*
  * The hints database: opaque keys and values beside the records, written
  * through the same writer (so in the same group commits) and never seen

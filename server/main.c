@@ -381,6 +381,8 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	pthread_mutex_init(&srv.view_mu, NULL);
+	pthread_mutex_init(&srv.mover_mu, NULL);
+	pthread_cond_init(&srv.mover_cv, NULL);
 	if (a.list_shards || a.list_etcd) {
 		status = a.list_shards ? list_shards(cfg) : list_etcd(cfg);
 		goto out;
@@ -441,6 +443,7 @@ int main(int argc, char **argv)
 	        sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	/* Deregistered first: the others see it leave at once (and no new
 	 * epoch is applied from now on). */
+	view_mover_stop(&srv);
 	kvs__coord_leave(srv.coord);
 	stop(&srv, fd);
 	fd = -1;
@@ -448,6 +451,7 @@ out:
 	/* The watch first (it may be closing an older epoch's node); then
 	 * the node: its completions may still resume connections of the
 	 * running daemon, and it ends the links the daemon handed it. */
+	view_mover_stop(&srv);
 	kvs__coord_leave(srv.coord);
 	/* An admin change still talking to etcd answers first (its request
 	 * is suspended: the daemon must not stop under it). It gives up
@@ -464,6 +468,8 @@ out:
 	free(srv.config_text);
 	free(srv.store_dir);
 	pthread_mutex_destroy(&srv.view_mu);
+	pthread_mutex_destroy(&srv.mover_mu);
+	pthread_cond_destroy(&srv.mover_cv);
 	if (fd >= 0)
 		close(fd);
 	metrics_shutdown();

@@ -103,6 +103,7 @@ enum role { ROLE_NONE, ROLE_READ, ROLE_WRITE, ROLE_ADMIN, ROLE_PEER };
  * request holds it (topology.c).
  */
 struct view {
+	struct server *srv;
 	kvs__node *node;
 	const kvs_config *cfg;
 	kvs_config *owned; /* cfg, when the view made it (else the file's) */
@@ -123,6 +124,13 @@ struct server {
 	size_t config_len; /* config is it with etcd's topology */
 	char *store_dir;
 	_Atomic unsigned changes; /* admin changes being made (topology.c) */
+	/* Moves' figures of the epochs' nodes closed so far (topology.c). */
+	_Atomic uint64_t moved_keys, moved_bytes, dropped;
+	/* The thread that moves a move on (topology.c). */
+	pthread_t mover;
+	int mover_started, mover_stop;
+	pthread_mutex_t mover_mu;
+	pthread_cond_t mover_cv;
 	struct MHD_Daemon *daemon;
 	uint64_t start_mono_ms;
 	unsigned threads;
@@ -211,12 +219,18 @@ void view_put(struct view *v);
 /* The first view: the node of the file's topology (or the one etcd
  * had at start), opened on s->store. 0, or -1 with err set. */
 int view_start(struct server *s, char *err, size_t errlen);
-/* Apply etcd's newer topologies as they come (with [coordination]). */
+/* Apply etcd's newer topologies as they come, and move moves on (with
+ * [coordination]). */
 int view_watch(struct server *s);
+/* Stop moving moves on (before the coordination handle goes). */
+void view_mover_stop(struct server *s);
 /* At exit: close the current view's node (the watch has stopped), then,
  * once the daemon has stopped, free the view. */
 void view_stop(struct server *s);
 void view_free(struct server *s);
+/* The move's figures of v's node, and those of the epochs before since
+ * the server started. */
+void view_move_stats(struct view *v, kvs__move_stats *ms);
 /* Wait (ms at most) until no admin change is being made: 0, or -1. */
 int view_changes_end(struct server *s, unsigned ms);
 void handle_shards(struct req *r);

@@ -11,10 +11,27 @@
  * it, and peers link again to the new one). A shard that is no longer in
  * the topology stops, as after SIGTERM.
  *
- * Changes. In this version a change must move no data: only shards of
- * weight 0 (which own nothing) are added or removed, so that every key
- * keeps its owners and the epochs need no fencing between them. Moving
- * data (weights above 0) answers 501 not_supported.
+ * Changes. A change that moves no data (a shard of weight 0 added or
+ * removed) is one epoch. One that gives keys other owners (a shard
+ * added with a weight, removed while it holds data, or given a new
+ * weight) starts a move (config_internal.h), one at a time, through
+ * these epochs, each written to etcd by compare-and-swap:
+ *
+ *   0. (a shard added with a weight) PENDING: it joins with weight 0
+ *      (it owns nothing yet, so it can start and serve); once it runs,
+ *      its own mover starts the move with its weight;
+ *   1. DUAL: writes go to the owners before and after, reads to those
+ *      before. Once every registered node runs it (each says which epoch
+ *      it runs in its registration), each shard with a weight copies
+ *      what it gains from the peers that held it (node.h) and then
+ *      writes its name under the move's "synced";
+ *   2. READ_NEW, written with the last name: reads go to the new owners;
+ *   3. once every node runs READ_NEW and move_grace_s has passed, the
+ *      topology without the move: the old owners drop what they no
+ *      longer own, and a shard removed stops.
+ *
+ * The mover thread of every node drives its own part; any node may write
+ * the next step (the compare-and-swap lets one through).
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -67,11 +84,13 @@ static struct view *view_open(struct server *s, const kvs_config *cfg,
 	no.log = log_node_event;
 	no.epoch = epoch;
 	no.store = s->store;
+	no.drop_unowned = s->coord != NULL;
 	if (kvs__node_open(&v->node, cfg, s->me->name, s->store_dir, &no, err,
 	                   errlen) != KVS_OK) {
 		free(v);
 		return NULL;
 	}
+	v->srv = s;
 	v->cfg = cfg;
 	v->epoch = kvs__node_epoch(v->node);
 	snprintf(v->epoch_text, sizeof(v->epoch_text), "%llu",
@@ -93,7 +112,7 @@ int view_start(struct server *s, char *err, size_t errlen)
 
 /* Close a view that is no longer current, once nobody holds it (the
  * watch thread). */
-static void retire(struct view *v)
+static void retire(struct server *s, struct view *v)
 {
 	uint64_t start = kvs__mono_ms();
 
@@ -108,6 +127,14 @@ static void retire(struct view *v)
 			return;
 		}
 		usleep(10000);
+	}
+	{
+		kvs__move_stats ms;
+
+		kvs__node_move_stats(v->node, &ms);
+		atomic_fetch_add(&s->moved_keys, ms.keys);
+		atomic_fetch_add(&s->moved_bytes, ms.bytes);
+		atomic_fetch_add(&s->dropped, ms.dropped);
 	}
 	kvs__node_close(v->node);
 	kvs_config_free(v->owned);
@@ -171,19 +198,36 @@ static int on_topology(void *ud, kvs_config *topo, uint64_t epoch)
 	old = s->view;
 	s->view = v;
 	pthread_mutex_unlock(&s->view_mu);
-	log_msg(LL_INFO, "epoch %llu: %zu shards (was epoch %llu, %zu shards)",
+	log_msg(LL_INFO, "epoch %llu: %zu shards%s (was epoch %llu, %zu shards)",
 	        (unsigned long long)epoch, kvs_config_shard_count(cfg),
+	        kvs__config_move(cfg, NULL) == KVS__MOVE_DUAL
+	                ? ", moving: writes to both sides"
+	        : kvs__config_move(cfg, NULL) == KVS__MOVE_READ_NEW
+	                ? ", moving: reads from the new owners"
+	                : "",
 	        (unsigned long long)old->epoch,
 	        kvs_config_shard_count(old->cfg));
-	retire(old);
+	retire(s, old);
+	/* Every request of the older epochs has ended: say so (a move's
+	 * next step waits for every node to have). */
+	if (kvs__coord_applied(s->coord, epoch) != KVS_OK)
+		log_msg(LL_WARN, "epoch %llu: cannot say so in etcd yet",
+		        (unsigned long long)epoch);
 	return 0;
 }
+
+static void *mover_main(void *arg);
 
 int view_watch(struct server *s)
 {
 	if (s->coord == NULL)
 		return 0;
-	return kvs__coord_watch(s->coord, on_topology, s) == KVS_OK ? 0 : -1;
+	if (kvs__coord_watch(s->coord, on_topology, s) != KVS_OK)
+		return -1;
+	if (pthread_create(&s->mover, NULL, mover_main, s) != 0)
+		return -1;
+	s->mover_started = 1;
+	return 0;
 }
 
 void view_stop(struct server *s)
@@ -261,17 +305,69 @@ static double weight_of(const cJSON *sh)
 	return cJSON_IsNumber(w) ? w->valuedouble : 1.0;
 }
 
-static const char MOVES[] =
-        "would move data between shards, which this version cannot do "
-        "at runtime: only shards of weight 0 (which hold no data) can be "
-        "added or removed";
+/* The move under way in doc, as a 409 (else 0). */
+static int moving(cJSON *doc, char *err, size_t errlen)
+{
+	cJSON *m = cJSON_GetObjectItemCaseSensitive(doc, "move");
+	const char *phase = cJSON_GetStringValue(
+	        cJSON_GetObjectItemCaseSensitive(m, "phase"));
+
+	if (m == NULL)
+		return 0;
+	snprintf(err, errlen,
+	         "a rebalance is under way (phase %s): one change that moves "
+	         "data at a time; GET %s says when it has ended",
+	         phase != NULL ? phase : "?", KVS_PATH_REBALANCE);
+	return KVS_ETOPOLOGY;
+}
+
+/* Start a move in doc: every shard's weight so far becomes its
+ * from_weight (the caller then changes the weights). */
+static int start_move(cJSON *doc, cJSON *shards)
+{
+	cJSON *sh, *m;
+
+	cJSON_ArrayForEach(sh, shards)
+	{
+		cJSON_DeleteItemFromObjectCaseSensitive(sh, "from_weight");
+		if (cJSON_AddNumberToObject(sh, "from_weight", weight_of(sh)) ==
+		    NULL)
+			return KVS_ENOMEM;
+	}
+	m = cJSON_AddObjectToObject(doc, "move");
+	if (m == NULL || cJSON_AddStringToObject(m, "phase", "dual") == NULL ||
+	    cJSON_AddArrayToObject(m, "synced") == NULL)
+		return KVS_ENOMEM;
+	return KVS_OK;
+}
+
+/* Shards of doc with a weight, but for the one at skip (-1: none). */
+static int holders_but(cJSON *shards, int skip)
+{
+	cJSON *sh;
+	int i = 0, n = 0;
+
+	cJSON_ArrayForEach(sh, shards)
+	{
+		if (i++ != skip && weight_of(sh) > 0)
+			n++;
+	}
+	return n;
+}
+
+static int set_weight(cJSON *sh, double w)
+{
+	cJSON_DeleteItemFromObjectCaseSensitive(sh, "weight");
+	return cJSON_AddNumberToObject(sh, "weight", w) != NULL ? KVS_OK
+	                                                        : KVS_ENOMEM;
+}
 
 /* The edit (coord.h): the document as it is now in etcd. */
 static int edit(void *ud, cJSON *doc, char *err, size_t errlen)
 {
 	struct change *c = ud;
 	cJSON *shards = cJSON_GetObjectItemCaseSensitive(doc, "shards");
-	cJSON *sh, *o;
+	cJSON *sh, *o, *m;
 	double next_idx = 0;
 	int at = -1;
 
@@ -280,6 +376,19 @@ static int edit(void *ud, cJSON *doc, char *err, size_t errlen)
 		return KVS_ECONFIG;
 	}
 	sh = find_shard(shards, c->name, &at);
+	if (c->what == REMOVE && sh != NULL &&
+	    cJSON_GetObjectItemCaseSensitive(sh, "join_weight") != NULL) {
+		/* A shard that never joined: nothing moved yet. */
+		cJSON_DeleteItemFromObjectCaseSensitive(doc, "move");
+		cJSON_DeleteItemFromArray(shards, at);
+		return KVS_OK;
+	}
+	if (c->what != ADD && sh == NULL) {
+		snprintf(err, errlen, "no shard named \"%s\"", c->name);
+		return KVS_NOTFOUND;
+	}
+	if (moving(doc, err, errlen) != 0)
+		return KVS_ETOPOLOGY;
 	switch (c->what) {
 	case ADD:
 		if (sh != NULL) {
@@ -305,17 +414,20 @@ static int edit(void *ud, cJSON *doc, char *err, size_t errlen)
 			if (cJSON_IsNumber(i) && i->valuedouble >= next_idx)
 				next_idx = i->valuedouble + 1;
 		}
-		if (c->weight > 0) {
-			snprintf(err, errlen, "adding shard %s with weight %g %s",
-			         c->name, c->weight, MOVES);
-			return KVS_ENOTSUP;
-		}
+		/* With a weight: it joins with none, and its move starts
+		 * once it runs (step 0 above). */
 		o = cJSON_CreateObject();
 		if (o == NULL ||
 		    cJSON_AddStringToObject(o, "name", c->name) == NULL ||
 		    cJSON_AddNumberToObject(o, "idx", next_idx) == NULL ||
 		    cJSON_AddStringToObject(o, "address", c->address) == NULL ||
-		    cJSON_AddNumberToObject(o, "weight", c->weight) == NULL) {
+		    cJSON_AddNumberToObject(o, "weight", 0) == NULL ||
+		    (c->weight > 0 &&
+		     (cJSON_AddNumberToObject(o, "join_weight", c->weight) ==
+		              NULL ||
+		      (m = cJSON_AddObjectToObject(doc, "move")) == NULL ||
+		      cJSON_AddStringToObject(m, "phase", "pending") == NULL ||
+		      cJSON_AddStringToObject(m, "joining", c->name) == NULL))) {
 			cJSON_Delete(o);
 			return KVS_ENOMEM;
 		}
@@ -332,10 +444,16 @@ static int edit(void *ud, cJSON *doc, char *err, size_t errlen)
 				snprintf(err, errlen, "unchanged");
 				return KVS_EEXISTS; /* nothing to write */
 			}
-			snprintf(err, errlen,
-			         "changing shard %s's weight from %g to %g %s",
-			         c->name, weight_of(sh), c->weight, MOVES);
-			return KVS_ENOTSUP;
+			if (c->weight == 0 && holders_but(shards, at) == 0) {
+				snprintf(err, errlen,
+				         "shard %s is the last one with a weight: "
+				         "its data would have nowhere to go",
+				         c->name);
+				return KVS_ETOPOLOGY;
+			}
+			if (start_move(doc, shards) != KVS_OK)
+				return KVS_ENOMEM;
+			return set_weight(sh, c->weight);
 		}
 		if (cJSON_GetArraySize(shards) <= 1) {
 			snprintf(err, errlen,
@@ -344,9 +462,20 @@ static int edit(void *ud, cJSON *doc, char *err, size_t errlen)
 			return KVS_ETOPOLOGY;
 		}
 		if (weight_of(sh) > 0) {
-			snprintf(err, errlen, "removing shard %s (weight %g) %s",
-			         c->name, weight_of(sh), MOVES);
-			return KVS_ENOTSUP;
+			/* Its data goes to the others first: it leaves once
+			 * the move has ended. */
+			if (holders_but(shards, at) == 0) {
+				snprintf(err, errlen,
+				         "shard %s is the last one with a weight: "
+				         "its data would have nowhere to go",
+				         c->name);
+				return KVS_ETOPOLOGY;
+			}
+			if (start_move(doc, shards) != KVS_OK ||
+			    set_weight(sh, 0) != KVS_OK ||
+			    cJSON_AddTrueToObject(sh, "leaving") == NULL)
+				return KVS_ENOMEM;
+			return KVS_OK;
 		}
 		cJSON_DeleteItemFromArray(shards, at);
 		return KVS_OK;
@@ -556,25 +685,325 @@ void handle_shards(struct req *r)
 	req_wait(r, rendered);
 }
 
+/* ------------------------------------------------------------------ */
+/* Moves                                                                */
+
+/* How often the mover looks at the move. */
+#define MOVER_TICK_MS 250u
+
+/* A step of a move written by a node (mover thread). */
+struct step {
+	enum { JOIN, SYNCED, FINISH } what;
+	const char *name; /* SYNCED: this shard's */
+};
+
+static int in_names(const cJSON *names, const char *name)
+{
+	const cJSON *x;
+
+	cJSON_ArrayForEach(x, names)
+	{
+		if (cJSON_IsString(x) && strcmp(x->valuestring, name) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* The edit (coord.h) of a step: KVS_EEXISTS when it is made already. */
+static int edit_step(void *ud, cJSON *doc, char *err, size_t errlen)
+{
+	struct step *st = ud;
+	cJSON *m = cJSON_GetObjectItemCaseSensitive(doc, "move");
+	cJSON *shards = cJSON_GetObjectItemCaseSensitive(doc, "shards");
+	cJSON *synced = cJSON_GetObjectItemCaseSensitive(m, "synced");
+	const char *phase = cJSON_GetStringValue(
+	        cJSON_GetObjectItemCaseSensitive(m, "phase"));
+	cJSON *sh;
+	int all = 1;
+
+	(void)err;
+	(void)errlen;
+	if (phase == NULL || !cJSON_IsArray(shards))
+		return KVS_EEXISTS; /* the move has ended */
+	if (st->what == JOIN) {
+		int at = -1;
+
+		sh = find_shard(shards, st->name, &at);
+		if (strcmp(phase, "pending") != 0 || sh == NULL ||
+		    !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(
+		            sh, "join_weight")))
+			return KVS_EEXISTS;
+		cJSON_DeleteItemFromObjectCaseSensitive(doc, "move");
+		if (start_move(doc, shards) != KVS_OK ||
+		    set_weight(sh, cJSON_GetObjectItemCaseSensitive(
+		                           sh, "join_weight")
+		                           ->valuedouble) != KVS_OK)
+			return KVS_ENOMEM;
+		cJSON_DeleteItemFromObjectCaseSensitive(sh, "join_weight");
+		return KVS_OK;
+	}
+	if (st->what == SYNCED) {
+		if (strcmp(phase, "dual") != 0)
+			return KVS_EEXISTS;
+		if (!cJSON_IsArray(synced)) {
+			cJSON_DeleteItemFromObjectCaseSensitive(m, "synced");
+			if ((synced = cJSON_AddArrayToObject(m, "synced")) == NULL)
+				return KVS_ENOMEM;
+		}
+		if (in_names(synced, st->name))
+			return KVS_EEXISTS;
+		cJSON_AddItemToArray(synced, cJSON_CreateString(st->name));
+		/* The last one moves reads over. */
+		cJSON_ArrayForEach(sh, shards)
+		{
+			const char *name = cJSON_GetStringValue(
+			        cJSON_GetObjectItemCaseSensitive(sh, "name"));
+
+			if (weight_of(sh) > 0 && name != NULL &&
+			    !in_names(synced, name))
+				all = 0;
+		}
+		if (all) {
+			cJSON_DeleteItemFromObjectCaseSensitive(m, "phase");
+			if (cJSON_AddStringToObject(m, "phase", "read_new") == NULL)
+				return KVS_ENOMEM;
+		}
+		return KVS_OK;
+	}
+	if (strcmp(phase, "read_new") != 0)
+		return KVS_EEXISTS;
+	cJSON_DeleteItemFromObjectCaseSensitive(doc, "move");
+	for (int i = cJSON_GetArraySize(shards) - 1; i >= 0; i--) {
+		sh = cJSON_GetArrayItem(shards, i);
+		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sh, "leaving")))
+			cJSON_DeleteItemFromArray(shards, i);
+		else
+			cJSON_DeleteItemFromObjectCaseSensitive(sh, "from_weight");
+	}
+	return KVS_OK;
+}
+
+/* Write a step; 0 when it is made (by this node or another). */
+static int write_step(struct server *s, struct step *st, uint64_t from)
+{
+	char err[KVS_ERRBUF_SIZE] = "";
+	uint64_t epoch = 0;
+	int rc = kvs__coord_change(s->coord, edit_step, st, &epoch, err,
+	                           sizeof(err));
+
+	if (rc == KVS_EEXISTS)
+		return 0;
+	if (rc != KVS_OK) {
+		log_msg(LL_WARN, "epoch %llu: cannot write the move's next step "
+		                 "(tried again): %s",
+		        (unsigned long long)from, err[0] ? err : kvs_strerror(rc));
+		return -1;
+	}
+	log_msg(LL_INFO, "epoch %llu: %s", (unsigned long long)epoch,
+	        st->what == JOIN     ? "this shard joins: the move starts"
+	        : st->what == SYNCED ? "this shard has copied what it gains"
+	                             : "the move has ended");
+	return 0;
+}
+
+/* Whether every registered node runs epoch; says who it waits for, once
+ * per epoch. */
+static int all_run(struct server *s, uint64_t epoch, uint64_t *said)
+{
+	char who[128] = "";
+	size_t behind = 0;
+	int rc = kvs__coord_all_applied(s->coord, epoch, &behind, who,
+	                                sizeof(who));
+
+	if (rc == KVS_OK && behind == 0)
+		return 1;
+	if (*said != epoch) {
+		*said = epoch;
+		log_msg(LL_INFO, "epoch %llu: the move waits for %s",
+		        (unsigned long long)epoch,
+		        rc != KVS_OK ? "etcd" : who);
+	}
+	return 0;
+}
+
+static int string_is(const cJSON *x, const char *s)
+{
+	return cJSON_IsString(x) && strcmp(x->valuestring, s) == 0;
+}
+
+/* Whether etcd's document (as last read) waits for this shard to join. */
+static int joining(struct server *s)
+{
+	char *text = NULL;
+	size_t len = 0;
+	cJSON *doc = NULL, *m;
+	int yes;
+
+	if (kvs__coord_read(s->coord, &text, &len) == KVS_OK)
+		doc = cJSON_ParseWithLength(text, len);
+	free(text);
+	m = cJSON_GetObjectItemCaseSensitive(doc, "move");
+	yes = string_is(cJSON_GetObjectItemCaseSensitive(m, "joining"),
+	                s->me->name) &&
+	      string_is(cJSON_GetObjectItemCaseSensitive(m, "phase"), "pending");
+	cJSON_Delete(doc);
+	return yes;
+}
+
+static void *mover_main(void *arg)
+{
+	struct server *s = arg;
+	uint64_t reported = 0, said = 0, read_new = 0, read_new_ms = 0;
+	uint64_t grace_ms = (uint64_t)s->cc->move_grace_s * 1000u;
+
+	pthread_setname_np(pthread_self(), "kvs-mover");
+	pthread_mutex_lock(&s->mover_mu);
+	while (!s->mover_stop) {
+		struct timespec until;
+		struct view *v;
+		kvs__move_stats ms;
+		uint64_t epoch;
+		int gains;
+		struct step st;
+
+		pthread_mutex_unlock(&s->mover_mu);
+		v = view_get(s);
+		epoch = v->epoch;
+		kvs__node_move_stats(v->node, &ms);
+		gains = kvs_config_find_shard(v->cfg, s->me->name) != NULL &&
+		        kvs_config_find_shard(v->cfg, s->me->name)->weight > 0;
+		if (ms.phase == KVS__MOVE_DUAL && !ms.asked &&
+		    all_run(s, epoch, &said)) {
+			log_msg(LL_INFO,
+			        "epoch %llu: every node writes to both sides%s",
+			        (unsigned long long)epoch,
+			        gains ? ": copying what this shard gains" : "");
+			kvs__node_move_copy(v->node);
+		}
+		view_put(v);
+		st.name = s->me->name;
+		if (ms.phase == KVS__MOVE_NONE && joining(s) &&
+		    reported != epoch) {
+			st.what = JOIN;
+			if (write_step(s, &st, epoch) == 0)
+				reported = epoch;
+		} else if (ms.phase == KVS__MOVE_DUAL && ms.copied && gains &&
+		    reported != epoch) {
+			st.what = SYNCED;
+			if (write_step(s, &st, epoch) == 0)
+				reported = epoch;
+		} else if (ms.phase == KVS__MOVE_READ_NEW) {
+			if (read_new != epoch) {
+				read_new = epoch;
+				read_new_ms = kvs__mono_ms();
+			}
+			st.what = FINISH;
+			if (kvs__mono_ms() - read_new_ms >= grace_ms &&
+			    all_run(s, epoch, &said))
+				(void)write_step(s, &st, epoch);
+		}
+		kvs__realtime_after(&until, MOVER_TICK_MS);
+		pthread_mutex_lock(&s->mover_mu);
+		while (!s->mover_stop &&
+		       pthread_cond_timedwait(&s->mover_cv, &s->mover_mu,
+		                              &until) == 0)
+			;
+	}
+	pthread_mutex_unlock(&s->mover_mu);
+	return NULL;
+}
+
+void view_mover_stop(struct server *s)
+{
+	if (!s->mover_started)
+		return;
+	pthread_mutex_lock(&s->mover_mu);
+	s->mover_stop = 1;
+	pthread_cond_broadcast(&s->mover_cv);
+	pthread_mutex_unlock(&s->mover_mu);
+	pthread_join(s->mover, NULL);
+	s->mover_started = 0;
+}
+
+void view_move_stats(struct view *v, kvs__move_stats *ms)
+{
+	kvs__node_move_stats(v->node, ms);
+	ms->keys += atomic_load(&v->srv->moved_keys);
+	ms->bytes += atomic_load(&v->srv->moved_bytes);
+	ms->dropped += atomic_load(&v->srv->dropped);
+}
+
+/* The document's move as JSON fields of the answer. */
+static void move_fields(kvs__buf *b, const cJSON *m)
+{
+	const cJSON *synced = cJSON_GetObjectItemCaseSensitive(m, "synced");
+	char *names = cJSON_IsArray(synced) ? cJSON_PrintUnformatted(synced)
+	                                    : NULL;
+
+	kvs__buf_addf(b, ",\"phase\":\"%s\",\"synced\":%s",
+	              cJSON_GetStringValue(
+	                      cJSON_GetObjectItemCaseSensitive(m, "phase")),
+	              names != NULL ? names : "[]");
+	free(names);
+}
+
 void handle_rebalance(struct req *r)
 {
+	struct server *s = r->srv;
 	kvs__buf b;
+	char *text = NULL;
+	size_t len = 0;
+	cJSON *doc = NULL, *m;
+	kvs__move_stats ms;
+	int rc;
 
-	if (r->srv->coord == NULL) {
+	if (s->coord == NULL) {
 		static_topology(r);
 		return;
 	}
+	rc = kvs__coord_read(s->coord, &text, &len);
+	if (rc == KVS_OK)
+		doc = cJSON_ParseWithLength(text, len);
+	free(text);
+	m = cJSON_GetObjectItemCaseSensitive(doc, "move");
 	if (r->method == M_POST) {
-		reply_error(r, KVS_ETOPOLOGY,
-		            "no rebalance is running: this version moves no "
-		            "data at runtime");
+		cJSON_Delete(doc);
+		if (m == NULL)
+			reply_error(r, KVS_ETOPOLOGY, "no rebalance is running");
+		else
+			reply_error(r, KVS_ENOTSUP,
+			            "a rebalance cannot be paused, resumed or "
+			            "cancelled in this version: it ends by "
+			            "itself");
 		return;
 	}
+	if (rc != KVS_OK) {
+		cJSON_Delete(doc);
+		reply_error(r, rc == KVS_NOTFOUND ? KVS_EUNAVAIL : rc,
+		            "the topology has not been read from etcd yet");
+		return;
+	}
+	view_move_stats(r->view, &ms);
 	kvs__buf_init(&b, 0);
+	kvs__buf_addf(&b, "{\"state\":\"%s\",\"epoch\":%.0f",
+	              m != NULL ? "running" : "idle",
+	              cJSON_GetNumberValue(
+	                      cJSON_GetObjectItemCaseSensitive(doc, "epoch")));
+	if (m != NULL)
+		move_fields(&b, m);
 	kvs__buf_addf(&b,
-	              "{\"state\":\"idle\",\"epoch\":%llu,\"moves\":[],"
-	              "\"bytes_done\":0,\"bytes_total\":0,\"keys_done\":0,"
-	              "\"keys_total\":0,\"rate_bytes_per_s\":0,\"eta_s\":0}",
-	              (unsigned long long)kvs__coord_epoch(r->srv->coord));
+	              ",\"node\":{\"shard\":\"%s\",\"epoch\":%llu,"
+	              "\"copying\":%s,\"copied\":%s,\"segments_gained\":%llu,"
+	              "\"copy_passes\":%llu,\"keys_copied\":%llu,"
+	              "\"bytes_copied\":%llu,\"records_dropped\":%llu}}",
+	              s->me->name, (unsigned long long)r->view->epoch,
+	              ms.asked && !ms.copied ? "true" : "false",
+	              ms.copied ? "true" : "false",
+	              (unsigned long long)ms.gained,
+	              (unsigned long long)ms.passes,
+	              (unsigned long long)ms.keys,
+	              (unsigned long long)ms.bytes,
+	              (unsigned long long)ms.dropped);
+	cJSON_Delete(doc);
 	reply_json(r, 200, &b);
 }

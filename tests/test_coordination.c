@@ -16,14 +16,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "base64.h"
 #include "cluster.h"
 #include "etcd.h"
 #include "kvshard.h"
 #include "testutil.h"
+#include "util.h"
 
 static struct tc_etcd E;
 static struct tc_cluster C;
 static char extra[512];
+
+static void expect_running(int i);
 
 static void setup(void)
 {
@@ -199,18 +203,6 @@ START_TEST(first_node_seeds_the_topology)
 	tc_resp_free(&r);
 	/* The seed's calls work through every node. */
 	store_then_read_everywhere(0, 3, "k", "v1");
-	/* A change that would move data: refused, said to be missing. */
-	{
-		const char *add = "{\"name\":\"d\",\"address\":\"127.0.0.1:1\"}";
-
-		ck_assert_int_eq(tc_http("POST",
-		                         tc_url(&C, 2, "/v1/cluster/shards%s", ""),
-		                         add, strlen(add), NULL, &r),
-		                 0);
-	}
-	ck_assert_int_eq(r.status, 501);
-	ck_assert_ptr_nonnull(strstr(r.body, "\"not_supported\""));
-	tc_resp_free(&r);
 }
 END_TEST
 
@@ -454,16 +446,33 @@ START_TEST(a_shard_of_weight_0_joins_and_leaves)
 	store_then_read_everywhere(2, 3, "joined", "yes");
 	wait_up(0, C.node[2].name);
 
-	/* What would move data, and mistakes. */
+	/* A shard added with a weight joins with none until it runs: the
+	 * move waits for it, and blocks other moves; removed before it ran,
+	 * nothing moved. */
 	ck_assert_int_eq(call(1, "POST", "/v1/cluster/shards",
 	                      "{\"name\":\"big\",\"address\":\"127.0.0.1:1\","
 	                      "\"weight\":1}",
 	                      &out),
-	                 501);
-	ck_assert_msg(strstr(out, "not_supported") != NULL &&
-	                      strstr(out, "weight 0") != NULL,
-	              "%s", out);
+	                 202);
+	ck_assert_msg(strstr(out, "\"epoch\":3") != NULL, "%s", out);
 	free(out);
+	expect_running(1);
+	ck_assert_int_eq(call(1, "GET", "/v1/cluster/rebalance", NULL, &out),
+	                 200);
+	ck_assert_msg(strstr(out, "\"phase\":\"pending\"") != NULL, "%s", out);
+	free(out);
+	snprintf(body, sizeof(body), "/v1/cluster/shards/%s", C.node[0].name);
+	ck_assert_int_eq(call(0, "PATCH", body, "{\"weight\":2}", &out), 409);
+	ck_assert_msg(strstr(out, "rebalance is under way") != NULL, "%s", out);
+	free(out);
+	ck_assert_int_eq(call(0, "DELETE", "/v1/cluster/shards/big", NULL, &out),
+	                 202);
+	ck_assert_msg(strstr(out, "\"epoch\":4") != NULL, "%s", out);
+	free(out);
+	expect_view(0, 4, 3);
+	expect_view(1, 4, 3);
+
+	/* Mistakes. */
 	snprintf(body, sizeof(body),
 	         "{\"name\":\"%s\",\"address\":\"127.0.0.1:1\",\"weight\":0}",
 	         C.node[1].name);
@@ -477,9 +486,6 @@ START_TEST(a_shard_of_weight_0_joins_and_leaves)
 	                      NULL),
 	                 404);
 	snprintf(body, sizeof(body), "/v1/cluster/shards/%s", C.node[0].name);
-	ck_assert_int_eq(call(1, "DELETE", body, NULL, &out), 501);
-	free(out);
-	ck_assert_int_eq(call(1, "PATCH", body, "{\"weight\":2}", NULL), 501);
 	ck_assert_int_eq(call(1, "PATCH", body, "{\"weight\":1}", &out), 200);
 	ck_assert_msg(strstr(out, "\"changed\":false") != NULL, "%s", out);
 	free(out);
@@ -488,15 +494,15 @@ START_TEST(a_shard_of_weight_0_joins_and_leaves)
 	ck_assert_msg(strstr(out, "\"state\":\"idle\"") != NULL, "%s", out);
 	free(out);
 	/* None of these changed the topology. */
-	expect_view(0, 2, 3);
+	expect_view(0, 4, 3);
 
 	/* It leaves: every node drops it, and it stops by itself. */
 	snprintf(body, sizeof(body), "/v1/cluster/shards/%s", C.node[2].name);
 	ck_assert_int_eq(call(1, "DELETE", body, NULL, &out), 202);
-	ck_assert_msg(strstr(out, "\"epoch\":3") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "\"epoch\":5") != NULL, "%s", out);
 	free(out);
-	expect_view(0, 3, 2);
-	expect_view(1, 3, 2);
+	expect_view(0, 5, 2);
+	expect_view(1, 5, 2);
 	ck_assert_msg(tc_wait_pid(C.node[2].pid, 10000, &status) == 0,
 	              "the removed shard still runs after 10 s");
 	C.node[2].pid = 0;
@@ -658,14 +664,14 @@ START_TEST(the_cli_adds_and_removes_shards)
 	expect_view(1, 2, 3);
 	snprintf(args, sizeof(args), "cluster add big 127.0.0.1:%d",
 	         tc_free_port());
-	ck_assert_int_ne(cli(args, out, sizeof(out)), 0);
-	ck_assert_msg(strstr(out, "weight 0") != NULL &&
-	                      strstr(out, "not_supported") != NULL,
-	              "%s", out);
+	ck_assert_msg(cli(args, out, sizeof(out)) == 0, "%s", out);
+	ck_assert_msg(strstr(out, "added shard big: epoch 3") != NULL, "%s", out);
+	ck_assert_msg(cli("cluster remove big", out, sizeof(out)) == 0, "%s",
+	              out);
 	ck_assert_int_eq(cli("cluster remove router-x --json", out, sizeof(out)),
 	                 0);
-	ck_assert_msg(strstr(out, "{\"epoch\":3}") != NULL, "%s", out);
-	expect_view(1, 3, 2);
+	ck_assert_msg(strstr(out, "{\"epoch\":5}") != NULL, "%s", out);
+	expect_view(1, 5, 2);
 	ck_assert_int_ne(cli("cluster remove router-x", out, sizeof(out)), 0);
 	ck_assert_msg(strstr(out, "no shard named") != NULL, "%s", out);
 	ck_assert_int_ne(cli("get k --weight 1", out, sizeof(out)), 0);
@@ -699,6 +705,375 @@ START_TEST(unreachable_etcd_stops_the_start)
 }
 END_TEST
 
+
+/* ------------------------------------------------------------------ */
+/* Moves                                                                */
+
+#define MOVE_KEYS 20000
+
+/* Put keys prefix<from> .. prefix<from + n - 1> (value: "v" and the
+ * number) through node via, in batches. */
+static void load(int via, const char *prefix, int from, int n)
+{
+	for (int at = from; at < from + n; at += 1000) {
+		kvs__buf b;
+		struct tc_resp r;
+		int end = at + 1000 < from + n ? at + 1000 : from + n;
+
+		kvs__buf_init(&b, 0);
+		kvs__buf_adds(&b, "{\"ops\":[");
+		for (int i = at; i < end; i++)
+			kvs__buf_addf(&b,
+			              "%s{\"op\":\"put\",\"key\":\"%s%d\","
+			              "\"value\":\"v%d\"}",
+			              i > at ? "," : "", prefix, i, i);
+		kvs__buf_adds(&b, "]}");
+		ck_assert_int_eq(tc_http("POST", tc_url(&C, via, "/v1/batch%s", ""),
+		                         b.data, b.len, NULL, &r),
+		                 0);
+		ck_assert_msg(r.status == 200 && strstr(r.body, "\"status\":5") ==
+		                                         NULL,
+		              "%ld %.300s", r.status, r.body);
+		tc_resp_free(&r);
+		kvs__buf_free(&b);
+	}
+}
+
+/* Every key prefix<from .. from + n - 1> reads back through node i
+ * (value "v" and the number, or any value with any_value): the number of
+ * keys that do not. */
+static int missing(int i, const char *prefix, int from, int n, int any_value)
+{
+	int bad = 0;
+
+	for (int at = from; at < from + n; at += 1000) {
+		kvs__buf b;
+		struct tc_resp r;
+		cJSON *doc, *res;
+		int end = at + 1000 < from + n ? at + 1000 : from + n, k = at;
+
+		kvs__buf_init(&b, 0);
+		kvs__buf_adds(&b, "{\"ops\":[");
+		for (int j = at; j < end; j++)
+			kvs__buf_addf(&b, "%s{\"op\":\"get\",\"key\":\"%s%d\"}",
+			              j > at ? "," : "", prefix, j);
+		kvs__buf_adds(&b, "]}");
+		ck_assert_int_eq(tc_http("POST", tc_url(&C, i, "/v1/batch%s", ""),
+		                         b.data, b.len, NULL, &r),
+		                 0);
+		ck_assert_msg(r.status == 200, "%ld %.300s", r.status, r.body);
+		doc = cJSON_ParseWithLength(r.body, r.len);
+		ck_assert_ptr_nonnull(doc);
+		cJSON_ArrayForEach(res, cJSON_GetObjectItem(doc, "results"))
+		{
+			char want[32], want64[64];
+			const char *v = cJSON_GetStringValue(
+			        cJSON_GetObjectItem(res, "value_b64"));
+			int st = cJSON_GetObjectItem(res, "status")->valueint;
+
+			snprintf(want, sizeof(want), "v%d", k);
+			want64[kvs__b64_encode(want, strlen(want), want64)] = '\0';
+			if (st != 200 ||
+			    (!any_value && (v == NULL || strcmp(v, want64) != 0))) {
+				if (bad < 3)
+					fprintf(stderr, "%s: %s%d: status %d\n",
+					        C.node[i].name, prefix, k, st);
+				bad++;
+			}
+			k++;
+		}
+		ck_assert_int_eq(k, end);
+		cJSON_Delete(doc);
+		tc_resp_free(&r);
+		kvs__buf_free(&b);
+	}
+	return bad;
+}
+
+/* Live keys in node i's own store (/v1/status). */
+static long keys_of(int i)
+{
+	struct tc_resp r = tc_get(tc_url(&C, i, "/v1/status%s", ""), 200);
+	cJSON *doc = cJSON_ParseWithLength(r.body, r.len);
+	long k = (long)cJSON_GetObjectItem(doc, "keys")->valuedouble;
+
+	cJSON_Delete(doc);
+	tc_resp_free(&r);
+	return k;
+}
+
+/* The epoch of etcd's topology. */
+static int etcd_epoch(void)
+{
+	cJSON *doc = topology_in_etcd();
+	int e = cJSON_GetObjectItem(doc, "epoch")->valueint;
+
+	cJSON_Delete(doc);
+	return e;
+}
+
+/* Wait (5 s at most) until node i says a rebalance is running. */
+static void expect_running(int i)
+{
+	uint64_t deadline = tu_now_ms() + 5000;
+	char *out = NULL;
+
+	for (;;) {
+		ck_assert_int_eq(call(i, "GET", "/v1/cluster/rebalance", NULL,
+		                      &out),
+		                 200);
+		if (strstr(out, "\"state\":\"running\"") != NULL)
+			break;
+		ck_assert_msg(tu_now_ms() < deadline,
+		              "no rebalance running after 5 s: %s", out);
+		free(out);
+		usleep(100 * 1000);
+	}
+	free(out);
+}
+
+/* Wait (ms at most) until node i says no rebalance is running. */
+static void expect_idle(int i, int ms)
+{
+	uint64_t deadline = tu_now_ms() + (uint64_t)ms;
+	char *out = NULL;
+
+	for (;;) {
+		ck_assert_int_eq(call(i, "GET", "/v1/cluster/rebalance", NULL,
+		                      &out),
+		                 200);
+		if (strstr(out, "\"state\":\"idle\"") != NULL)
+			break;
+		if (tu_now_ms() > deadline)
+			tc_dump_logs(&C);
+		ck_assert_msg(tu_now_ms() < deadline,
+		              "still rebalancing after %d ms: %s", ms, out);
+		free(out);
+		usleep(200 * 1000);
+	}
+	free(out);
+}
+
+/* Wait (ms at most) until the nodes' stores hold total keys in all:
+ * with N = 1, every key on one shard only. */
+static void expect_held_once(int nodes, long total, int ms)
+{
+	uint64_t deadline = tu_now_ms() + (uint64_t)ms;
+	long sum = 0;
+
+	for (;;) {
+		sum = 0;
+		for (int i = 0; i < nodes; i++)
+			sum += keys_of(i);
+		if (sum == total)
+			return;
+		ck_assert_msg(tu_now_ms() < deadline,
+		              "the shards hold %ld keys in all, not %ld, after "
+		              "%d ms",
+		              sum, total, ms);
+		usleep(200 * 1000);
+	}
+}
+
+/* A writer of its own keys ("w<n>", value "v<n>") through nodes 0 and 1
+ * in turn, answered 200 every time. */
+static void *move_writer(void *arg)
+{
+	struct writer *w = arg;
+
+	while (!w->stop && w->writes < 100000) {
+		char key[32], value[32];
+		struct tc_resp r;
+		int i = w->writes % 2;
+
+		snprintf(key, sizeof(key), "w%d", w->writes);
+		snprintf(value, sizeof(value), "v%d", w->writes);
+		if (tc_http("PUT", tc_url(&C, i, "/v1/kv/%s", key), value,
+		            strlen(value), NULL, &r) != 0 ||
+		    r.status != 200) {
+			w->failures++;
+			w->last_status = r.status;
+			snprintf(w->last_body, sizeof(w->last_body), "%s at %d via %s",
+			         r.body != NULL ? r.body : "", w->writes,
+			         C.node[i].name);
+		}
+		tc_resp_free(&r);
+		w->writes++;
+	}
+	return NULL;
+}
+
+static void move_config(int replication)
+{
+	snprintf(extra, sizeof(extra),
+	         "[cluster]\nname = \"t\"\nreplication = %d\n"
+	         "[coordination]\netcd = [\"%s\"]\nlease_ttl_s = 2\n"
+	         "move_grace_s = 1\n",
+	         replication, E.endpoint);
+}
+
+/* 2 shards and 20,000 keys; a third shard is added while a writer
+ * writes through the first two. With N = 1 nothing but the move can
+ * keep a key readable. */
+START_TEST(a_third_shard_takes_its_share_under_writes)
+{
+	char body[256], *out = NULL;
+	struct writer w = {0};
+	long total, mine;
+
+	move_config(1);
+	start_two_of_three();
+	load(0, "k", 0, MOVE_KEYS);
+	ck_assert_int_eq(pthread_create(&w.t, NULL, move_writer, &w), 0);
+	usleep(300 * 1000);
+	snprintf(body, sizeof(body),
+	         "{\"name\":\"%s\",\"address\":\"127.0.0.1:%d\",\"weight\":1}",
+	         C.node[2].name, C.node[2].port);
+	ck_assert_int_eq(call(0, "POST", "/v1/cluster/shards", body, &out), 202);
+	free(out);
+	tc_start_node(&C, 2);
+	/* One change that moves data at a time. */
+	ck_assert_int_eq(call(1, "PATCH", "/v1/cluster/shards/shard-1",
+	                      "{\"weight\":2}", &out),
+	                 409);
+	free(out);
+	expect_running(1);
+	expect_idle(0, 60000);
+	w.stop = 1;
+	pthread_join(w.t, NULL);
+	if (w.failures != 0)
+		tc_dump_logs(&C);
+	ck_assert_msg(w.failures == 0, "%d of %d writes failed (last: %ld %s)",
+	              w.failures, w.writes, w.last_status, w.last_body);
+	ck_assert_int_gt(w.writes, 50);
+	/* Every key, old and written during the move, through every node. */
+	for (int i = 0; i < 3; i++) {
+		expect_view(i, etcd_epoch(), 3);
+		ck_assert_int_eq(missing(i, "k", 0, MOVE_KEYS, 0), 0);
+		ck_assert_int_eq(missing(i, "w", 0, w.writes, 0), 0);
+	}
+	/* The new shard holds its share (a third, within the keys' spread),
+	 * and the old owners dropped what they handed over. */
+	total = MOVE_KEYS + w.writes;
+	mine = keys_of(2);
+	ck_assert_msg(mine > total * 0.30 && mine < total * 0.37,
+	              "the new shard holds %ld of %ld keys", mine, total);
+	expect_held_once(3, total, 20000);
+}
+END_TEST
+
+/* A shard removed under writes: its data goes to the others first, then
+ * it stops by itself. N = 2 over 3 shards: the two left hold all. */
+START_TEST(a_shard_removed_under_writes_hands_its_data_over)
+{
+	char *out = NULL;
+	struct writer w = {0};
+	int status = 0;
+	long total;
+
+	move_config(2);
+	tc_start(&C, 3, extra);
+	load(0, "k", 0, MOVE_KEYS);
+	ck_assert_int_eq(pthread_create(&w.t, NULL, move_writer, &w), 0);
+	usleep(300 * 1000);
+	ck_assert_int_eq(call(1, "DELETE", "/v1/cluster/shards/shard-3", NULL,
+	                      &out),
+	                 202);
+	free(out);
+	expect_running(0);
+	expect_idle(0, 60000);
+	w.stop = 1;
+	pthread_join(w.t, NULL);
+	if (w.failures != 0)
+		tc_dump_logs(&C);
+	ck_assert_msg(w.failures == 0, "%d of %d writes failed (last: %ld %s)",
+	              w.failures, w.writes, w.last_status, w.last_body);
+	ck_assert_int_gt(w.writes, 50);
+	ck_assert_msg(tc_wait_pid(C.node[2].pid, 10000, &status) == 0,
+	              "the removed shard still runs after 10 s");
+	C.node[2].pid = 0;
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	total = MOVE_KEYS + w.writes;
+	for (int i = 0; i < 2; i++) {
+		expect_view(i, etcd_epoch(), 2);
+		ck_assert_int_eq(missing(i, "k", 0, MOVE_KEYS, 0), 0);
+		ck_assert_int_eq(missing(i, "w", 0, w.writes, 0), 0);
+		ck_assert_int_eq(keys_of(i), total);
+	}
+}
+END_TEST
+
+/* The new shard is killed while it copies, and started again: the copy
+ * goes on from what it holds (each segment's digest says what is there
+ * already), and the move ends. */
+START_TEST(a_move_resumes_after_the_new_shard_is_killed)
+{
+	char body[256], *out = NULL;
+	uint64_t deadline;
+	long before_kill = 0, after = 0, held;
+	cJSON *doc;
+
+	/* Slow enough to be caught in the middle. */
+	move_config(1);
+	strcat(extra, "move_rate_bytes = 30000\n");
+	start_two_of_three();
+	load(0, "k", 0, MOVE_KEYS);
+	snprintf(body, sizeof(body),
+	         "{\"name\":\"%s\",\"address\":\"127.0.0.1:%d\",\"weight\":1}",
+	         C.node[2].name, C.node[2].port);
+	ck_assert_int_eq(call(0, "POST", "/v1/cluster/shards", body, &out), 202);
+	free(out);
+	tc_start_node(&C, 2);
+	/* Killed once it has copied some, not all. */
+	deadline = tu_now_ms() + 30000;
+	for (;;) {
+		ck_assert_int_eq(call(2, "GET", "/v1/cluster/rebalance", NULL,
+		                      &out),
+		                 200);
+		doc = cJSON_Parse(out);
+		free(out);
+		before_kill = (long)cJSON_GetObjectItem(
+		                      cJSON_GetObjectItem(doc, "node"),
+		                      "keys_copied")
+		                      ->valuedouble;
+		ck_assert(!cJSON_IsTrue(cJSON_GetObjectItem(
+		        cJSON_GetObjectItem(doc, "node"), "copied")));
+		cJSON_Delete(doc);
+		if (before_kill >= 1000)
+			break;
+		ck_assert_msg(tu_now_ms() < deadline,
+		              "the new shard copied %ld keys in 30 s", before_kill);
+		usleep(20 * 1000);
+	}
+	(void)tc_stop_node(&C, 2, SIGKILL);
+	held = keys_of(0) + keys_of(1);
+	ck_assert_int_eq(held, MOVE_KEYS); /* nothing dropped mid-move */
+	tc_start_node(&C, 2);
+	expect_idle(0, 60000);
+	ck_assert_int_eq(call(2, "GET", "/v1/cluster/rebalance", NULL, &out),
+	                 200);
+	doc = cJSON_Parse(out);
+	free(out);
+	after = (long)cJSON_GetObjectItem(cJSON_GetObjectItem(doc, "node"),
+	                                  "keys_copied")
+	                ->valuedouble;
+	cJSON_Delete(doc);
+	for (int i = 0; i < 3; i++) {
+		expect_view(i, etcd_epoch(), 3);
+		ck_assert_int_eq(missing(i, "k", 0, MOVE_KEYS, 0), 0);
+	}
+	held = keys_of(2);
+	/* Copied in all: what it holds, and not much more (what it had
+	 * copied before the kill is not copied again). */
+	ck_assert_msg(before_kill + after >= held &&
+	                      (double)(before_kill + after) < 1.5 * held,
+	              "%ld keys copied before the kill and %ld after, for %ld",
+	              before_kill, after, held);
+	ck_assert_int_lt(after, held);
+	expect_held_once(3, MOVE_KEYS, 20000);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("coordination");
@@ -715,6 +1090,9 @@ int main(void)
 	tcase_add_test(tc, two_changes_at_once_agree);
 	tcase_add_test(tc, the_cli_adds_and_removes_shards);
 	tcase_add_test(tc, a_bad_document_in_etcd_is_skipped);
+	tcase_add_test(tc, a_third_shard_takes_its_share_under_writes);
+	tcase_add_test(tc, a_shard_removed_under_writes_hands_its_data_over);
+	tcase_add_test(tc, a_move_resumes_after_the_new_shard_is_killed);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }

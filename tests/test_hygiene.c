@@ -211,13 +211,19 @@ static const char *const server_may_use[] = {
 	 * topology; the admin calls' edits. */
 	"kvs__coord_watch", "kvs__coord_change", "kvs__node_store_open",
 	"kvs__config_adopt_topology",
+	/* Moves: the phase of an epoch's config, the node's copy, and the
+	 * steps the nodes agree on through etcd. */
+	"kvs__config_move", "kvs__node_move_copy", "kvs__node_move_stats",
+	"kvs__move_stats", "kvs__coord_read", "kvs__coord_applied",
+	"kvs__coord_all_applied",
 	/* The protocol's names and the config's address syntax. */
 	"kvs__http_status", "kvs__parse_address",
 	/* Text and file helpers (util.h, base64.h). */
 	"kvs__buf", "kvs__buf_init", "kvs__buf_free", "kvs__buf_add",
 	"kvs__buf_adds", "kvs__buf_addf", "kvs__buf_take", "kvs__json_bytes",
 	"kvs__json_escape", "kvs__json_b64", "kvs__url_decode", "kvs__mono_ms",
-	"kvs__mono_ns", "kvs__b64_decode_alloc", "kvs__b64_encode",
+	"kvs__mono_ns", "kvs__realtime_after", "kvs__b64_decode_alloc",
+	"kvs__b64_encode",
 	"kvs__printable", "kvs__utf8_len", "kvs__utf8_text", "kvs__read_file",
 	NULL,
 };

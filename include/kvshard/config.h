@@ -38,6 +38,7 @@ typedef struct kvs_config kvs_config;
 #define KVS_DEFAULT_TOMBSTONE_GRACE_S 864000u /* 10 days */
 #define KVS_DEFAULT_CLUSTER_NAME "kvshard"
 #define KVS_DEFAULT_LEASE_TTL_S 10u
+#define KVS_DEFAULT_MOVE_GRACE_S 30u
 #define KVS_DEFAULT_MAX_KEY_BYTES 511u
 #define KVS_DEFAULT_MAX_VALUE_BYTES (16u * 1024u * 1024u)
 #define KVS_DEFAULT_MAX_CONNECTIONS 1024u
@@ -174,6 +175,12 @@ typedef struct kvs_cluster_config {
 	 * HTTP request per frame; plain HTTP when false, and always over
 	 * TLS in this version. */
 	int peer_links;
+	/* [coordination]: how long, once reads follow a move's new owners,
+	 * the old ones keep the data they hand over before dropping it. */
+	unsigned move_grace_s;
+	/* [coordination]: the most bytes per second a shard copies in a
+	 * move (0: as fast as it goes). */
+	size_t move_rate_bytes;
 } kvs_cluster_config;
 
 /**
