@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config_internal.h"
 #include "protocol.h"
 #include "sim.h"
 #include "testutil.h"
@@ -705,29 +706,34 @@ static const char *scratch_dir(void)
 	return path;
 }
 
-void sim_open(struct sim *s, uint64_t seed, int n, const char *cluster_toml)
+/* The config of s's n shards with weights (NULL: 1 each). */
+static kvs_config *sim_config(struct sim *s, const double *weights)
 {
 	char text[4096], err[KVS_ERRBUF_SIZE];
 	size_t len;
+	kvs_config *cfg = NULL;
 
-	memset(s, 0, sizeof(*s));
-	s->seed = seed;
-	s->rng = seed;
-	s->n = n;
-	s->trace = getenv("KVS_SIM_TRACE") != NULL;
-	snprintf(s->dir, sizeof(s->dir), "%s", scratch_dir());
 	len = (size_t)snprintf(text, sizeof(text),
 	                       "[cluster]\nrequest_timeout_ms = %u\n%s\n",
-	                       SIM_TIMEOUT_MS, cluster_toml ? cluster_toml : "");
-	for (int i = 0; i < n; i++)
+	                       SIM_TIMEOUT_MS, s->cluster_toml);
+	for (int i = 0; i < s->n; i++)
 		len += (size_t)snprintf(text + len, sizeof(text) - len,
 		                        "[[shards]]\nname = \"n%d\"\nidx = %d\n"
-		                        "address = \"127.0.0.1:%d\"\n",
-		                        i, i, 1000 + i);
-	ck_assert_msg(kvs_config_parse(&s->cfg, text, len, "sim.toml", err) ==
+		                        "address = \"127.0.0.1:%d\"\n"
+		                        "weight = %g\n",
+		                        i, i, 1000 + i,
+		                        weights != NULL ? weights[i] : 1.0);
+	ck_assert_msg(kvs_config_parse(&cfg, text, len, "sim.toml", err) ==
 	                      KVS_OK,
 	              "%s", err);
-	for (int i = 0; i < n; i++) {
+	return cfg;
+}
+
+static void open_nodes(struct sim *s)
+{
+	char err[KVS_ERRBUF_SIZE];
+
+	for (int i = 0; i < s->n; i++) {
 		struct sim_node *sn = &s->nodes[i];
 		kvs__node_options o;
 		char name[16], path[600];
@@ -749,9 +755,39 @@ void sim_open(struct sim *s, uint64_t seed, int n, const char *cluster_toml)
 		rc = kvs__node_open(&sn->node, s->cfg, name, path, &o, err,
 		                    sizeof(err));
 		ck_assert_msg(rc == KVS_OK, "%s", err);
-		push(s, (uint64_t)i * 7 % TICK_MS, EV_TICK)->node = i;
 	}
+}
+
+void sim_open(struct sim *s, uint64_t seed, int n, const char *cluster_toml)
+{
+	memset(s, 0, sizeof(*s));
+	s->seed = seed;
+	s->rng = seed;
+	s->n = n;
+	s->trace = getenv("KVS_SIM_TRACE") != NULL;
+	snprintf(s->dir, sizeof(s->dir), "%s", scratch_dir());
+	snprintf(s->cluster_toml, sizeof(s->cluster_toml), "%s",
+	         cluster_toml ? cluster_toml : "");
+	s->cfg = sim_config(s, NULL);
+	open_nodes(s);
+	for (int i = 0; i < n; i++)
+		push(s, (uint64_t)i * 7 % TICK_MS, EV_TICK)->node = i;
 	s->ticking = 1;
+}
+
+void sim_topology(struct sim *s, const double *weights, int phase,
+                  const double *before)
+{
+	kvs_config *cfg = sim_config(s, weights);
+
+	ck_assert_int_eq(kvs__config_set_move(cfg, phase, before), KVS_OK);
+	for (int i = 0; i < s->n; i++) {
+		kvs__node_close(s->nodes[i].node);
+		s->nodes[i].node = NULL;
+	}
+	kvs_config_free(s->cfg);
+	s->cfg = cfg;
+	open_nodes(s);
 }
 
 void sim_close(struct sim *s)

@@ -113,6 +113,7 @@ struct sim {
 	size_t most_ops; /* the most operations a frame carried */
 	uint64_t events;
 	int trace;
+	char cluster_toml[1024];
 };
 
 /* A cluster of n nodes with the given [cluster] settings (TOML lines). */
@@ -151,6 +152,12 @@ int sim_local(struct sim *s, int i, const char *key, kvs_record *rec,
 /* Pause node i, or resume it: what it missed runs now. */
 void sim_pause(struct sim *s, int i, int paused);
 
+/* A new epoch: every node closed and opened again (on its store) with
+ * shard i of weight weights[i], and the move phase (config_internal.h)
+ * with the weights before it. Messages in flight end as a closing node's
+ * do; those that reach a node later meet its new epoch. */
+void sim_topology(struct sim *s, const double *weights, int phase,
+                  const double *before);
 /* Run f(s, arg) at virtual time at. */
 void sim_at(struct sim *s, uint64_t at, void (*f)(struct sim *, void *),
             void *arg);

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config_internal.h"
 #include "node_internal.h"
 #include "sim.h"
 #include "testutil.h"
@@ -1227,6 +1228,134 @@ static uint64_t digest_of(uint64_t seed)
 
 /* ------------------------------------------------------------------ */
 
+
+/* ------------------------------------------------------------------ */
+/* Moves                                                                */
+
+#define MOVE_KEYS 40
+#define MOVE_WRITES 30
+
+/*
+ * A third shard joins two (N = 2, W = 2), through the move's epochs:
+ * keys written before; then, in DUAL, writes through any node while
+ * messages are lost, duplicated and late, and the nodes copy what they
+ * gain; then READ_NEW. Every acknowledged write (and delete) must then be
+ * held by each of its new owners, and read back through every node.
+ */
+static void move_join(uint64_t seed)
+{
+	static const double before[3] = {1, 1, 0}, after[3] = {1, 1, 1};
+	static const char *const names[3] = {"n0", "n1", "n2"};
+	struct sim s;
+	struct sim_op *w[MOVE_KEYS + MOVE_WRITES];
+	char key[MOVE_KEYS + MOVE_WRITES][12];
+	char value[MOVE_KEYS + MOVE_WRITES][40];
+	int deleted[MOVE_KEYS] = {0};
+	kvs_ring_member members[3];
+	kvs_ring *ring;
+	uint64_t until;
+	int copied;
+
+	set_where("move_join", seed);
+	sim_open(&s, seed, 3,
+	         "replication = 2\nhint_max_bytes = 0\n"
+	         "anti_entropy_interval_s = 0\n");
+	sim_topology(&s, before, KVS__MOVE_NONE, NULL);
+	for (int k = 0; k < MOVE_KEYS; k++) {
+		snprintf(key[k], sizeof(key[k]), "m%d", k);
+		snprintf(value[k], sizeof(value[k]), "v%llu-%d",
+		         (unsigned long long)seed, k);
+		w[k] = sim_put(&s, s.now + 1, (int)sim_rand(&s, 3), key[k],
+		               value[k]);
+		sim_settle(&s);
+		CHECK(w[k]->res.rc == KVS_OK, "the write of %s failed: %s", where,
+		      key[k], kvs_strerror(w[k]->res.rc));
+		if (sim_rand(&s, 5) == 0) {
+			struct sim_op *d = sim_del(&s, s.now + 1,
+			                           (int)sim_rand(&s, 3), key[k]);
+
+			sim_settle(&s);
+			CHECK(d->res.rc == KVS_OK, "the delete of %s failed",
+			      where, key[k]);
+			deleted[k] = 1;
+		}
+	}
+	/* DUAL: writes to both sides while the nodes copy, under faults. */
+	sim_topology(&s, after, KVS__MOVE_DUAL, before);
+	s.faults.loss = 50;
+	s.faults.dup = 50;
+	s.faults.late = 50;
+	for (int k = MOVE_KEYS; k < MOVE_KEYS + MOVE_WRITES; k++) {
+		snprintf(key[k], sizeof(key[k]), "d%d", k);
+		snprintf(value[k], sizeof(value[k]), "w%llu-%d",
+		         (unsigned long long)seed, k);
+		w[k] = sim_put(&s, s.now + 1 + sim_rand(&s, 4000),
+		               (int)sim_rand(&s, 3), key[k], value[k]);
+	}
+	for (int i = 0; i < 3; i++)
+		kvs__node_move_copy(s.nodes[i].node);
+	until = s.now + 120000;
+	do {
+		kvs__move_stats ms;
+
+		sim_run(&s, s.now + 1000);
+		copied = 1;
+		for (int i = 0; i < 3; i++) {
+			kvs__node_move_stats(s.nodes[i].node, &ms);
+			copied &= ms.copied;
+		}
+	} while (!copied && s.now < until);
+	CHECK(copied, "the copy did not end in 120 s", where);
+	s.faults.loss = s.faults.dup = s.faults.late = 0;
+	sim_settle(&s);
+	/* READ_NEW. */
+	sim_topology(&s, after, KVS__MOVE_READ_NEW, before);
+	for (int i = 0; i < 3; i++) {
+		members[i].name = names[i];
+		members[i].weight = after[i];
+	}
+	ck_assert_int_eq(kvs_ring_new(&ring, members, 3, 0), KVS_OK);
+	for (int k = 0; k < MOVE_KEYS + MOVE_WRITES; k++) {
+		size_t owners[KVS_RING_MAX_OWNERS];
+		size_t n = kvs_ring_owners(ring, key[k], strlen(key[k]), owners, 2);
+
+		if (k >= MOVE_KEYS && w[k]->res.rc != KVS_OK)
+			continue; /* not acknowledged: either way */
+		for (size_t o = 0; o < n; o++) {
+			kvs_record rec;
+			char v[64];
+			int have = sim_local(&s, (int)owners[o], key[k], &rec, v,
+			                     sizeof(v));
+
+			CHECK(have, "new owner n%zu lacks %s", where, owners[o],
+			      key[k]);
+			if (k < MOVE_KEYS && deleted[k])
+				CHECK(rec.flags & KVS_RECORD_TOMBSTONE,
+				      "new owner n%zu lacks the delete of %s", where,
+				      owners[o], key[k]);
+			else
+				CHECK(strcmp(v, value[k]) == 0,
+				      "new owner n%zu has %s = %s, not %s", where,
+				      owners[o], key[k], v, value[k]);
+		}
+		for (int i = 0; i < 3; i++) {
+			struct sim_op *g = sim_get(&s, s.now + 1, i, key[k], 2);
+
+			sim_settle(&s);
+			if (k < MOVE_KEYS && deleted[k])
+				CHECK(g->res.rc == KVS_NOTFOUND,
+				      "%s reads back through n%d (deleted)", where,
+				      key[k], i);
+			else
+				CHECK(g->res.rc == KVS_OK,
+				      "%s does not read back through n%d: %s",
+				      where, key[k], i, kvs_strerror(g->res.rc));
+		}
+	}
+	kvs_ring_free(ring);
+	sim_close(&s);
+}
+
 static void run_scenario(const char *name, void (*f)(uint64_t))
 {
 	uint64_t first, count;
@@ -1297,6 +1426,12 @@ START_TEST(sim_hinted_handoff)
 }
 END_TEST
 
+START_TEST(sim_move_join)
+{
+	run_scenario("move_join", move_join);
+}
+END_TEST
+
 START_TEST(sim_anti_entropy)
 {
 	run_scenario("anti_entropy", anti_entropy);
@@ -1345,6 +1480,7 @@ int main(void)
 	tcase_add_test(tc, sim_scan_merge);
 	tcase_add_test(tc, sim_hinted_handoff);
 	tcase_add_test(tc, sim_anti_entropy);
+	tcase_add_test(tc, sim_move_join);
 	tcase_add_test(tc, sim_concurrent_writers);
 	tcase_add_test(tc, sim_tombstone_purge);
 	tcase_add_test(tc, a_seed_replays_exactly);
