@@ -321,6 +321,35 @@ void handle_metrics(struct req *r)
 	              "kvshard_topology_epoch %llu\n",
 	              (unsigned long long)kvs__node_epoch(r->view->node));
 	if (s->coord != NULL) {
+		kvs__move_stats ms;
+
+		view_move_stats(r->view, &ms);
+		kvs__buf_addf(&b,
+		              "# HELP kvshard_move_phase The move this node runs "
+		              "(0: none, 1: writes to both sides, 2: reads "
+		              "from the new owners).\n"
+		              "# TYPE kvshard_move_phase gauge\n"
+		              "kvshard_move_phase %d\n"
+		              "# HELP kvshard_move_copying 1 while this node "
+		              "copies what a move gives it.\n"
+		              "# TYPE kvshard_move_copying gauge\n"
+		              "kvshard_move_copying %d\n"
+		              "# HELP kvshard_move_keys_copied_total Records a "
+		              "move's copy fetched to this node.\n"
+		              "# TYPE kvshard_move_keys_copied_total counter\n"
+		              "kvshard_move_keys_copied_total %llu\n"
+		              "# HELP kvshard_move_bytes_copied_total Their bytes "
+		              "(keys and values).\n"
+		              "# TYPE kvshard_move_bytes_copied_total counter\n"
+		              "kvshard_move_bytes_copied_total %llu\n"
+		              "# HELP kvshard_move_records_dropped_total Records "
+		              "of segments this node no longer owns, dropped.\n"
+		              "# TYPE kvshard_move_records_dropped_total counter\n"
+		              "kvshard_move_records_dropped_total %llu\n",
+		              ms.phase, ms.asked && !ms.copied,
+		              (unsigned long long)ms.keys,
+		              (unsigned long long)ms.bytes,
+		              (unsigned long long)ms.dropped);
 		kvs__buf_adds(&b, "# HELP kvshard_registered 1 if the shard held "
 		                  "its registration in etcd when this node last "
 		                  "looked.\n# TYPE kvshard_registered gauge\n");

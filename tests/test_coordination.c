@@ -959,6 +959,19 @@ START_TEST(a_third_shard_takes_its_share_under_writes)
 	ck_assert_msg(mine > total * 0.30 && mine < total * 0.37,
 	              "the new shard holds %ld of %ld keys", mine, total);
 	expect_held_once(3, total, 20000);
+	/* And /metrics says so. */
+	{
+		struct tc_resp r = tc_get(tc_url(&C, 0, "/metrics%s", ""), 200);
+
+		ck_assert_ptr_nonnull(strstr(r.body, "\nkvshard_move_phase 0\n"));
+		ck_assert_ptr_null(
+		        strstr(r.body, "\nkvshard_move_records_dropped_total 0\n"));
+		tc_resp_free(&r);
+		r = tc_get(tc_url(&C, 2, "/metrics%s", ""), 200);
+		ck_assert_ptr_null(
+		        strstr(r.body, "\nkvshard_move_keys_copied_total 0\n"));
+		tc_resp_free(&r);
+	}
 }
 END_TEST
 
