@@ -693,7 +693,7 @@ void handle_shards(struct req *r)
 
 /* A step of a move written by a node (mover thread). */
 struct step {
-	enum { JOIN, SYNCED, FINISH } what;
+	enum { JOIN, SYNCED, FINISH, LEFT } what;
 	const char *name; /* SYNCED: this shard's */
 };
 
@@ -723,6 +723,19 @@ static int edit_step(void *ud, cJSON *doc, char *err, size_t errlen)
 
 	(void)err;
 	(void)errlen;
+	if (st->what == LEFT && m == NULL && cJSON_IsArray(shards)) {
+		int left = 0;
+
+		for (int i = cJSON_GetArraySize(shards) - 1; i >= 0; i--) {
+			sh = cJSON_GetArrayItem(shards, i);
+			if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+			            sh, "leaving"))) {
+				cJSON_DeleteItemFromArray(shards, i);
+				left++;
+			}
+		}
+		return left > 0 ? KVS_OK : KVS_EEXISTS;
+	}
 	if (phase == NULL || !cJSON_IsArray(shards))
 		return KVS_EEXISTS; /* the move has ended */
 	if (st->what == JOIN) {
@@ -772,13 +785,12 @@ static int edit_step(void *ud, cJSON *doc, char *err, size_t errlen)
 	}
 	if (strcmp(phase, "read_new") != 0)
 		return KVS_EEXISTS;
+	/* A shard that leaves stays, with no weight, until every node runs
+	 * this epoch (LEFT): a node still on the last one writes to it. */
 	cJSON_DeleteItemFromObjectCaseSensitive(doc, "move");
-	for (int i = cJSON_GetArraySize(shards) - 1; i >= 0; i--) {
-		sh = cJSON_GetArrayItem(shards, i);
-		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sh, "leaving")))
-			cJSON_DeleteItemFromArray(shards, i);
-		else
-			cJSON_DeleteItemFromObjectCaseSensitive(sh, "from_weight");
+	cJSON_ArrayForEach(sh, shards)
+	{
+		cJSON_DeleteItemFromObjectCaseSensitive(sh, "from_weight");
 	}
 	return KVS_OK;
 }
@@ -802,7 +814,8 @@ static int write_step(struct server *s, struct step *st, uint64_t from)
 	log_msg(LL_INFO, "epoch %llu: %s", (unsigned long long)epoch,
 	        st->what == JOIN     ? "this shard joins: the move starts"
 	        : st->what == SYNCED ? "this shard has copied what it gains"
-	                             : "the move has ended");
+	        : st->what == FINISH ? "the move has ended"
+	                             : "the shards that left are removed");
 	return 0;
 }
 
@@ -831,23 +844,30 @@ static int string_is(const cJSON *x, const char *s)
 	return cJSON_IsString(x) && strcmp(x->valuestring, s) == 0;
 }
 
-/* Whether etcd's document (as last read) waits for this shard to join. */
-static int joining(struct server *s)
+/* What etcd's document (as last read) waits for: *joining, this shard
+ * to join; *left, shards that have left (a move ended) to be removed. */
+static void waits_for(struct server *s, int *joining, int *left)
 {
 	char *text = NULL;
 	size_t len = 0;
-	cJSON *doc = NULL, *m;
-	int yes;
+	cJSON *doc = NULL, *m, *sh;
 
+	*joining = *left = 0;
 	if (kvs__coord_read(s->coord, &text, &len) == KVS_OK)
 		doc = cJSON_ParseWithLength(text, len);
 	free(text);
 	m = cJSON_GetObjectItemCaseSensitive(doc, "move");
-	yes = string_is(cJSON_GetObjectItemCaseSensitive(m, "joining"),
-	                s->me->name) &&
-	      string_is(cJSON_GetObjectItemCaseSensitive(m, "phase"), "pending");
+	*joining = string_is(cJSON_GetObjectItemCaseSensitive(m, "joining"),
+	                     s->me->name) &&
+	           string_is(cJSON_GetObjectItemCaseSensitive(m, "phase"),
+	                     "pending");
+	cJSON_ArrayForEach(sh, cJSON_GetObjectItemCaseSensitive(doc, "shards"))
+	{
+		if (m == NULL && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+		                         sh, "leaving")))
+			*left = 1;
+	}
 	cJSON_Delete(doc);
-	return yes;
 }
 
 static void *mover_main(void *arg)
@@ -863,7 +883,7 @@ static void *mover_main(void *arg)
 		struct view *v;
 		kvs__move_stats ms;
 		uint64_t epoch;
-		int gains;
+		int gains, joining = 0, left = 0;
 		struct step st;
 
 		pthread_mutex_unlock(&s->mover_mu);
@@ -882,11 +902,16 @@ static void *mover_main(void *arg)
 		}
 		view_put(v);
 		st.name = s->me->name;
-		if (ms.phase == KVS__MOVE_NONE && joining(s) &&
-		    reported != epoch) {
+		if (ms.phase == KVS__MOVE_NONE)
+			waits_for(s, &joining, &left);
+		if (ms.phase == KVS__MOVE_NONE && joining && reported != epoch) {
 			st.what = JOIN;
 			if (write_step(s, &st, epoch) == 0)
 				reported = epoch;
+		} else if (ms.phase == KVS__MOVE_NONE && left &&
+		           all_run(s, epoch, &said)) {
+			st.what = LEFT;
+			(void)write_step(s, &st, epoch);
 		} else if (ms.phase == KVS__MOVE_DUAL && ms.copied && gains &&
 		    reported != epoch) {
 			st.what = SYNCED;
