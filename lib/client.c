@@ -979,7 +979,8 @@ int kvs_client_scan(kvs_client *c, const kvs_client_scan_options *opts,
  * "epoch" into *epoch, its message into errbuf.
  */
 static int admin_call(kvs_client *c, const char *method, const char *path,
-                      const char *body, uint64_t *epoch, char *errbuf)
+                      const char *body, uint64_t *epoch, char **answer,
+                      char *errbuf)
 {
 	struct topo *t = topo_get(c);
 	kvs__http_response resp;
@@ -1035,6 +1036,10 @@ static int admin_call(kvs_client *c, const char *method, const char *path,
 
 		if (epoch != NULL && cJSON_IsNumber(e))
 			*epoch = (uint64_t)e->valuedouble;
+		if (answer != NULL && rc == KVS_OK &&
+		    (*answer = strndup(resp.body != NULL ? resp.body : "",
+		                       resp.body_len)) == NULL)
+			rc = KVS_ENOMEM;
 		if (rc != KVS_OK)
 			set_err(errbuf, "%s", cJSON_IsString(m) ? m->valuestring
 			                                        : kvs_strerror(rc));
@@ -1068,7 +1073,8 @@ int kvs_client_add_shard(kvs_client *c, const char *name,
 	cJSON_Delete(doc);
 	if (body == NULL)
 		return KVS_ENOMEM;
-	rc = admin_call(c, "POST", KVS_PATH_CLUSTER_SHARDS, body, epoch, errbuf);
+	rc = admin_call(c, "POST", KVS_PATH_CLUSTER_SHARDS, body, epoch, NULL,
+	                errbuf);
 	free(body);
 	return rc;
 }
@@ -1088,9 +1094,18 @@ int kvs_client_remove_shard(kvs_client *c, const char *name, uint64_t *epoch,
 	free(escaped);
 	if (path == NULL)
 		return KVS_ENOMEM;
-	rc = admin_call(c, "DELETE", path, NULL, epoch, errbuf);
+	rc = admin_call(c, "DELETE", path, NULL, epoch, NULL, errbuf);
 	free(path);
 	return rc;
+}
+
+int kvs_client_rebalance(kvs_client *c, char **json, char *errbuf)
+{
+	if (c == NULL || json == NULL)
+		return KVS_EINVAL;
+	*json = NULL;
+	return admin_call(c, "GET", KVS_PATH_REBALANCE, NULL, NULL, json,
+	                  errbuf);
 }
 
 int kvs_client_shards(kvs_client *c, kvs_shard_info **out, size_t *n_out)

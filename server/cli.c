@@ -26,6 +26,7 @@
  * keys are out of the CLI's scope (the HTTP API and the library take
  * them). Values may be any bytes when read from stdin ("put KEY -").
  */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -74,6 +75,7 @@ enum {
 	OPT_LIMIT,
 	OPT_VALUES,
 	OPT_WEIGHT,
+	OPT_WATCH,
 };
 
 /* Every option: the global ones and those of scan. */
@@ -87,6 +89,7 @@ static const struct option long_options[] = {
 	{"limit", required_argument, NULL, OPT_LIMIT},
 	{"values", no_argument, NULL, OPT_VALUES},
 	{"weight", required_argument, NULL, OPT_WEIGHT},
+	{"watch", no_argument, NULL, OPT_WATCH},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -107,6 +110,7 @@ struct options {
 	int values; /* scan: also show values */
 	double weight; /* cluster add: the new shard's */
 	int weight_given;
+	int watch; /* cluster rebalance: until the move has ended */
 };
 
 /* The state of one run. */
@@ -396,6 +400,9 @@ static int parse_options(int argc, char **argv, const char *optstring,
 			break;
 		case OPT_VALUES:
 			o->values = 1;
+			break;
+		case OPT_WATCH:
+			o->watch = 1;
 			break;
 		case OPT_WEIGHT: {
 			char *end = NULL;
@@ -855,6 +862,112 @@ static int change_shards(struct ctx *x, char **args, int n)
 	return EXIT_OK;
 }
 
+/* How often cluster rebalance --watch asks, and for how long at most. */
+#define WATCH_MS 1000u
+#define WATCH_MAX_S 86400u
+
+/* One line of a node's rebalance answer (docs/api.md); 1 if the move has
+ * ended. */
+static int rebalance_line(FILE *f, const char *json)
+{
+	cJSON *doc = cJSON_Parse(json);
+	const cJSON *node = cJSON_GetObjectItemCaseSensitive(doc, "node");
+	const cJSON *synced = cJSON_GetObjectItemCaseSensitive(doc, "synced");
+	const char *state = cJSON_GetStringValue(
+	        cJSON_GetObjectItemCaseSensitive(doc, "state"));
+	const char *phase = cJSON_GetStringValue(
+	        cJSON_GetObjectItemCaseSensitive(doc, "phase"));
+	const char *shard = cJSON_GetStringValue(
+	        cJSON_GetObjectItemCaseSensitive(node, "shard"));
+	const cJSON *s;
+	int idle = state != NULL && strcmp(state, "idle") == 0, first = 1;
+
+	if (doc == NULL || state == NULL) {
+		fprintf(f, "(an answer this version does not read)");
+		cJSON_Delete(doc);
+		return 1;
+	}
+	fprintf(f, "%s, epoch %.0f", state,
+	        cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(doc,
+	                                                              "epoch")));
+	if (!idle) {
+		fprintf(f, ": %s",
+		        phase == NULL                        ? "?"
+		        : strcmp(phase, "pending") == 0      ? "waiting for the new shard to run"
+		        : strcmp(phase, "dual") == 0         ? "writing to both sides, copying"
+		        : strcmp(phase, "read_new") == 0     ? "reading from the new owners"
+		                                             : phase);
+		cJSON_ArrayForEach(s, synced)
+		{
+			fprintf(f, "%s%s", first ? "; copied by " : ", ",
+			        cJSON_GetStringValue(s));
+			first = 0;
+		}
+	}
+	if (shard != NULL)
+		fprintf(f, "; %s fetched %.0f records (%.0f bytes)%s", shard,
+		        cJSON_GetNumberValue(
+		                cJSON_GetObjectItemCaseSensitive(node, "keys_copied")),
+		        cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(
+		                node, "bytes_copied")),
+		        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(node,
+		                                                      "copying"))
+		                ? ", copying"
+		                : "");
+	cJSON_Delete(doc);
+	return idle;
+}
+
+/* cluster rebalance [--watch]: the move, once or until it has ended. */
+static int rebalance(struct ctx *x, int n)
+{
+	char err[KVS_ERRBUF_SIZE] = "";
+	int tty = !x->o.json && isatty(fileno(x->out));
+	int rc, code, idle = 0;
+
+	if (n != 1) {
+		fail("cluster rebalance: usage: kvshard cluster rebalance "
+		     "[--watch]");
+		return EXIT_USAGE;
+	}
+	code = connect_cluster(x);
+	if (code != EXIT_OK)
+		return code;
+	for (unsigned looks = 0; looks <= WATCH_MAX_S; looks++) {
+		char *json = NULL;
+
+		rc = kvs_client_rebalance(x->client, &json, err);
+		if (rc != KVS_OK) {
+			if (tty && looks > 0)
+				fputc('\n', x->out);
+			fail("cluster rebalance: %s (%s)",
+			     err[0] ? err : kvs_strerror(rc), kvs_error_code(rc));
+			return exit_code(rc);
+		}
+		if (x->o.json) {
+			cJSON *doc = cJSON_Parse(json);
+			const char *state = cJSON_GetStringValue(
+			        cJSON_GetObjectItemCaseSensitive(doc, "state"));
+
+			fprintf(x->out, "%s\n", json);
+			idle = state == NULL || strcmp(state, "idle") == 0;
+			cJSON_Delete(doc);
+		} else {
+			if (tty)
+				fputs("\r\033[K", x->out);
+			idle = rebalance_line(x->out, json);
+			if (!tty || idle || !x->o.watch)
+				fputc('\n', x->out);
+		}
+		kvs_free(json);
+		fflush(x->out);
+		if (!x->o.watch || idle)
+			break;
+		usleep(WATCH_MS * 1000u);
+	}
+	return EXIT_OK;
+}
+
 static int cmd_cluster(struct ctx *x, char **args, int n)
 {
 	kvs_shard_info *info = NULL;
@@ -866,8 +979,15 @@ static int cmd_cluster(struct ctx *x, char **args, int n)
 		     args[0]);
 		return EXIT_USAGE;
 	}
+	if (x->o.watch && strcmp(args[0], "rebalance") != 0) {
+		fail("cluster %s: --watch is an option of cluster rebalance only",
+		     args[0]);
+		return EXIT_USAGE;
+	}
 	if (strcmp(args[0], "add") == 0 || strcmp(args[0], "remove") == 0)
 		return change_shards(x, args, n);
+	if (strcmp(args[0], "rebalance") == 0)
+		return rebalance(x, n);
 	if (strcmp(args[0], "status") != 0 || n != 1) {
 		fail("unknown cluster command '%s' (see 'kvshard help "
 		     "cluster')",
@@ -955,10 +1075,17 @@ static const char cluster_help[] =
         "cluster add NAME ADDRESS [--weight W]: add a shard to a cluster\n"
         "whose topology is kept in etcd ([coordination]); W defaults to 1.\n"
         "cluster remove NAME: remove one. Every node applies the change\n"
-        "within a second; then start (or stop) the shard's server. This\n"
-        "version moves no data at runtime, so only shards of weight 0 can\n"
-        "be added or removed: other changes are refused and say why.\n"
-        "Prints the new epoch ({\"epoch\": N} with --json).\n";
+        "within a second. A shard added with a weight joins with none:\n"
+        "start its server next, and its share of the data moves to it\n"
+        "(a move). A shard that holds data leaves once the others have\n"
+        "copied it, and its server stops by itself. Prints the new epoch\n"
+        "({\"epoch\": N} with --json).\n"
+        "\n"
+        "cluster rebalance [--watch]: the move under way, as a node sees\n"
+        "it: its phase, the shards that have copied what they gain, and\n"
+        "what the answering node fetched. --watch asks every second until\n"
+        "the move has ended (one line, rewritten on a terminal). With\n"
+        "--json: the node's answer (docs/api.md), one per look.\n";
 
 static const char help_help[] = "Show help for COMMAND, or an overview.\n";
 
@@ -970,8 +1097,8 @@ static const struct command commands[] = {
 	{"del", 1, 1, 0, cmd_del, "del KEY", "delete KEY", del_help},
 	{"scan", 0, 1, 1, cmd_scan, "scan [PREFIX] [--limit N] [--values]",
 	 "list keys in order", scan_help},
-	{"cluster", 1, 3, 0, cmd_cluster, "cluster status|add|remove",
-	 "show the shards, or add or remove one", cluster_help},
+	{"cluster", 1, 3, 0, cmd_cluster, "cluster status|add|remove|rebalance",
+	 "show the shards, add or remove one, follow a move", cluster_help},
 	{"help", 0, 2, 0, cmd_help, "help [COMMAND]",
 	 "show help for a command", help_help},
 };

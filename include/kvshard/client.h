@@ -233,15 +233,15 @@ KVS_API int kvs_client_shards(kvs_client *c, kvs_shard_info **out, size_t *n);
  * cluster keeping its topology in etcd; the admin role). The first node
  * that answers decides; the client then fetches the topology again.
  *
- * @param weight  its weight (this version adds only shards of weight 0:
- *                others would move data, and answer KVS_ENOTSUP)
+ * @param weight  its weight: 0 (it owns nothing, and routes requests),
+ *                or more (it joins with none, and its share of the data
+ *                moves to it once its server runs: a move)
  * @param epoch   receives the epoch written; may be NULL.
  * @param errbuf  KVS_ERRBUF_SIZE bytes for the server's reason; may be
  *                NULL.
- * @return KVS_OK; KVS_ESTATIC (the topology is the file's), KVS_ENOTSUP
- *         (the change would move data), KVS_ETOPOLOGY (the name or
- *         address is taken), KVS_EFORBIDDEN, or a failure to reach any
- *         node.
+ * @return KVS_OK; KVS_ESTATIC (the topology is the file's),
+ *         KVS_ETOPOLOGY (the name or address is taken, or a move is under
+ *         way), KVS_EFORBIDDEN, or a failure to reach any node.
  */
 KVS_API int kvs_client_add_shard(kvs_client *c, const char *name,
                                  const char *address, double weight,
@@ -251,11 +251,23 @@ KVS_API int kvs_client_add_shard(kvs_client *c, const char *name,
  * Remove a shard from the topology (DELETE /v1/cluster/shards/{name}),
  * as kvs_client_add_shard.
  *
- * @return KVS_OK; KVS_NOTFOUND (no such shard); KVS_ENOTSUP (it holds
- *         data); KVS_ETOPOLOGY (the last one); others as above.
+ * A shard that holds data leaves once the others have copied it (a
+ * move).
+ *
+ * @return KVS_OK; KVS_NOTFOUND (no such shard); KVS_ETOPOLOGY (the last
+ *         one, or a move is under way); others as above.
  */
 KVS_API int kvs_client_remove_shard(kvs_client *c, const char *name,
                                     uint64_t *epoch, char *errbuf);
+
+/**
+ * The move under way, as a node answers GET /v1/cluster/rebalance
+ * (docs/api.md): *json receives its JSON text (kvs_free() it).
+ *
+ * @return KVS_OK; KVS_ESTATIC (the topology is the file's);
+ *         KVS_EFORBIDDEN; or a failure to reach any node.
+ */
+KVS_API int kvs_client_rebalance(kvs_client *c, char **json, char *errbuf);
 
 #ifdef __cplusplus
 }
