@@ -36,9 +36,15 @@ shards() {
 }
 
 alive() { # pid [command] -> is it a kvshard-server (or command) that runs?
-	local state
 	[ "$(cat /proc/"$1"/comm 2>/dev/null)" = "${2:-kvshard-server}" ] || return 1
-	# A process that died but was not reaped yet (Z) does not run.
+	runs "$1"
+}
+
+# Does pid run? A process that died but was not reaped yet (Z) does not.
+# (For a child this script just started: until it has exec'd, its
+# command is still this shell's, which alive would not take.)
+runs() { # pid
+	local state
 	read -r _ _ state _ <"/proc/$1/stat" 2>/dev/null || return 1
 	[ "$state" != Z ]
 }
@@ -117,7 +123,7 @@ start_etcd() { # the config's endpoints, one per line
 	fi
 	deadline=$((SECONDS + START_TIMEOUT_S))
 	until answers "$ep" 2>/dev/null; do
-		if ! etcd_pid >/dev/null || [ $SECONDS -ge $deadline ]; then
+		if ! runs "$pid" || [ $SECONDS -ge $deadline ]; then
 			kvs_log "etcd did not start on $ep; its log ($RUN_DIR/etcd.log) ends with:"
 			tail -n 5 "$RUN_DIR/etcd.log" >&2
 			stop_etcd
@@ -271,7 +277,7 @@ for entry in "${started[@]}"; do
 	read -r name addr pid logged <<<"$entry"
 	deadline=$((SECONDS + START_TIMEOUT_S))
 	until if [ $tls = 1 ]; then serving_since "$name" "$logged"; else answers "$addr" 2>/dev/null; fi; do
-		if ! alive "$pid" || [ $SECONDS -ge $deadline ]; then
+		if ! runs "$pid" || [ $SECONDS -ge $deadline ]; then
 			kvs_log "$name did not start; its log ($RUN_DIR/$name.log) ends with:"
 			tail -n 5 "$RUN_DIR/$name.log" >&2
 			# Stop only what this run started.
