@@ -10,6 +10,10 @@
 #   ./start.sh --background  start the shards not running yet, and return
 #   ./start.sh stop          stop a cluster started with --background
 #   ./start.sh status        show which shards run
+#   ./start.sh add NAME [W]  start one more shard and add it to the running
+#                            cluster (weight W, default 1): its data moves
+#                            to it while the cluster serves (needs the
+#                            [coordination] table of shard-config.toml)
 # Environment: CONFIG (default shard-config.toml), BUILD_DIR (default build),
 # RUN_DIR (default .run), KVS_SKIP_BUILD=1 (use the binaries already built),
 # ETCD_PEER_PORT (etcd's peer port; default its client port + 1).
@@ -26,13 +30,15 @@ STOP_TIMEOUT_S=15
 HEALTH_TIMEOUT_S=2
 
 usage() {
-	sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 # The shards of the config, "name address" per line, as the server itself
-# reads the file (so quoting and comments mean what TOML says).
+# reads the file (so quoting and comments mean what TOML says), then those
+# ./start.sh add started.
 shards() {
-	"$SERVER" --config "$CONFIG" --list-shards
+	"$SERVER" --config "$CONFIG" --list-shards || return 1
+	[ ! -f "$RUN_DIR/added" ] || cat "$RUN_DIR/added"
 }
 
 alive() { # pid [command] -> is it a kvshard-server (or command) that runs?
@@ -191,6 +197,83 @@ status() {
 	fi
 }
 
+# The shards authenticate each other with a secret of this cluster's own
+# (so that no client can speak the peer protocol): made once, kept in
+# $RUN_DIR/cluster-secret, and added to a copy of the config the shards
+# run with (RUN_CONFIG). A config with its own [auth] table is used as it
+# is.
+make_run_config() {
+	if grep -Eq '^[[:space:]]*\[[[:space:]]*auth[[:space:]]*\]' "$CONFIG"; then
+		RUN_CONFIG=$CONFIG
+		return 0
+	fi
+	if [ ! -s "$RUN_DIR/cluster-secret" ]; then
+		(umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' \
+			>"$RUN_DIR/cluster-secret") || return 1
+	fi
+	# Its lines are $CONFIG's, so that any message's line:column holds.
+	RUN_CONFIG=$RUN_DIR/config.toml
+	{
+		cat "$CONFIG"
+		printf '\n# Added by start.sh: the local cluster'"'"'s secret.\n'
+		printf '[auth]\ncluster_secret = "%s"\n' "$(cat "$RUN_DIR/cluster-secret")"
+	} >"$RUN_CONFIG.tmp" && chmod 600 "$RUN_CONFIG.tmp" &&
+		mv "$RUN_CONFIG.tmp" "$RUN_CONFIG"
+}
+
+# Start one more shard and add it to the running cluster: the admin call
+# first (it joins with no data), then its server (which finds its shard in
+# etcd's topology and starts the move).
+add_shard() { # name [weight]
+	local name=${1:-} weight=${2:-1} first="" addr host port name_ addr_ pid
+	local logged deadline out
+	case $name in
+	"" | -*) echo "usage: ./start.sh add NAME [WEIGHT]" >&2; return 2 ;;
+	esac
+	if [ -z "$(etcd_endpoints)" ]; then
+		kvs_log "add needs the topology in etcd: a [coordination] table in $CONFIG (docs/operations.md)"
+		return 1
+	fi
+	while read -r name_ addr_; do
+		if [ "$name_" = "$name" ]; then
+			kvs_log "$CONFIG or an earlier add has a shard named $name already"
+			return 1
+		fi
+		[ -z "$first" ] && running_pid "$name_" >/dev/null &&
+			answers "$addr_" 2>/dev/null && first=$addr_
+	done < <(shards)
+	[ -n "$first" ] || { kvs_log "no shard of $CONFIG runs: ./start.sh --background first"; return 1; }
+	# The next port after the highest one used that nothing listens on.
+	host=${first%:*}
+	port=$(shards | awk '{ n = split($2, a, ":"); if (a[n] > m) m = a[n] } END { print m + 1 }')
+	while (exec 3<>"/dev/tcp/${host#[}/$port") 2>/dev/null; do port=$((port + 1)); done
+	addr=$host:$port
+	make_run_config || return 1
+	out=$("$BUILD_DIR/server/kvshard" --cluster "$first" cluster add "$name" "$addr" --weight "$weight" 2>&1) || {
+		kvs_log "cannot add $name: $out"
+		return 1
+	}
+	kvs_log "$out"
+	echo "$name $addr" >>"$RUN_DIR/added"
+	logged=$(stat -c %s "$RUN_DIR/$name.log" 2>/dev/null || echo 0)
+	"$SERVER" --config "$RUN_CONFIG" --shard "$name" >>"$RUN_DIR/$name.log" 2>&1 &
+	pid=$!
+	echo "$pid" >"$RUN_DIR/$name.pid"
+	deadline=$((SECONDS + START_TIMEOUT_S))
+	until answers "$addr" 2>/dev/null; do
+		if ! runs "$pid" || [ $SECONDS -ge $deadline ]; then
+			kvs_log "$name did not start; its log ($RUN_DIR/$name.log) ends with:"
+			tail -n 5 "$RUN_DIR/$name.log" >&2
+			return 1
+		fi
+		sleep 0.1
+	done
+	kvs_log "$name is up on $addr (pid $pid, log $RUN_DIR/$name.log)"
+	[ "$weight" = 0 ] && return 0
+	echo "Its share of the data moves to it now. Follow the move with:"
+	echo "  $BUILD_DIR/server/kvshard --cluster $first cluster rebalance --watch"
+}
+
 need_server() {
 	[ -x "$SERVER" ] && return 0
 	kvs_log "$SERVER is not built yet: run ./start.sh first"
@@ -200,9 +283,10 @@ need_server() {
 case ${1:-} in
 stop) need_server; stop_all; exit 0 ;;
 status) need_server; status; exit 0 ;;
+add) need_server; shift; add_shard "$@"; exit $? ;;
 --background | "") ;;
 -h | --help) usage; exit 0 ;;
-*) echo "usage: ./start.sh [--background | stop | status]" >&2; exit 2 ;;
+*) echo "usage: ./start.sh [--background | stop | status | add NAME [WEIGHT]]" >&2; exit 2 ;;
 esac
 background=0
 [ "${1:-}" = --background ] && background=1
@@ -227,26 +311,7 @@ fi
 tls=0
 grep -Eq '^[[:space:]]*\[[[:space:]]*tls[[:space:]]*\]' "$CONFIG" && tls=1
 
-# The shards authenticate each other with a secret of this cluster's own
-# (so that no client can speak the peer protocol): made once, kept in
-# $RUN_DIR/cluster-secret, and added to a copy of the config the shards
-# run with. A config with its own [auth] table is used as it is.
-if grep -Eq '^[[:space:]]*\[[[:space:]]*auth[[:space:]]*\]' "$CONFIG"; then
-	RUN_CONFIG=$CONFIG
-else
-	if [ ! -s "$RUN_DIR/cluster-secret" ]; then
-		(umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' \
-			>"$RUN_DIR/cluster-secret") || exit 1
-	fi
-	# Its lines are $CONFIG's, so that any message's line:column holds.
-	RUN_CONFIG=$RUN_DIR/config.toml
-	{
-		cat "$CONFIG"
-		printf '\n# Added by start.sh: the local cluster'"'"'s secret.\n'
-		printf '[auth]\ncluster_secret = "%s"\n' "$(cat "$RUN_DIR/cluster-secret")"
-	} >"$RUN_CONFIG.tmp" && chmod 600 "$RUN_CONFIG.tmp" &&
-		mv "$RUN_CONFIG.tmp" "$RUN_CONFIG" || exit 1
-fi
+make_run_config || exit 1
 
 # Start the shards that do not run yet; leave running ones alone.
 started=()

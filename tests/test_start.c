@@ -25,15 +25,14 @@ static char env[128]; /* more of start.sh's environment */
 static int port[2];
 static const char *const names[2] = {"alpha", "beta"};
 
-/* The pid start.sh recorded for shard i (for etcd: -1), or 0. */
-static pid_t recorded_pid(int i)
+/* The pid start.sh recorded for shard name, or 0. */
+static pid_t recorded_pid_of(const char *name)
 {
 	char path[700];
 	FILE *f;
 	long pid = 0;
 
-	snprintf(path, sizeof(path), "%s/%s.pid", run_dir,
-	         i < 0 ? "etcd" : names[i]);
+	snprintf(path, sizeof(path), "%s/%s.pid", run_dir, name);
 	f = fopen(path, "r");
 	if (f == NULL)
 		return 0;
@@ -42,6 +41,14 @@ static pid_t recorded_pid(int i)
 	fclose(f);
 	return (pid_t)pid;
 }
+
+/* The pid start.sh recorded for shard i (for etcd: -1), or 0. */
+static pid_t recorded_pid(int i)
+{
+	return recorded_pid_of(i < 0 ? "etcd" : names[i]);
+}
+
+static pid_t added; /* a shard ./start.sh add started */
 
 static void teardown(void)
 {
@@ -52,6 +59,9 @@ static void teardown(void)
 		if (pid > 0)
 			kill(pid, SIGKILL);
 	}
+	if (added > 0)
+		kill(added, SIGKILL);
+	added = 0;
 	tu_rmtree(dir);
 }
 
@@ -281,6 +291,81 @@ START_TEST(a_coordinated_config_gets_a_private_etcd)
 }
 END_TEST
 
+/* ./start.sh add: one more shard, started and added to the running
+ * cluster; its share moves to it, and stop stops it with the others. */
+START_TEST(a_shard_is_added_with_start_sh)
+{
+	char out[8192], url[128];
+	int etcd_port = tc_free_port(), peer_port = tc_free_port();
+	uint64_t deadline;
+	struct tc_resp r;
+	FILE *f;
+
+	setup_config();
+	snprintf(env, sizeof(env), "ETCD_PEER_PORT=%d", peer_port);
+	f = fopen(config, "a");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "[coordination]\netcd = [\"127.0.0.1:%d\"]\nmove_grace_s = 1\n",
+	        etcd_port);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_msg(start_sh("--background", out, sizeof(out)) == 0, "%s",
+	              out);
+	for (int k = 0; k < 50; k++) {
+		snprintf(url, sizeof(url),
+		         "http://127.0.0.1:%d/store?key=k%d&value=v%d", port[0], k,
+		         k);
+		r = tc_get(url, 200);
+		tc_resp_free(&r);
+	}
+	ck_assert_int_ne(start_sh("add", out, sizeof(out)), 0);
+	ck_assert_int_ne(start_sh("add alpha", out, sizeof(out)), 0);
+	ck_assert_msg(strstr(out, "a shard named alpha") != NULL, "%s", out);
+	ck_assert_msg(start_sh("add gamma", out, sizeof(out)) == 0, "%s", out);
+	ck_assert_msg(strstr(out, "added shard gamma: epoch 2") != NULL &&
+	                      strstr(out, "gamma is up on") != NULL,
+	              "%s", out);
+	added = recorded_pid_of("gamma");
+	ck_assert_int_gt(added, 0);
+	/* The move ends. */
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/cluster/rebalance",
+	         port[0]);
+	deadline = tu_now_ms() + 30000;
+	for (;;) {
+		r = tc_get(url, 200);
+		if (strstr(r.body, "\"state\":\"idle\"") != NULL &&
+		    strstr(r.body, "\"epoch\":2,") == NULL) {
+			tc_resp_free(&r);
+			break;
+		}
+		ck_assert_msg(tu_now_ms() < deadline, "still moving after 30 s: %s",
+		              r.body);
+		tc_resp_free(&r);
+		usleep(200 * 1000);
+	}
+	ck_assert_int_eq(start_sh("status", out, sizeof(out)), 0);
+	ck_assert_msg(strstr(out, "gamma  127.0.0.1:") != NULL &&
+	                      strstr(out, "running") != NULL,
+	              "status: %s", out);
+	/* Every key through the new shard. */
+	{
+		const char *p = strstr(out, "gamma  127.0.0.1:");
+		int gport = atoi(p + strlen("gamma  127.0.0.1:"));
+
+		for (int k = 0; k < 50; k++) {
+			snprintf(url, sizeof(url),
+			         "http://127.0.0.1:%d/retrieve?key=k%d", gport, k);
+			r = tc_get(url, 200);
+			tc_resp_free(&r);
+		}
+	}
+	ck_assert_int_eq(start_sh("stop", out, sizeof(out)), 0);
+	ck_assert_msg(strstr(out, "stopped gamma") != NULL, "%s", out);
+	ck_assert(!runs(added));
+	added = 0;
+	env[0] = '\0';
+}
+END_TEST
+
 START_TEST(a_bad_config_is_reported)
 {
 	char out[8192];
@@ -312,6 +397,7 @@ int main(void)
 	tcase_add_test(tc, background_start_is_idempotent);
 	tcase_add_test(tc, the_local_cluster_has_a_secret);
 	tcase_add_test(tc, a_coordinated_config_gets_a_private_etcd);
+	tcase_add_test(tc, a_shard_is_added_with_start_sh);
 	tcase_add_test(tc, a_bad_config_is_reported);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
