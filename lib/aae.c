@@ -982,7 +982,7 @@ static int move_tick(kvs__node *n, uint64_t now)
 	struct kvs__move *m = &n->move;
 
 	if (n->move_phase != KVS__MOVE_DUAL || !atomic_load(&m->asked) ||
-	    atomic_load(&m->copied))
+	    atomic_load(&m->copied) || n->move_paused)
 		return 0;
 	if (m->runs == NULL && gained_runs(n) != KVS_OK) {
 		kvs__node_log(n, KVS__LOG_ERROR,
@@ -1142,6 +1142,7 @@ static void drop_tick(kvs__node *n)
 void kvs__node_move_stats(kvs__node *n, kvs__move_stats *st)
 {
 	st->phase = n->move_phase;
+	st->paused = n->move_paused;
 	st->asked = atomic_load(&n->move.asked);
 	st->copied = atomic_load(&n->move.copied);
 	st->gained = atomic_load(&n->move.gained);

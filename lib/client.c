@@ -1099,6 +1099,19 @@ int kvs_client_remove_shard(kvs_client *c, const char *name, uint64_t *epoch,
 	return rc;
 }
 
+int kvs_client_rebalance_control(kvs_client *c, const char *action,
+                                 uint64_t *epoch, char *errbuf)
+{
+	char path[64];
+
+	if (c == NULL || action == NULL ||
+	    (strcmp(action, "pause") != 0 && strcmp(action, "resume") != 0 &&
+	     strcmp(action, "cancel") != 0))
+		return KVS_EINVAL;
+	snprintf(path, sizeof(path), "%s/%s", KVS_PATH_REBALANCE, action);
+	return admin_call(c, "POST", path, "{}", epoch, NULL, errbuf);
+}
+
 int kvs_client_rebalance(kvs_client *c, char **json, char *errbuf)
 {
 	if (c == NULL || json == NULL)

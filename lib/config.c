@@ -73,6 +73,7 @@ struct kvs_config {
 	/* A move under way (config_internal.h): its phase, and the shards'
 	 * weights before it (NULL without one). */
 	int move_phase;
+	int move_paused;
 	double *move_before;
 	/* Everything allocated for the strings and arrays above. */
 	void **owned;
@@ -1104,6 +1105,7 @@ int kvs__config_adopt_topology(kvs_config *cfg, kvs_config *from)
 	cfg->c.read_quorum = from->c.read_quorum;
 	free(cfg->move_before);
 	cfg->move_phase = from->move_phase;
+	cfg->move_paused = from->move_paused;
 	cfg->move_before = from->move_before;
 	from->move_before = NULL;
 	kvs_config_free(from);
@@ -1124,6 +1126,16 @@ int kvs__config_set_move(kvs_config *cfg, int phase, const double *before)
 	cfg->move_before = b;
 	cfg->move_phase = phase;
 	return KVS_OK;
+}
+
+void kvs__config_set_move_paused(kvs_config *cfg, int paused)
+{
+	cfg->move_paused = paused;
+}
+
+int kvs__config_move_paused(const kvs_config *cfg)
+{
+	return cfg->move_paused;
 }
 
 int kvs__config_move(const kvs_config *cfg, const double **before)

@@ -45,4 +45,9 @@ int kvs__config_set_move(kvs_config *cfg, int phase, const double *before);
  * before it, one per shard, or NULL without a move. */
 int kvs__config_move(const kvs_config *cfg, const double **before);
 
+/* Whether the move (any phase, pending included) is paused: nodes copy
+ * nothing and no step is taken until it is resumed. */
+void kvs__config_set_move_paused(kvs_config *cfg, int paused);
+int kvs__config_move_paused(const kvs_config *cfg);
+
 #endif

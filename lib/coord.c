@@ -154,7 +154,7 @@ static int parse_doc(const char *text, size_t len, const char *where,
 	const cJSON *move;
 	double *before = NULL;
 	size_t n_before = 0;
-	int phase = KVS__MOVE_NONE;
+	int phase = KVS__MOVE_NONE, paused;
 	kvs__buf b;
 	int rc;
 
@@ -182,6 +182,7 @@ static int parse_doc(const char *text, size_t len, const char *where,
 		return KVS_ECONFIG;
 	}
 	move = cJSON_GetObjectItemCaseSensitive(doc, "move");
+	paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(move, "paused"));
 	/* A move that waits for its shard to join changes no ring yet. */
 	if (move != NULL &&
 	    cJSON_IsString(cJSON_GetObjectItemCaseSensitive(move, "phase")) &&
@@ -267,9 +268,13 @@ static int parse_doc(const char *text, size_t len, const char *where,
 			         where);
 			kvs_config_free(*out);
 			*out = NULL;
+			free(before);
+			return rc;
 		}
 	}
 	free(before);
+	if (rc == KVS_OK)
+		kvs__config_set_move_paused(*out, paused);
 	if (rc == KVS_ECONFIG) {
 		/* The loader's position is in the TOML written above, which
 		 * nobody sees: keep its message only. */

@@ -939,6 +939,7 @@ int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
 	}
 	rc = kvs_ring_new(&n->ring, members, n->n_shards, cc->vnodes);
 	n->move_phase = kvs__config_move(cfg, &before);
+	n->move_paused = kvs__config_move_paused(cfg);
 	if (rc == KVS_OK && n->move_phase != KVS__MOVE_NONE) {
 		/* The ring before the move as well: reads follow it in
 		 * DUAL, and the one after from READ_NEW on. */

@@ -319,6 +319,7 @@ void kvs__node_move_copy(kvs__node *n);
 
 typedef struct kvs__move_stats {
 	int phase;          /* KVS__MOVE_* */
+	int paused;         /* the move is paused: no copy */
 	int asked, copied;  /* kvs__node_move_copy; a whole pass since */
 	uint64_t gained;    /* segments this node gains in the move */
 	uint64_t passes;    /* copy passes ended */

@@ -190,6 +190,7 @@ struct kvs__node {
 	kvs_ring *ring;
 	kvs_ring *ring_b;
 	int move_phase;
+	int move_paused; /* the copy waits */
 	kvs_store *store;
 	const kvs__peer_ops *ops;
 	void *impl;

@@ -918,16 +918,46 @@ static int rebalance_line(FILE *f, const char *json)
 	return idle;
 }
 
+/* cluster rebalance pause|resume|cancel. */
+static int rebalance_control(struct ctx *x, const char *action)
+{
+	char err[KVS_ERRBUF_SIZE] = "";
+	uint64_t epoch = 0;
+	int rc, code = connect_cluster(x);
+
+	if (code != EXIT_OK)
+		return code;
+	rc = kvs_client_rebalance_control(x->client, action, &epoch, err);
+	if (rc != KVS_OK) {
+		fail("cluster rebalance %s: %s (%s)", action,
+		     err[0] ? err : kvs_strerror(rc), kvs_error_code(rc));
+		return exit_code(rc);
+	}
+	if (x->o.json)
+		fprintf(x->out, "{\"epoch\":%llu}\n", (unsigned long long)epoch);
+	else
+		fprintf(x->out, "rebalance %s: epoch %llu\n",
+		        strcmp(action, "pause") == 0    ? "paused"
+		        : strcmp(action, "resume") == 0 ? "resumed"
+		                                        : "cancelled",
+		        (unsigned long long)epoch);
+	return EXIT_OK;
+}
+
 /* cluster rebalance [--watch]: the move, once or until it has ended. */
-static int rebalance(struct ctx *x, int n)
+static int rebalance(struct ctx *x, char **args, int n)
 {
 	char err[KVS_ERRBUF_SIZE] = "";
 	int tty = !x->o.json && isatty(fileno(x->out));
 	int rc, code, idle = 0;
 
+	if (n == 2 && !x->o.watch &&
+	    (strcmp(args[1], "pause") == 0 || strcmp(args[1], "resume") == 0 ||
+	     strcmp(args[1], "cancel") == 0))
+		return rebalance_control(x, args[1]);
 	if (n != 1) {
 		fail("cluster rebalance: usage: kvshard cluster rebalance "
-		     "[--watch]");
+		     "[--watch | pause | resume | cancel]");
 		return EXIT_USAGE;
 	}
 	code = connect_cluster(x);
@@ -987,7 +1017,7 @@ static int cmd_cluster(struct ctx *x, char **args, int n)
 	if (strcmp(args[0], "add") == 0 || strcmp(args[0], "remove") == 0)
 		return change_shards(x, args, n);
 	if (strcmp(args[0], "rebalance") == 0)
-		return rebalance(x, n);
+		return rebalance(x, args, n);
 	if (strcmp(args[0], "status") != 0 || n != 1) {
 		fail("unknown cluster command '%s' (see 'kvshard help "
 		     "cluster')",
@@ -1085,7 +1115,10 @@ static const char cluster_help[] =
         "it: its phase, the shards that have copied what they gain, and\n"
         "what the answering node fetched. --watch asks every second until\n"
         "the move has ended (one line, rewritten on a terminal). With\n"
-        "--json: the node's answer (docs/api.md), one per look.\n";
+        "--json: the node's answer (docs/api.md), one per look.\n"
+        "cluster rebalance pause|resume|cancel: paused, nothing moves on\n"
+        "until it is resumed; cancelled (before reads follow the new\n"
+        "owners), the weights go back to what they were.\n";
 
 static const char help_help[] = "Show help for COMMAND, or an overview.\n";
 
@@ -1097,7 +1130,8 @@ static const struct command commands[] = {
 	{"del", 1, 1, 0, cmd_del, "del KEY", "delete KEY", del_help},
 	{"scan", 0, 1, 1, cmd_scan, "scan [PREFIX] [--limit N] [--values]",
 	 "list keys in order", scan_help},
-	{"cluster", 1, 3, 0, cmd_cluster, "cluster status|add|remove|rebalance",
+	{"cluster", 1, 3, 0, cmd_cluster,
+	 "cluster status|add|remove|rebalance [pause|resume|cancel]",
 	 "show the shards, add or remove one, follow a move", cluster_help},
 	{"help", 0, 2, 0, cmd_help, "help [COMMAND]",
 	 "show help for a command", help_help},

@@ -262,7 +262,7 @@ static void static_topology(struct req *r)
 /* A change, made on a thread of its own (etcd may take seconds). */
 struct change {
 	struct req *r;
-	enum { ADD, REMOVE, REWEIGHT } what;
+	enum { ADD, REMOVE, REWEIGHT, PAUSE, RESUME, CANCEL } what;
 	char *name;
 	char *address;
 	double weight;
@@ -362,6 +362,63 @@ static int set_weight(cJSON *sh, double w)
 	                                                        : KVS_ENOMEM;
 }
 
+/* Pause, resume or cancel the move in doc. */
+static int edit_rebalance(struct change *c, cJSON *doc, cJSON *shards,
+                          char *err, size_t errlen)
+{
+	cJSON *m = cJSON_GetObjectItemCaseSensitive(doc, "move"), *sh;
+	const char *phase = cJSON_GetStringValue(
+	        cJSON_GetObjectItemCaseSensitive(m, "phase"));
+	int paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "paused"));
+
+	if (m == NULL || phase == NULL) {
+		snprintf(err, errlen, "no rebalance is running");
+		return KVS_ETOPOLOGY;
+	}
+	if (c->what != CANCEL) {
+		if (paused == (c->what == PAUSE)) {
+			snprintf(err, errlen, "unchanged");
+			return KVS_EEXISTS; /* nothing to write */
+		}
+		cJSON_DeleteItemFromObjectCaseSensitive(m, "paused");
+		if (c->what == PAUSE && cJSON_AddTrueToObject(m, "paused") == NULL)
+			return KVS_ENOMEM;
+		return KVS_OK;
+	}
+	if (strcmp(phase, "read_new") == 0) {
+		snprintf(err, errlen,
+		         "reads already follow the new owners: let the "
+		         "rebalance end, then make the opposite change");
+		return KVS_ETOPOLOGY;
+	}
+	/* Back to the weights before: what was copied is dropped as no
+	 * longer owned; a shard that joined for it leaves, weightless,
+	 * once every node runs this epoch (the mover's LEFT step). */
+	cJSON_DeleteItemFromObjectCaseSensitive(doc, "move");
+	for (int i = cJSON_GetArraySize(shards) - 1; i >= 0; i--) {
+		const cJSON *from;
+
+		sh = cJSON_GetArrayItem(shards, i);
+		from = cJSON_GetObjectItemCaseSensitive(sh, "from_weight");
+		if (cJSON_GetObjectItemCaseSensitive(sh, "join_weight") != NULL) {
+			cJSON_DeleteItemFromArray(shards, i); /* never joined */
+			continue;
+		}
+		if (cJSON_IsNumber(from) && set_weight(sh, from->valuedouble) !=
+		                                    KVS_OK)
+			return KVS_ENOMEM;
+		cJSON_DeleteItemFromObjectCaseSensitive(sh, "from_weight");
+		cJSON_DeleteItemFromObjectCaseSensitive(sh, "leaving");
+		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sh, "joined"))) {
+			cJSON_DeleteItemFromObjectCaseSensitive(sh, "joined");
+			if (set_weight(sh, 0) != KVS_OK ||
+			    cJSON_AddTrueToObject(sh, "leaving") == NULL)
+				return KVS_ENOMEM;
+		}
+	}
+	return KVS_OK;
+}
+
 /* The edit (coord.h): the document as it is now in etcd. */
 static int edit(void *ud, cJSON *doc, char *err, size_t errlen)
 {
@@ -375,6 +432,8 @@ static int edit(void *ud, cJSON *doc, char *err, size_t errlen)
 		snprintf(err, errlen, "etcd's topology has no shards");
 		return KVS_ECONFIG;
 	}
+	if (c->what == PAUSE || c->what == RESUME || c->what == CANCEL)
+		return edit_rebalance(c, doc, shards, err, errlen);
 	sh = find_shard(shards, c->name, &at);
 	if (c->what == REMOVE && sh != NULL &&
 	    cJSON_GetObjectItemCaseSensitive(sh, "join_weight") != NULL) {
@@ -479,6 +538,10 @@ static int edit(void *ud, cJSON *doc, char *err, size_t errlen)
 		}
 		cJSON_DeleteItemFromArray(shards, at);
 		return KVS_OK;
+	case PAUSE:
+	case RESUME:
+	case CANCEL:
+		break; /* edit_rebalance's */
 	}
 	return KVS_EINVAL;
 }
@@ -513,8 +576,10 @@ static void rendered(struct req *r)
 	struct change *c = r->ctx;
 	kvs__buf b;
 
-	if (c->rc == KVS_EEXISTS && c->what == REWEIGHT) {
-		/* The weight it asked for is the shard's already. */
+	if (c->rc == KVS_EEXISTS &&
+	    (c->what == REWEIGHT || c->what == PAUSE || c->what == RESUME)) {
+		/* The weight it asked for is the shard's already, or the
+		 * move is paused (or running) already. */
 		kvs__buf_init(&b, 0);
 		kvs__buf_addf(&b, "{\"epoch\":%llu,\"changed\":false}",
 		              (unsigned long long)kvs__coord_epoch(r->srv->coord));
@@ -599,27 +664,36 @@ static int weight_arg(struct req *r, const cJSON *doc, double *w)
 	return 0;
 }
 
-void handle_shards(struct req *r)
-{
-	struct change *c;
-	cJSON *doc = NULL;
-	const cJSON *name, *address;
-	pthread_t t;
-	pthread_attr_t attr;
+static void start_change(struct req *r, struct change *c);
 
-	if (r->srv->coord == NULL) {
-		static_topology(r);
-		return;
-	}
-	c = calloc(1, sizeof(*c));
+/* A change for r (its context), or NULL (answered). */
+static struct change *change_new(struct req *r)
+{
+	struct change *c = calloc(1, sizeof(*c));
+
 	if (c == NULL) {
 		reply_fail(r, KVS_ENOMEM, "the change");
-		return;
+		return NULL;
 	}
 	r->ctx = c;
 	r->ctx_free = change_free;
 	c->r = r;
 	c->weight = 1.0;
+	return c;
+}
+
+void handle_shards(struct req *r)
+{
+	struct change *c;
+	cJSON *doc = NULL;
+	const cJSON *name, *address;
+
+	if (r->srv->coord == NULL) {
+		static_topology(r);
+		return;
+	}
+	if ((c = change_new(r)) == NULL)
+		return;
 	if (r->method == M_POST) {
 		if (strcmp(r->url, KVS_PATH_CLUSTER_SHARDS) != 0) {
 			reply_error(r, KVS_EMETHOD, "POST %s adds a shard",
@@ -671,6 +745,15 @@ void handle_shards(struct req *r)
 			cJSON_Delete(doc);
 		}
 	}
+	start_change(r, c);
+}
+
+/* Make change c on a thread of its own; r is answered when it is made. */
+static void start_change(struct req *r, struct change *c)
+{
+	pthread_t t;
+	pthread_attr_t attr;
+
 	req_start(r);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -753,6 +836,8 @@ static int edit_step(void *ud, cJSON *doc, char *err, size_t errlen)
 		                           ->valuedouble) != KVS_OK)
 			return KVS_ENOMEM;
 		cJSON_DeleteItemFromObjectCaseSensitive(sh, "join_weight");
+		if (cJSON_AddTrueToObject(sh, "joined") == NULL)
+			return KVS_ENOMEM;
 		return KVS_OK;
 	}
 	if (st->what == SYNCED) {
@@ -791,6 +876,7 @@ static int edit_step(void *ud, cJSON *doc, char *err, size_t errlen)
 	cJSON_ArrayForEach(sh, shards)
 	{
 		cJSON_DeleteItemFromObjectCaseSensitive(sh, "from_weight");
+		cJSON_DeleteItemFromObjectCaseSensitive(sh, "joined");
 	}
 	return KVS_OK;
 }
@@ -860,7 +946,8 @@ static void waits_for(struct server *s, int *joining, int *left)
 	*joining = string_is(cJSON_GetObjectItemCaseSensitive(m, "joining"),
 	                     s->me->name) &&
 	           string_is(cJSON_GetObjectItemCaseSensitive(m, "phase"),
-	                     "pending");
+	                     "pending") &&
+	           !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "paused"));
 	cJSON_ArrayForEach(sh, cJSON_GetObjectItemCaseSensitive(doc, "shards"))
 	{
 		if (m == NULL && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
@@ -904,7 +991,10 @@ static void *mover_main(void *arg)
 		st.name = s->me->name;
 		if (ms.phase == KVS__MOVE_NONE)
 			waits_for(s, &joining, &left);
-		if (ms.phase == KVS__MOVE_NONE && joining && reported != epoch) {
+		if (ms.paused) {
+			/* Nothing moves on until it is resumed. */
+		} else if (ms.phase == KVS__MOVE_NONE && joining &&
+		           reported != epoch) {
 			st.what = JOIN;
 			if (write_step(s, &st, epoch) == 0)
 				reported = epoch;
@@ -992,14 +1082,25 @@ void handle_rebalance(struct req *r)
 	free(text);
 	m = cJSON_GetObjectItemCaseSensitive(doc, "move");
 	if (r->method == M_POST) {
+		static const char *const actions[] = {"/pause", "/resume",
+		                                      "/cancel"};
+		const char *tail = r->url + strlen(KVS_PATH_REBALANCE);
+		struct change *c;
+		int a = 0;
+
 		cJSON_Delete(doc);
-		if (m == NULL)
-			reply_error(r, KVS_ETOPOLOGY, "no rebalance is running");
-		else
-			reply_error(r, KVS_ENOTSUP,
-			            "a rebalance cannot be paused, resumed or "
-			            "cancelled in this version: it ends by "
-			            "itself");
+		while (a < 3 && strcmp(tail, actions[a]) != 0)
+			a++;
+		if (a == 3) {
+			reply_error(r, KVS_NOTFOUND,
+			            "POST %s/pause, /resume or /cancel",
+			            KVS_PATH_REBALANCE);
+			return;
+		}
+		if ((c = change_new(r)) == NULL)
+			return;
+		c->what = a == 0 ? PAUSE : a == 1 ? RESUME : CANCEL;
+		start_change(r, c);
 		return;
 	}
 	if (rc != KVS_OK) {
@@ -1011,7 +1112,11 @@ void handle_rebalance(struct req *r)
 	view_move_stats(r->view, &ms);
 	kvs__buf_init(&b, 0);
 	kvs__buf_addf(&b, "{\"state\":\"%s\",\"epoch\":%.0f",
-	              m != NULL ? "running" : "idle",
+	              m == NULL ? "idle"
+	              : cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m,
+	                                                              "paused"))
+	                      ? "paused"
+	                      : "running",
 	              cJSON_GetNumberValue(
 	                      cJSON_GetObjectItemCaseSensitive(doc, "epoch")));
 	if (m != NULL)

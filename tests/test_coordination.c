@@ -1113,6 +1113,127 @@ START_TEST(a_move_resumes_after_the_new_shard_is_killed)
 }
 END_TEST
 
+/* node i's rebalance answer, parsed. */
+static cJSON *rebalance_of(int i)
+{
+	char *out = NULL;
+	cJSON *doc;
+
+	ck_assert_int_eq(call(i, "GET", "/v1/cluster/rebalance", NULL, &out),
+	                 200);
+	doc = cJSON_Parse(out);
+	free(out);
+	ck_assert_ptr_nonnull(doc);
+	return doc;
+}
+
+/* Wait (10 s at most) until node i's rebalance answer holds text. */
+static void expect_rebalance(int i, const char *text)
+{
+	uint64_t deadline = tu_now_ms() + 10000;
+	char *out = NULL;
+
+	for (;;) {
+		ck_assert_int_eq(call(i, "GET", "/v1/cluster/rebalance", NULL,
+		                      &out),
+		                 200);
+		if (strstr(out, text) != NULL)
+			break;
+		ck_assert_msg(tu_now_ms() < deadline, "no %s after 10 s: %s", text,
+		              out);
+		free(out);
+		usleep(100 * 1000);
+	}
+	free(out);
+}
+
+static long copied_by(int i)
+{
+	cJSON *doc = rebalance_of(i);
+	long k = (long)cJSON_GetObjectItem(cJSON_GetObjectItem(doc, "node"),
+	                                   "keys_copied")
+	                 ->valuedouble;
+
+	cJSON_Delete(doc);
+	return k;
+}
+
+/* A move paused copies nothing until resumed; cancelled, the weights go
+ * back, the shard that joined for it leaves, and nothing is lost. */
+START_TEST(a_move_is_paused_resumed_and_cancelled)
+{
+	char body[256], *out = NULL, said[4096];
+	long before, after;
+	int status = 0;
+	uint64_t deadline;
+
+	move_config(1);
+	strcat(extra, "move_rate_bytes = 10000\n");
+	start_two_of_three();
+	load(0, "k", 0, 4000);
+	ck_assert_int_eq(call(0, "POST", "/v1/cluster/rebalance/pause", NULL,
+	                      &out),
+	                 409);
+	free(out);
+	snprintf(body, sizeof(body),
+	         "{\"name\":\"%s\",\"address\":\"127.0.0.1:%d\",\"weight\":1}",
+	         C.node[2].name, C.node[2].port);
+	ck_assert_int_eq(call(0, "POST", "/v1/cluster/shards", body, &out), 202);
+	free(out);
+	tc_start_node(&C, 2);
+	expect_rebalance(2, "\"copying\":true");
+	ck_assert_int_eq(call(1, "POST", "/v1/cluster/rebalance/pause", "{}",
+	                      &out),
+	                 202);
+	free(out);
+	ck_assert_int_eq(call(0, "POST", "/v1/cluster/rebalance/pause", "{}",
+	                      &out),
+	                 200);
+	ck_assert_msg(strstr(out, "\"changed\":false") != NULL, "%s", out);
+	free(out);
+	ck_assert_int_eq(call(0, "POST", "/v1/cluster/rebalance/stop", "{}",
+	                      NULL),
+	                 404);
+	expect_rebalance(2, "\"state\":\"paused\"");
+	expect_rebalance(0, "\"state\":\"paused\"");
+	/* Paused: the new shard fetches nothing more. */
+	usleep(500 * 1000);
+	before = copied_by(2);
+	usleep(1500 * 1000);
+	after = copied_by(2);
+	ck_assert_msg(after == before, "fetched %ld, then %ld, while paused",
+	              before, after);
+	ck_assert_msg(cli("cluster rebalance resume", said, sizeof(said)) == 0,
+	              "%s", said);
+	ck_assert_msg(strstr(said, "rebalance resumed: epoch") != NULL, "%s",
+	              said);
+	deadline = tu_now_ms() + 10000;
+	while (copied_by(2) == after) {
+		ck_assert_msg(tu_now_ms() < deadline,
+		              "nothing fetched 10 s after resuming");
+		usleep(100 * 1000);
+	}
+	/* Cancelled: back to two shards' weights; the third leaves. */
+	ck_assert_msg(cli("cluster rebalance cancel", said, sizeof(said)) == 0,
+	              "%s", said);
+	ck_assert_msg(strstr(said, "rebalance cancelled: epoch") != NULL, "%s",
+	              said);
+	expect_idle(0, 10000);
+	ck_assert_msg(tc_wait_pid(C.node[2].pid, 15000, &status) == 0,
+	              "the shard that joined still runs 15 s after the cancel");
+	C.node[2].pid = 0;
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	for (int i = 0; i < 2; i++) {
+		expect_view(i, etcd_epoch(), 2);
+		ck_assert_int_eq(missing(i, "k", 0, 4000, 0), 0);
+	}
+	expect_held_once(2, 4000, 10000);
+	ck_assert_int_eq(call(0, "POST", "/v1/cluster/rebalance/cancel", "{}",
+	                      NULL),
+	                 409);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("coordination");
@@ -1132,6 +1253,7 @@ int main(void)
 	tcase_add_test(tc, a_third_shard_takes_its_share_under_writes);
 	tcase_add_test(tc, a_shard_removed_under_writes_hands_its_data_over);
 	tcase_add_test(tc, a_move_resumes_after_the_new_shard_is_killed);
+	tcase_add_test(tc, a_move_is_paused_resumed_and_cancelled);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }

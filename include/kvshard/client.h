@@ -269,6 +269,20 @@ KVS_API int kvs_client_remove_shard(kvs_client *c, const char *name,
  */
 KVS_API int kvs_client_rebalance(kvs_client *c, char **json, char *errbuf);
 
+/**
+ * Pause, resume or cancel the move under way (POST
+ * /v1/cluster/rebalance/{action}). Paused, nothing moves on (no copy, no
+ * step) until it is resumed; cancelled (before reads have moved to the
+ * new owners), the weights go back to what they were.
+ *
+ * @param action  "pause", "resume" or "cancel".
+ * @return KVS_OK (also when it was paused, or running, already: *epoch
+ *         is then the current one); KVS_ETOPOLOGY (no move runs, or too
+ *         late to cancel); KVS_EINVAL; others as kvs_client_add_shard.
+ */
+KVS_API int kvs_client_rebalance_control(kvs_client *c, const char *action,
+                                         uint64_t *epoch, char *errbuf);
+
 #ifdef __cplusplus
 }
 #endif
