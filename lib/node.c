@@ -40,6 +40,14 @@ static uint64_t real_now_ms(void *ud)
 	return kvs__mono_ms();
 }
 
+void kvs__node_set_fence(kvs__node *n, uint64_t epoch)
+{
+	uint64_t f = atomic_load(&n->fence);
+
+	while (f < epoch && !atomic_compare_exchange_weak(&n->fence, &f, epoch))
+		;
+}
+
 uint64_t kvs__node_now(kvs__node *n)
 {
 	return n->o.now_ms(n->o.now_ud);
@@ -267,7 +275,7 @@ static int lane_add(kvs__node *n, struct kvs__lane *l, const kvs__preq *op,
 
 	kvs__buf_init(&b, 0);
 	if (l->len == 0)
-		kvs__peer_req_head(&b, n->self_idx, 0);
+		kvs__peer_req_head(&b, n->self_idx, kvs__node_epoch(n), 0);
 	kvs__peer_req_op(&b, op);
 	rc = b.rc;
 	need = l->len + b.len;
@@ -754,6 +762,7 @@ void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st)
 	st->hints_delivered = atomic_load(&n->counters.hints_delivered);
 	st->hints_expired = atomic_load(&n->counters.hints_expired);
 	st->hints_dropped = atomic_load(&n->counters.hints_dropped);
+	st->fenced = atomic_load(&n->counters.fenced);
 	kvs__node_full_writes(n, &st->full_map, &st->full_fs);
 	st->links_up = st->link_frames = 0;
 	if (n->ops == &kvs__peer_link_ops)
@@ -938,6 +947,7 @@ int kvs__node_open(kvs__node **out, const kvs_config *cfg, const char *shard,
 			n->holders++;
 	}
 	rc = kvs_ring_new(&n->ring, members, n->n_shards, cc->vnodes);
+	atomic_init(&n->fence, n->o.fence);
 	n->move_phase = kvs__config_move(cfg, &before);
 	n->move_paused = kvs__config_move_paused(cfg);
 	if (rc == KVS_OK && n->move_phase != KVS__MOVE_NONE) {

@@ -65,6 +65,8 @@ typedef struct kvs__node_options {
 	void *log_ud;
 	/* The topology's epoch (coord.h); 0: 1, the config file's. */
 	uint64_t epoch;
+	/* The fence it starts with (kvs__node_set_fence); 0: none. */
+	uint64_t fence;
 	/* The store to use (borrowed: not closed with the node), opened
 	 * with kvs__node_store_open; NULL: the node opens its own at
 	 * store_path. A server gives each epoch's node the same one. */
@@ -286,6 +288,7 @@ typedef struct kvs__node_stats {
 	uint64_t links_served;   /* links from peers served now */
 	uint64_t links_serving_bytes; /* their frames being served now */
 	uint64_t link_frames;    /* of peer_frames, those sent on links */
+	uint64_t fenced;         /* peer frames refused writes: stale epoch */
 } kvs__node_stats;
 
 void kvs__node_stats_get(kvs__node *n, kvs__node_stats *st);
@@ -329,6 +332,14 @@ typedef struct kvs__move_stats {
 } kvs__move_stats;
 
 void kvs__node_move_stats(kvs__node *n, kvs__move_stats *st);
+
+/*
+ * Fencing: every registered node runs epoch or a later one (coord.h), so
+ * a peer whose frames carry an older epoch has lost its registration and
+ * may not know a key's owners: its writes (APPLY, PUT, DELETE) are
+ * refused with KVS_ESTALEEPOCH from now on. The fence only rises.
+ */
+void kvs__node_set_fence(kvs__node *n, uint64_t epoch);
 
 /* Hints this node keeps for shard position i: how many, and their bytes. */
 void kvs__node_hints_pending(kvs__node *n, size_t i, uint64_t *count,

@@ -114,6 +114,7 @@ struct kvs__node_counters {
 	_Atomic uint64_t read_fetches;  /* values fetched after digests */
 	_Atomic uint64_t hints_written, hints_delivered, hints_expired,
 	        hints_dropped;
+	_Atomic uint64_t fenced; /* peer frames of a stale epoch */
 };
 
 /*
@@ -191,6 +192,9 @@ struct kvs__node {
 	kvs_ring *ring_b;
 	int move_phase;
 	int move_paused; /* the copy waits */
+	/* The epoch every registered node runs (kvs__node_set_fence): a
+	 * peer's write frames of an older one are refused. */
+	_Atomic uint64_t fence;
 	kvs_store *store;
 	const kvs__peer_ops *ops;
 	void *impl;

@@ -173,7 +173,7 @@ static int http_probe(void *impl, size_t peer, kvs__probe_cb cb, void *ud)
 	if (pr == NULL)
 		return KVS_ENOMEM;
 	kvs__buf_init(&b, sizeof(pr->frame) - 1);
-	kvs__peer_req_head(&b, p->o.self_idx, 0);
+	kvs__peer_req_head(&b, p->o.self_idx, 0, 0); /* a probe: no ops */
 	if (b.rc != KVS_OK) {
 		kvs__buf_free(&b);
 		free(pr);

@@ -72,6 +72,7 @@ unsigned kvs__http_status(int rc)
 	case KVS_ECLOSED:
 	case KVS_ESHUTDOWN:
 	case KVS_EOVERLOAD:
+	case KVS_ESTALEEPOCH:
 		return 503;
 	case KVS_EFULL:
 		return 507;
@@ -197,13 +198,15 @@ static void put_stamp(kvs__buf *b, const kvs_stamp *s)
 	put_u32(b, s->shard);
 }
 
-void kvs__peer_req_head(kvs__buf *b, uint32_t sender, size_t n)
+void kvs__peer_req_head(kvs__buf *b, uint32_t sender, uint64_t epoch,
+                        size_t n)
 {
 	kvs__buf_add(b, REQ_MAGIC, 4);
 	put_u8(b, KVS__PEER_VERSION);
 	put_u8(b, 0);
 	put_u16(b, (unsigned)n);
 	put_u32(b, sender);
+	put_u64(b, epoch);
 }
 
 void kvs__peer_req_set_count(char *frame, size_t n)
@@ -336,7 +339,8 @@ static const void *get_bytes(struct rd *r, size_t *len)
 }
 
 int kvs__peer_req_decode(const void *data, size_t len, uint32_t *sender,
-                         kvs__preq **ops_out, size_t *n_out, const char **why)
+                         uint64_t *epoch, kvs__preq **ops_out, size_t *n_out,
+                         const char **why)
 {
 	struct rd r = {data, len, 0};
 	const unsigned char *magic = take(&r, 4);
@@ -353,6 +357,7 @@ int kvs__peer_req_decode(const void *data, size_t len, uint32_t *sender,
 	get_u8(&r);
 	n = get_u16(&r);
 	*sender = get_u32(&r);
+	*epoch = get_u64(&r);
 	if (r.bad || version != KVS__PEER_VERSION) {
 		*why = r.bad ? "truncated frame" : "unknown protocol version";
 		return KVS_EPROTO;

@@ -154,7 +154,7 @@ int kvs__error_of_body(long status, const char *body, size_t len);
 /* ------------------------------------------------------------------ */
 /* The peer protocol                                                    */
 
-#define KVS__PEER_VERSION 1
+#define KVS__PEER_VERSION 2
 /* Most operations in one frame. */
 #define KVS__PEER_MAX_OPS 4096
 
@@ -222,10 +222,12 @@ typedef struct kvs__pres {
 	size_t recs_len;
 } kvs__pres;
 
-/* Append a request frame's head (n operations follow) or one operation. */
-void kvs__peer_req_head(kvs__buf *b, uint32_t sender, size_t n);
+/* Append a request frame's head (n operations follow; the sender's idx
+ * and topology epoch, 0 for none) or one operation. */
+void kvs__peer_req_head(kvs__buf *b, uint32_t sender, uint64_t epoch,
+                        size_t n);
 /* Bytes of a request frame's head. */
-#define KVS__PEER_REQ_HEAD 12u
+#define KVS__PEER_REQ_HEAD 20u
 /* Set the number of operations in an encoded request frame's head (a
  * frame whose operations were appended one by one). */
 void kvs__peer_req_set_count(char *frame, size_t n);
@@ -237,14 +239,16 @@ void kvs__peer_res_op(kvs__buf *b, const kvs__pres *r);
 void kvs__peer_rec(kvs__buf *b, const kvs_record *rec);
 
 /**
- * Decode a request frame. *ops gets a malloc'ed array of *n operations
- * (free()) pointing into data, which must outlive it.
+ * Decode a request frame: the sender's idx and epoch, and in *ops a
+ * malloc'ed array of *n operations (free()) pointing into data, which
+ * must outlive it.
  *
  * @return KVS_OK, KVS_EPROTO (malformed, with a reason in *why),
  *         KVS_ENOMEM.
  */
 int kvs__peer_req_decode(const void *data, size_t len, uint32_t *sender,
-                         kvs__preq **ops, size_t *n, const char **why);
+                         uint64_t *epoch, kvs__preq **ops, size_t *n,
+                         const char **why);
 
 /**
  * Decode an answer frame that must hold exactly n results into res[n],

@@ -687,7 +687,7 @@ static void count(struct qwrite *q, size_t at, int ok, int local_rc)
 static int refused_for_good(int rc)
 {
 	return rc == KVS_ECLOCK || rc == KVS_EKEYSIZE || rc == KVS_EVALSIZE ||
-	       rc == KVS_EINVAL;
+	       rc == KVS_EINVAL || rc == KVS_ESTALEEPOCH;
 }
 
 static void replica_done(void *ud, kvs__panswer *a)

@@ -276,12 +276,24 @@ static void op_kv(struct kvs__serving *s, size_t i)
 	kvs__node_kv(s->n, k, &s->kres[i], kvs__op_release_cb, &s->op);
 }
 
+/* Refuse operation i: its sender's epoch is too old. */
+static void fence(struct kvs__serving *s, size_t i)
+{
+	unsigned code = s->ops[i].code;
+
+	if (code == KVS__P_PUT || code == KVS__P_DELETE)
+		s->kres[i].rc = KVS_ESTALEEPOCH; /* answered from kres */
+	else
+		s->res[i].rc = KVS_ESTALEEPOCH;
+}
+
 void kvs__node_serve_peer(kvs__node *n, const void *frame, size_t len,
                           kvs__peer_reply *out, kvs__node_cb cb, void *ud)
 {
 	struct kvs__serving *s = calloc(1, sizeof(*s));
 	uint32_t sender;
-	int rc;
+	uint64_t epoch = 0;
+	int rc, fenced;
 
 	memset(out, 0, sizeof(*out));
 	if (s == NULL) {
@@ -289,8 +301,8 @@ void kvs__node_serve_peer(kvs__node *n, const void *frame, size_t len,
 		cb(ud);
 		return;
 	}
-	rc = kvs__peer_req_decode(frame, len, &sender, &s->ops, &s->n_ops,
-	                          &out->why);
+	rc = kvs__peer_req_decode(frame, len, &sender, &epoch, &s->ops,
+	                          &s->n_ops, &out->why);
 	if (rc == KVS_OK)
 		kvs__node_heard_from(n, sender); /* it is alive */
 	if (rc == KVS_OK) {
@@ -319,8 +331,21 @@ void kvs__node_serve_peer(kvs__node *n, const void *frame, size_t len,
 		s->slots[i].s = s;
 		s->slots[i].i = i;
 	}
+	/* Fencing: a sender on an epoch older than every registered node
+	 * has been cut off (its registration ran out) and may not know the
+	 * owners: its writes are refused. */
+	fenced = epoch != 0 && epoch < atomic_load(&n->fence);
+	if (fenced)
+		atomic_fetch_add(&n->counters.fenced, 1);
 	for (size_t i = 0; i < s->n_ops; i++) {
-		switch (s->ops[i].code) {
+		unsigned code = s->ops[i].code;
+
+		if (fenced && (code == KVS__P_APPLY || code == KVS__P_PUT ||
+		               code == KVS__P_DELETE)) {
+			fence(s, i);
+			continue;
+		}
+		switch (code) {
 		case KVS__P_READ:
 			op_read(s, i);
 			break;

@@ -251,6 +251,11 @@ void handle_metrics(struct req *r)
 	          "older than hint_max_age_s.\n"
 	          "# TYPE kvshard_hints_expired_total counter\n"
 	          "kvshard_hints_expired_total %llu\n"
+	          "# HELP kvshard_peer_fenced_total Peer frames whose writes "
+	          "were refused: their sender's epoch was older than every "
+	          "registered node's.\n"
+	          "# TYPE kvshard_peer_fenced_total counter\n"
+	          "kvshard_peer_fenced_total %llu\n"
 	          "# HELP kvshard_hints_dropped_total Hints not kept "
 	          "(hint_max_bytes reached, or the store failed).\n"
 	          "# TYPE kvshard_hints_dropped_total counter\n"
@@ -274,6 +279,7 @@ void handle_metrics(struct req *r)
 	          (unsigned long long)c.hints_written,
 	          (unsigned long long)c.hints_delivered,
 	          (unsigned long long)c.hints_expired,
+	          (unsigned long long)c.fenced,
 	          (unsigned long long)c.hints_dropped,
 	          (unsigned long long)atomic_load(&s->connections),
 	          (unsigned long long)uptime_s(s));

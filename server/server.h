@@ -126,6 +126,9 @@ struct server {
 	_Atomic unsigned changes; /* admin changes being made (topology.c) */
 	/* Moves' figures of the epochs' nodes closed so far (topology.c). */
 	_Atomic uint64_t moved_keys, moved_bytes, dropped;
+	/* The epoch every registered node runs, as last seen: peers' write
+	 * frames of older epochs are refused (node.h's fencing). */
+	_Atomic uint64_t fence;
 	/* The thread that moves a move on (topology.c). */
 	pthread_t mover;
 	int mover_started, mover_stop;

@@ -85,6 +85,7 @@ static struct view *view_open(struct server *s, const kvs_config *cfg,
 	no.epoch = epoch;
 	no.store = s->store;
 	no.drop_unowned = s->coord != NULL;
+	no.fence = atomic_load(&s->fence);
 	if (kvs__node_open(&v->node, cfg, s->me->name, s->store_dir, &no, err,
 	                   errlen) != KVS_OK) {
 		free(v);
@@ -905,8 +906,8 @@ static int write_step(struct server *s, struct step *st, uint64_t from)
 	return 0;
 }
 
-/* Whether every registered node runs epoch; says who it waits for, once
- * per epoch. */
+/* Whether every registered node runs epoch (then the fence rises to it);
+ * says who the move waits for, once per epoch (said NULL: nothing). */
 static int all_run(struct server *s, uint64_t epoch, uint64_t *said)
 {
 	char who[128] = "";
@@ -914,9 +915,17 @@ static int all_run(struct server *s, uint64_t epoch, uint64_t *said)
 	int rc = kvs__coord_all_applied(s->coord, epoch, &behind, who,
 	                                sizeof(who));
 
-	if (rc == KVS_OK && behind == 0)
+	if (rc == KVS_OK && behind == 0) {
+		struct view *v;
+
+		if (atomic_load(&s->fence) < epoch)
+			atomic_store(&s->fence, epoch);
+		v = view_get(s);
+		kvs__node_set_fence(v->node, epoch);
+		view_put(v);
 		return 1;
-	if (*said != epoch) {
+	}
+	if (said != NULL && *said != epoch) {
 		*said = epoch;
 		log_msg(LL_INFO, "epoch %llu: the move waits for %s",
 		        (unsigned long long)epoch,
@@ -961,6 +970,7 @@ static void *mover_main(void *arg)
 {
 	struct server *s = arg;
 	uint64_t reported = 0, said = 0, read_new = 0, read_new_ms = 0;
+	unsigned ticks = 0;
 	uint64_t grace_ms = (uint64_t)s->cc->move_grace_s * 1000u;
 
 	pthread_setname_np(pthread_self(), "kvs-mover");
@@ -989,6 +999,9 @@ static void *mover_main(void *arg)
 		}
 		view_put(v);
 		st.name = s->me->name;
+		/* The fence follows the epochs, a look a second. */
+		if (atomic_load(&s->fence) < epoch && ticks++ % 4 == 0)
+			(void)all_run(s, epoch, NULL);
 		if (ms.phase == KVS__MOVE_NONE)
 			waits_for(s, &joining, &left);
 		if (ms.paused) {

@@ -200,7 +200,7 @@ static int sim_probe(void *impl, size_t peer, kvs__probe_cb cb, void *ud)
 
 	/* A ping: a frame of no operations, as the HTTP peers send. */
 	kvs__buf_init(&b, 0);
-	kvs__peer_req_head(&b, (uint32_t)from->i, 0);
+	kvs__peer_req_head(&b, (uint32_t)from->i, 0, 0);
 	ck_assert_int_eq(b.rc, KVS_OK);
 	m->frame = kvs__buf_take(&b, &m->len);
 	m->probe = 1;

@@ -215,7 +215,7 @@ static const char *const server_may_use[] = {
 	 * steps the nodes agree on through etcd. */
 	"kvs__config_move", "kvs__node_move_copy", "kvs__node_move_stats",
 	"kvs__move_stats", "kvs__coord_read", "kvs__coord_applied",
-	"kvs__coord_all_applied",
+	"kvs__coord_all_applied", "kvs__node_set_fence",
 	/* The protocol's names and the config's address syntax. */
 	"kvs__http_status", "kvs__parse_address",
 	/* Text and file helpers (util.h, base64.h). */

@@ -455,7 +455,7 @@ START_TEST(a_flooded_link_is_read_at_the_nodes_pace)
 		kvs__buf b;
 
 		kvs__buf_init(&b, 0);
-		kvs__peer_req_head(&b, 1, OPS);
+		kvs__peer_req_head(&b, 1, 0, OPS);
 		for (uint32_t k = 0; k < OPS; k++) {
 			char key[32];
 			kvs__preq q;

@@ -1356,6 +1356,48 @@ static void move_join(uint64_t seed)
 	sim_close(&s);
 }
 
+/*
+ * Fencing: peers whose fence is above a node's epoch refuse its writes
+ * (its registration ran out: it may not know the owners), so a write it
+ * coordinates cannot reach W and fails, and nothing of it is stored by
+ * them; at the fence, writes go through.
+ */
+static void fencing(uint64_t seed)
+{
+	struct sim s;
+	struct sim_op *w;
+	kvs_record rec;
+	char v[64];
+	kvs__node_stats st;
+
+	set_where("fencing", seed);
+	sim_open(&s, seed, 3, "replication = 3\nhint_max_bytes = 0\n");
+	for (int i = 1; i < 3; i++)
+		kvs__node_set_fence(s.nodes[i].node, 1); /* every node's epoch */
+	w = sim_put(&s, s.now + 1, 0, "a", "1");
+	sim_settle(&s);
+	CHECK(w->res.rc == KVS_OK, "a write at the fence failed: %s", where,
+	      kvs_strerror(w->res.rc));
+	for (int i = 1; i < 3; i++)
+		kvs__node_set_fence(s.nodes[i].node, 2); /* node 0 is behind */
+	w = sim_put(&s, s.now + 1, 0, "b", "2");
+	sim_settle(&s);
+	CHECK(w->res.rc == KVS_EUNAVAIL,
+	      "a write from behind the fence got %s", where,
+	      kvs_strerror(w->res.rc));
+	for (int i = 1; i < 3; i++)
+		CHECK(!sim_local(&s, i, "b", &rec, v, sizeof(v)),
+		      "node %d stored a fenced write", where, i);
+	kvs__node_stats_get(s.nodes[1].node, &st);
+	CHECK(st.fenced > 0, "node 1 counted no fenced frame", where);
+	/* Reads are not fenced. */
+	w = sim_get(&s, s.now + 1, 0, "a", 2);
+	sim_settle(&s);
+	CHECK(w->res.rc == KVS_OK, "a read from behind the fence failed: %s",
+	      where, kvs_strerror(w->res.rc));
+	sim_close(&s);
+}
+
 static void run_scenario(const char *name, void (*f)(uint64_t))
 {
 	uint64_t first, count;
@@ -1432,6 +1474,12 @@ START_TEST(sim_move_join)
 }
 END_TEST
 
+START_TEST(sim_fencing)
+{
+	run_scenario("fencing", fencing);
+}
+END_TEST
+
 START_TEST(sim_anti_entropy)
 {
 	run_scenario("anti_entropy", anti_entropy);
@@ -1481,6 +1529,7 @@ int main(void)
 	tcase_add_test(tc, sim_hinted_handoff);
 	tcase_add_test(tc, sim_anti_entropy);
 	tcase_add_test(tc, sim_move_join);
+	tcase_add_test(tc, sim_fencing);
 	tcase_add_test(tc, sim_concurrent_writers);
 	tcase_add_test(tc, sim_tombstone_purge);
 	tcase_add_test(tc, a_seed_replays_exactly);

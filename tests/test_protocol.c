@@ -49,7 +49,7 @@ static char *sample_request(size_t *len, kvs__preq *ops, size_t *n)
 	}
 	*n = 6;
 	kvs__buf_init(&b, 0);
-	kvs__peer_req_head(&b, 42, *n);
+	kvs__peer_req_head(&b, 42, 7, *n);
 	for (size_t i = 0; i < *n; i++)
 		kvs__peer_req_op(&b, &ops[i]);
 	ck_assert_int_eq(b.rc, KVS_OK);
@@ -61,13 +61,15 @@ START_TEST(requests_round_trip)
 	kvs__preq ops[6], *got;
 	size_t n, len, m;
 	uint32_t sender;
+	uint64_t epoch = 0;
 	const char *why;
 	char *frame = sample_request(&len, ops, &n);
 
-	ck_assert_int_eq(kvs__peer_req_decode(frame, len, &sender, &got, &m,
+	ck_assert_int_eq(kvs__peer_req_decode(frame, len, &sender, &epoch, &got, &m,
 	                                      &why),
 	                 KVS_OK);
 	ck_assert_uint_eq(sender, 42);
+	ck_assert_uint_eq(epoch, 7);
 	ck_assert_uint_eq(m, n);
 	for (size_t i = 0; i < n; i++) {
 		ck_assert_uint_eq(got[i].code, ops[i].code);
@@ -99,13 +101,14 @@ START_TEST(a_ping_is_a_frame_of_nothing)
 	kvs__preq *got;
 	size_t m, len;
 	uint32_t sender;
+	uint64_t epoch = 0;
 	const char *why;
 	char *frame;
 
 	kvs__buf_init(&b, 0);
-	kvs__peer_req_head(&b, 3, 0);
+	kvs__peer_req_head(&b, 3, 0, 0);
 	frame = kvs__buf_take(&b, &len);
-	ck_assert_int_eq(kvs__peer_req_decode(frame, len, &sender, &got, &m,
+	ck_assert_int_eq(kvs__peer_req_decode(frame, len, &sender, &epoch, &got, &m,
 	                                      &why),
 	                 KVS_OK);
 	ck_assert_uint_eq(m, 0);
@@ -122,6 +125,7 @@ START_TEST(damaged_requests_are_refused)
 	kvs__preq ops[6], *got;
 	size_t n, len, m;
 	uint32_t sender;
+	uint64_t epoch = 0;
 	const char *why;
 	char *frame = sample_request(&len, ops, &n);
 
@@ -129,7 +133,7 @@ START_TEST(damaged_requests_are_refused)
 		char *copy = malloc(cut ? cut : 1);
 
 		memcpy(copy, frame, cut);
-		ck_assert_int_eq(kvs__peer_req_decode(copy, cut, &sender, &got,
+		ck_assert_int_eq(kvs__peer_req_decode(copy, cut, &sender, &epoch, &got,
 		                                      &m, &why),
 		                 KVS_EPROTO);
 		ck_assert_ptr_nonnull(why);
@@ -140,7 +144,7 @@ START_TEST(damaged_requests_are_refused)
 
 		memcpy(copy, frame, len);
 		copy[i] ^= 0x5a;
-		if (kvs__peer_req_decode(copy, len, &sender, &got, &m, &why) ==
+		if (kvs__peer_req_decode(copy, len, &sender, &epoch, &got, &m, &why) ==
 		    KVS_OK)
 			free(got);
 		free(copy);
@@ -148,12 +152,12 @@ START_TEST(damaged_requests_are_refused)
 	/* Bytes after the last operation. */
 	frame = realloc(frame, len + 1);
 	frame[len] = 0;
-	ck_assert_int_eq(kvs__peer_req_decode(frame, len + 1, &sender, &got, &m,
+	ck_assert_int_eq(kvs__peer_req_decode(frame, len + 1, &sender, &epoch, &got, &m,
 	                                      &why),
 	                 KVS_EPROTO);
 	/* Another version. */
 	frame[4] = KVS__PEER_VERSION + 1;
-	ck_assert_int_eq(kvs__peer_req_decode(frame, len, &sender, &got, &m,
+	ck_assert_int_eq(kvs__peer_req_decode(frame, len, &sender, &epoch, &got, &m,
 	                                      &why),
 	                 KVS_EPROTO);
 	ck_assert_str_eq(why, "unknown protocol version");

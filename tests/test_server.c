@@ -1005,7 +1005,7 @@ START_TEST(versions_far_ahead_are_refused)
 		op.value = "planted";
 		op.value_len = 7;
 		kvs__buf_init(&b, 0);
-		kvs__peer_req_head(&b, 1, 1);
+		kvs__peer_req_head(&b, 1, 0, 1);
 		kvs__peer_req_op(&b, &op);
 		ck_assert_int_eq(b.rc, KVS_OK);
 		ck_assert_int_eq(tc_http("POST", url(0, "/internal/ops%s", ""),

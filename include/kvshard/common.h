@@ -108,7 +108,9 @@ KVS_API unsigned kvs_version_hex(void);
 	X(KVS_EOVERLOAD, -43, "overloaded",                                    \
 	  "the server is holding too much; retry later")                       \
 	X(KVS_ETOPOLOGY, -44, "topology_conflict",                             \
-	  "the change does not fit the cluster's current topology")
+	  "the change does not fit the cluster's current topology")           \
+	X(KVS_ESTALEEPOCH, -45, "stale_epoch",                                 \
+	  "the sender runs a topology epoch older than every registered node")
 
 #define KVS__ERROR_ENUM(name, value, code, text) name = (value),
 /** Result codes; see KVS_ERROR_LIST. */

@@ -15,23 +15,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Re-encode decoded operations: a frame of the same size that decodes to
  * the same operations (reserved bytes, ignored, may differ). */
-static void round_trip(size_t size, uint32_t sender, const kvs__preq *ops,
-                       size_t n)
+static void round_trip(size_t size, uint32_t sender, uint64_t epoch,
+                       const kvs__preq *ops, size_t n)
 {
 	kvs__preq *again;
 	const char *why;
 	uint32_t s2;
+	uint64_t e2;
 	size_t n2;
 	kvs__buf b;
 
 	kvs__buf_init(&b, 0);
-	kvs__peer_req_head(&b, sender, n);
+	kvs__peer_req_head(&b, sender, epoch, n);
 	for (size_t i = 0; i < n; i++)
 		kvs__peer_req_op(&b, &ops[i]);
 	if (b.rc != KVS_OK || b.len != size ||
-	    kvs__peer_req_decode(b.data, b.len, &s2, &again, &n2, &why) !=
+	    kvs__peer_req_decode(b.data, b.len, &s2, &e2, &again, &n2, &why) !=
 	            KVS_OK ||
-	    s2 != sender || n2 != n)
+	    s2 != sender || e2 != epoch || n2 != n)
 		abort();
 	for (size_t i = 0; i < n; i++)
 		if (again[i].code != ops[i].code ||
@@ -51,11 +52,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	kvs__preq *ops;
 	const char *why;
 	uint32_t sender;
+	uint64_t epoch;
 	size_t n;
 
-	if (kvs__peer_req_decode(data, size, &sender, &ops, &n, &why) ==
+	if (kvs__peer_req_decode(data, size, &sender, &epoch, &ops, &n, &why) ==
 	    KVS_OK) {
-		round_trip(size, sender, ops, n);
+		round_trip(size, sender, epoch, ops, n);
 		free(ops);
 	}
 	for (size_t want = 0; want <= 4; want++) {
