@@ -143,7 +143,7 @@ static int http_send(void *impl, size_t peer, char *frame, size_t len,
  * and accepts our secret), and so that the peer learns we are alive.
  */
 struct probing {
-	char frame[16];
+	char frame[KVS__PEER_REQ_HEAD + 1];
 	kvs__probe_cb cb;
 	void *ud;
 };

@@ -338,8 +338,10 @@ START_TEST(a_link_needs_the_secret_and_good_messages)
 	uint32_t id, len;
 	int32_t rc;
 	char first[4];
-	unsigned char ping[12] = {'K', 'V', 'S', 'Q', KVS__PEER_VERSION, 0,
-	                          0, 0, 1, 0, 0, 0};
+	/* A frame of no operations from shard 1, epoch 0. */
+	unsigned char ping[KVS__PEER_REQ_HEAD] = {'K', 'V', 'S', 'Q',
+	                                          KVS__PEER_VERSION, 0, 0, 0,
+	                                          1, 0, 0, 0};
 	struct timeval tv = {3, 0};
 	struct tc_resp h;
 
