@@ -10,10 +10,12 @@
 #   ./start.sh --background  start the shards not running yet, and return
 #   ./start.sh stop          stop a cluster started with --background
 #   ./start.sh status        show which shards run
-#   ./start.sh add NAME [W]  start one more shard and add it to the running
-#                            cluster (weight W, default 1): its data moves
-#                            to it while the cluster serves (needs the
-#                            [coordination] table of shard-config.toml)
+#   ./start.sh add NAME [W [HOST:PORT]]
+#                            start one more shard and add it to the running
+#                            cluster (weight W, default 1; on the next free
+#                            port unless given): its data moves to it while
+#                            the cluster serves (needs the [coordination]
+#                            table of shard-config.toml)
 # Environment: CONFIG (default shard-config.toml), BUILD_DIR (default build),
 # RUN_DIR (default .run), KVS_SKIP_BUILD=1 (use the binaries already built),
 # ETCD_PEER_PORT (etcd's peer port; default its client port + 1).
@@ -30,7 +32,7 @@ STOP_TIMEOUT_S=15
 HEALTH_TIMEOUT_S=2
 
 usage() {
-	sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 # The shards of the config, "name address" per line, as the server itself
@@ -127,16 +129,7 @@ start_etcd() { # the config's endpoints, one per line
 		pid=$!
 		echo "$pid" >"$RUN_DIR/etcd.pid"
 	fi
-	deadline=$((SECONDS + START_TIMEOUT_S))
-	until answers "$ep" 2>/dev/null; do
-		if ! runs "$pid" || [ $SECONDS -ge $deadline ]; then
-			kvs_log "etcd did not start on $ep; its log ($RUN_DIR/etcd.log) ends with:"
-			tail -n 5 "$RUN_DIR/etcd.log" >&2
-			stop_etcd
-			return 1
-		fi
-		sleep 0.1
-	done
+	wait_started etcd "$pid" answers "$ep" || { stop_etcd; return 1; }
 	kvs_log "etcd is up on $ep (pid $pid, data $RUN_DIR/etcd, log $RUN_DIR/etcd.log)"
 }
 
@@ -160,6 +153,32 @@ stop_etcd() {
 # server), in the lines written since this start.
 serving_since() { # name offset
 	tail -c +"$(($2 + 1))" "$RUN_DIR/$1.log" 2>/dev/null | grep -q " serving on "
+}
+
+# Is the shard started at log offset `logged` up? (/health, or with TLS
+# its log: see serving_since.)
+shard_up() { # name address logged
+	if [ "$tls" = 1 ]; then
+		serving_since "$1" "$3"
+	else
+		answers "$2" 2>/dev/null
+	fi
+}
+
+# Wait until what this script just started (pid; its log is
+# $RUN_DIR/name.log) is up, as the command after pid says: 0, or 1 when it
+# died or took START_TIMEOUT_S (with the end of its log).
+wait_started() { # name pid command...
+	local name=$1 pid=$2 deadline=$((SECONDS + START_TIMEOUT_S))
+	shift 2
+	until "$@" 2>/dev/null; do
+		if ! runs "$pid" || [ $SECONDS -ge $deadline ]; then
+			kvs_log "$name did not start; its log ($RUN_DIR/$name.log) ends with:"
+			tail -n 5 "$RUN_DIR/$name.log" >&2
+			return 1
+		fi
+		sleep 0.1
+	done
 }
 
 stop_all() {
@@ -224,11 +243,11 @@ make_run_config() {
 # Start one more shard and add it to the running cluster: the admin call
 # first (it joins with no data), then its server (which finds its shard in
 # etcd's topology and starts the move).
-add_shard() { # name [weight]
-	local name=${1:-} weight=${2:-1} first="" addr host port name_ addr_ pid
-	local logged deadline out
+add_shard() { # name [weight [address]]
+	local name=${1:-} weight=${2:-1} addr=${3:-} first="" host port name_
+	local addr_ pid logged out
 	case $name in
-	"" | -*) echo "usage: ./start.sh add NAME [WEIGHT]" >&2; return 2 ;;
+	"" | -*) echo "usage: ./start.sh add NAME [WEIGHT [HOST:PORT]]" >&2; return 2 ;;
 	esac
 	if [ -z "$(etcd_endpoints)" ]; then
 		kvs_log "add needs the topology in etcd: a [coordination] table in $CONFIG (docs/operations.md)"
@@ -243,11 +262,14 @@ add_shard() { # name [weight]
 			answers "$addr_" 2>/dev/null && first=$addr_
 	done < <(shards)
 	[ -n "$first" ] || { kvs_log "no shard of $CONFIG runs: ./start.sh --background first"; return 1; }
-	# The next port after the highest one used that nothing listens on.
-	host=${first%:*}
-	port=$(shards | awk '{ n = split($2, a, ":"); if (a[n] > m) m = a[n] } END { print m + 1 }')
-	while (exec 3<>"/dev/tcp/${host#[}/$port") 2>/dev/null; do port=$((port + 1)); done
-	addr=$host:$port
+	if [ -z "$addr" ]; then
+		# The next port after the highest one used that nothing
+		# listens on.
+		host=${first%:*}
+		port=$(shards | awk '{ n = split($2, a, ":"); if (a[n] > m) m = a[n] } END { print m + 1 }')
+		while (exec 3<>"/dev/tcp/${host#[}/$port") 2>/dev/null; do port=$((port + 1)); done
+		addr=$host:$port
+	fi
 	make_run_config || return 1
 	out=$("$BUILD_DIR/server/kvshard" --cluster "$first" cluster add "$name" "$addr" --weight "$weight" 2>&1) || {
 		kvs_log "cannot add $name: $out"
@@ -259,15 +281,7 @@ add_shard() { # name [weight]
 	"$SERVER" --config "$RUN_CONFIG" --shard "$name" >>"$RUN_DIR/$name.log" 2>&1 &
 	pid=$!
 	echo "$pid" >"$RUN_DIR/$name.pid"
-	deadline=$((SECONDS + START_TIMEOUT_S))
-	until answers "$addr" 2>/dev/null; do
-		if ! runs "$pid" || [ $SECONDS -ge $deadline ]; then
-			kvs_log "$name did not start; its log ($RUN_DIR/$name.log) ends with:"
-			tail -n 5 "$RUN_DIR/$name.log" >&2
-			return 1
-		fi
-		sleep 0.1
-	done
+	wait_started "$name" "$pid" shard_up "$name" "$addr" "$logged" || return 1
 	kvs_log "$name is up on $addr (pid $pid, log $RUN_DIR/$name.log)"
 	[ "$weight" = 0 ] && return 0
 	echo "Its share of the data moves to it now. Follow the move with:"
@@ -280,13 +294,17 @@ need_server() {
 	exit 1
 }
 
+# With TLS the shards' port speaks HTTPS (see serving_since).
+tls=0
+grep -Eq '^[[:space:]]*\[[[:space:]]*tls[[:space:]]*\]' "$CONFIG" 2>/dev/null && tls=1
+
 case ${1:-} in
 stop) need_server; stop_all; exit 0 ;;
 status) need_server; status; exit 0 ;;
 add) need_server; shift; add_shard "$@"; exit $? ;;
 --background | "") ;;
 -h | --help) usage; exit 0 ;;
-*) echo "usage: ./start.sh [--background | stop | status | add NAME [WEIGHT]]" >&2; exit 2 ;;
+*) echo "usage: ./start.sh [--background | stop | status | add NAME [WEIGHT [HOST:PORT]]]" >&2; exit 2 ;;
 esac
 background=0
 [ "${1:-}" = --background ] && background=1
@@ -308,8 +326,6 @@ if [ -n "$eps" ]; then
 	fi
 	start_etcd "$eps" || exit 1
 fi
-tls=0
-grep -Eq '^[[:space:]]*\[[[:space:]]*tls[[:space:]]*\]' "$CONFIG" && tls=1
 
 make_run_config || exit 1
 
@@ -340,21 +356,15 @@ fi
 # Wait until every shard started answers /health (or has died).
 for entry in "${started[@]}"; do
 	read -r name addr pid logged <<<"$entry"
-	deadline=$((SECONDS + START_TIMEOUT_S))
-	until if [ $tls = 1 ]; then serving_since "$name" "$logged"; else answers "$addr" 2>/dev/null; fi; do
-		if ! runs "$pid" || [ $SECONDS -ge $deadline ]; then
-			kvs_log "$name did not start; its log ($RUN_DIR/$name.log) ends with:"
-			tail -n 5 "$RUN_DIR/$name.log" >&2
-			# Stop only what this run started.
-			for e in "${started[@]}"; do
-				read -r _ _ p _ <<<"$e"
-				kill -TERM "$p" 2>/dev/null
-			done
-			[ $etcd_started = 1 ] && stop_etcd
-			exit 1
-		fi
-		sleep 0.1
-	done
+	if ! wait_started "$name" "$pid" shard_up "$name" "$addr" "$logged"; then
+		# Stop only what this run started.
+		for e in "${started[@]}"; do
+			read -r _ _ p _ <<<"$e"
+			kill -TERM "$p" 2>/dev/null
+		done
+		[ $etcd_started = 1 ] && stop_etcd
+		exit 1
+	fi
 	kvs_log "$name is up on $addr (pid $pid, log $RUN_DIR/$name.log)"
 done
 

@@ -774,13 +774,86 @@ static int xchg_step(struct kvs__aae_xchg *x)
 /* ------------------------------------------------------------------ */
 /* Tombstone purge                                                      */
 
+/* Records of a segment found to delete for good (tombstones purged, or
+ * records dropped): at most max. */
+struct found {
+	kvs__buf keys; /* one after the other */
+	size_t n, max;
+	size_t lens[256];
+	kvs_stamp stamps[256];
+};
+
+/* 1 when f is full (stop the scan). */
+static int found_add(struct found *f, const void *key, size_t key_len,
+                     const kvs_stamp *stamp)
+{
+	if (f->n == f->max)
+		return 1;
+	kvs__buf_add(&f->keys, key, key_len);
+	f->lens[f->n] = key_len;
+	f->stamps[f->n] = *stamp;
+	f->n++;
+	return 0;
+}
+
+struct purge_one {
+	_Atomic uint64_t *count; /* raised when deleted */
+	unsigned char key[];
+};
+
+static void purged(void *ud, int rc, const kvs_stamp *stamp, int applied)
+{
+	struct purge_one *po = ud;
+
+	(void)stamp;
+	if (rc == KVS_OK && applied)
+		atomic_fetch_add(po->count, 1);
+	free(po);
+}
+
+/* Delete for good, in the store, each record of f that is still of the
+ * version found (drop: live or not; else tombstones only), counting
+ * those deleted in *count; then empty f. */
+static void remove_found(kvs__node *n, struct found *f, int drop,
+                         _Atomic uint64_t *count)
+{
+	int (*del)(kvs_store *, const void *, size_t, const kvs_stamp *,
+	           kvs_write_cb, void *) = drop ? kvs__store_drop
+	                                        : kvs__store_purge;
+
+	for (size_t i = 0, off = 0; f->keys.rc == KVS_OK && i < f->n;
+	     off += f->lens[i], i++) {
+		struct purge_one *po = malloc(sizeof(*po) + f->lens[i]);
+		struct kvs__pending *p;
+
+		if (po == NULL)
+			break;
+		po->count = count;
+		memcpy(po->key, f->keys.data + off, f->lens[i]);
+		if (n->o.inline_local_writes) {
+			int rc = del(n->store, po->key, f->lens[i], &f->stamps[i],
+			             NULL, NULL);
+
+			purged(po, KVS_OK, NULL, rc == KVS_OK);
+			continue;
+		}
+		p = kvs__node_pending(n, purged, po);
+		if (p == NULL || del(n->store, po->key, f->lens[i], &f->stamps[i],
+		                     kvs__node_pending_done, p) != KVS_OK) {
+			if (p != NULL)
+				kvs__node_pending_cancel(p);
+			free(po);
+		}
+	}
+	kvs__buf_free(&f->keys);
+	kvs__buf_init(&f->keys, 0);
+	f->n = 0;
+}
+
 struct purgeable {
 	kvs__node *n;
 	uint32_t seg, now_s, skew_s;
-	kvs__buf keys;    /* the keys to purge, one after the other */
-	size_t n_found;
-	size_t lens[64];
-	kvs_stamp stamps[64];
+	struct found f; /* the tombstones to purge */
 };
 
 /* Whether every other owner of key is known to have had this tombstone:
@@ -813,32 +886,13 @@ static int find_purgeable(void *ud, const void *key, size_t key_len,
 	struct purgeable *pg = ud;
 	uint32_t t = (uint32_t)(KVS_HLC_PHYSICAL(stamp->hlc) / 1000u);
 
-	if (pg->n_found == KVS_ARRAY_SIZE(pg->lens))
+	if (pg->f.n == pg->f.max)
 		return 1;
 	if (!(flags & KVS_RECORD_TOMBSTONE) || pg->now_s <= t ||
 	    pg->now_s - t <= pg->n->cc->tombstone_grace_s ||
 	    !seen_everywhere(pg, key, key_len, t))
 		return 0;
-	kvs__buf_add(&pg->keys, key, key_len);
-	pg->lens[pg->n_found] = key_len;
-	pg->stamps[pg->n_found] = *stamp;
-	pg->n_found++;
-	return 0;
-}
-
-struct purge_one {
-	kvs__node *n;
-	unsigned char key[];
-};
-
-static void purged(void *ud, int rc, const kvs_stamp *stamp, int applied)
-{
-	struct purge_one *po = ud;
-
-	(void)stamp;
-	if (rc == KVS_OK && applied)
-		atomic_fetch_add(&po->n->aae.purged, 1);
-	free(po);
+	return found_add(&pg->f, key, key_len, stamp);
 }
 
 /* Purge, in the store, tombstones past tombstone_grace_s that every
@@ -855,6 +909,8 @@ static void purge_tick(kvs__node *n)
 	pg.n = n;
 	pg.now_s = wall_s(n);
 	pg.skew_s = (n->cc->max_clock_skew_ms + 999u) / 1000u;
+	pg.f.max = 64;
+	kvs__buf_init(&pg.f.keys, 0);
 	while (looked < PURGE_LOOK_PER_TICK && read < PURGE_SEGMENTS_PER_TICK) {
 		unsigned l;
 		uint32_t seg = kvs__store_next_tombstones(
@@ -867,40 +923,10 @@ static void purge_tick(kvs__node *n)
 			break;
 		read++;
 		pg.seg = seg;
-		pg.n_found = 0;
-		kvs__buf_init(&pg.keys, 0);
 		(void)kvs__store_segment_scan(n->store, seg, find_purgeable, &pg);
-		for (size_t i = 0, off = 0; pg.keys.rc == KVS_OK && i < pg.n_found;
-		     off += pg.lens[i], i++) {
-			struct purge_one *po = malloc(sizeof(*po) + pg.lens[i]);
-
-			if (po == NULL)
-				break;
-			po->n = n;
-			memcpy(po->key, pg.keys.data + off, pg.lens[i]);
-			if (n->o.inline_local_writes) {
-				int rc = kvs__store_purge(n->store, po->key,
-				                          pg.lens[i], &pg.stamps[i],
-				                          NULL, NULL);
-
-				purged(po, KVS_OK, NULL, rc == KVS_OK);
-			} else {
-				struct kvs__pending *p =
-				        kvs__node_pending(n, purged, po);
-
-				if (p == NULL ||
-				    kvs__store_purge(n->store, po->key, pg.lens[i],
-				                     &pg.stamps[i],
-				                     kvs__node_pending_done,
-				                     p) != KVS_OK) {
-					if (p != NULL)
-						kvs__node_pending_cancel(p);
-					free(po);
-				}
-			}
-		}
-		kvs__buf_free(&pg.keys);
+		remove_found(n, &pg.f, 0, &n->aae.purged);
 	}
+	kvs__buf_free(&pg.f.keys);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1049,36 +1075,11 @@ static int move_tick(kvs__node *n, uint64_t now)
 	return 0;
 }
 
-struct droppable {
-	kvs__buf keys; /* the keys to drop, one after the other */
-	size_t n_found;
-	size_t lens[256];
-	kvs_stamp stamps[256];
-};
-
 static int find_droppable(void *ud, const void *key, size_t key_len,
                           const kvs_stamp *stamp, unsigned flags)
 {
-	struct droppable *d = ud;
-
 	(void)flags;
-	if (d->n_found == KVS_ARRAY_SIZE(d->lens))
-		return 1;
-	kvs__buf_add(&d->keys, key, key_len);
-	d->lens[d->n_found] = key_len;
-	d->stamps[d->n_found] = *stamp;
-	d->n_found++;
-	return 0;
-}
-
-static void dropped(void *ud, int rc, const kvs_stamp *stamp, int applied)
-{
-	struct purge_one *po = ud;
-
-	(void)stamp;
-	if (rc == KVS_OK && applied)
-		atomic_fetch_add(&po->n->move.dropped, 1);
-	free(po);
+	return found_add(ud, key, key_len, stamp);
 }
 
 /* Drop the records of segments this node does not own (no move under
@@ -1086,15 +1087,19 @@ static void dropped(void *ud, int rc, const kvs_stamp *stamp, int applied)
 static void drop_tick(kvs__node *n)
 {
 	struct kvs__move *m = &n->move;
+	struct found d;
 	unsigned read = 0;
 
 	if (!n->o.drop_unowned || n->move_phase != KVS__MOVE_NONE)
 		return;
+	d.n = 0;
+	d.max = KVS_ARRAY_SIZE(d.lens);
+	kvs__buf_init(&d.keys, 0);
 	for (unsigned looked = 0;
 	     looked < DROP_LOOK_PER_TICK && read < DROP_SEGMENTS_PER_TICK;
 	     looked++) {
 		uint32_t seg = m->drop_seg;
-		struct droppable d;
+		int full;
 
 		m->drop_seg = (seg + 1) % KVS__AAE_SEGMENTS;
 		if (kvs__store_segment_digest(n->store, seg) == 0 &&
@@ -1103,40 +1108,13 @@ static void drop_tick(kvs__node *n)
 		if (both_at(n, (uint64_t)seg << 48, n->self))
 			continue; /* owned */
 		read++;
-		memset(&d, 0, sizeof(d));
-		kvs__buf_init(&d.keys, 0);
 		(void)kvs__store_segment_scan(n->store, seg, find_droppable, &d);
-		for (size_t i = 0, off = 0; d.keys.rc == KVS_OK && i < d.n_found;
-		     off += d.lens[i], i++) {
-			struct purge_one *po = malloc(sizeof(*po) + d.lens[i]);
-			struct kvs__pending *p;
-
-			if (po == NULL)
-				break;
-			po->n = n;
-			memcpy(po->key, d.keys.data + off, d.lens[i]);
-			if (n->o.inline_local_writes) {
-				int rc = kvs__store_drop(n->store, po->key,
-				                         d.lens[i], &d.stamps[i],
-				                         NULL, NULL);
-
-				dropped(po, KVS_OK, NULL, rc == KVS_OK);
-				continue;
-			}
-			p = kvs__node_pending(n, dropped, po);
-			if (p == NULL ||
-			    kvs__store_drop(n->store, po->key, d.lens[i],
-			                    &d.stamps[i], kvs__node_pending_done,
-			                    p) != KVS_OK) {
-				if (p != NULL)
-					kvs__node_pending_cancel(p);
-				free(po);
-			}
-		}
-		kvs__buf_free(&d.keys);
-		if (d.n_found == KVS_ARRAY_SIZE(d.lens))
+		full = d.n == d.max;
+		remove_found(n, &d, 1, &m->dropped);
+		if (full)
 			m->drop_seg = seg; /* more there: again next tick */
 	}
+	kvs__buf_free(&d.keys);
 }
 
 void kvs__node_move_stats(kvs__node *n, kvs__move_stats *st)

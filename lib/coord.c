@@ -669,18 +669,28 @@ static void free_names(char **v, size_t n)
 	free(v);
 }
 
-/* List who is registered, for kvs__coord_is_registered. */
-static int refresh(kvs__coord *co)
+/* Call cb for each registration (<prefix>/nodes/<name>); *skip gets the
+ * bytes of the keys before the name first. */
+static int list_nodes(kvs__coord *co, kvs__etcd_kv_cb cb, void *ud,
+                      size_t *skip)
 {
 	char *dir = kvs__concat(co->prefix, "/nodes/");
-	struct names ns = {0};
 	int rc;
 
 	if (dir == NULL)
 		return KVS_ENOMEM;
-	ns.skip = strlen(dir);
-	rc = kvs__etcd_list(co->etcd, dir, add_name, &ns);
+	*skip = strlen(dir);
+	rc = kvs__etcd_list(co->etcd, dir, cb, ud);
 	free(dir);
+	return rc;
+}
+
+/* List who is registered, for kvs__coord_is_registered. */
+static int refresh(kvs__coord *co)
+{
+	struct names ns = {0};
+	int rc = list_nodes(co, add_name, &ns, &ns.skip);
+
 	if (rc == KVS_OK && ns.failed)
 		rc = KVS_ENOMEM;
 	if (rc != KVS_OK) {
@@ -809,15 +819,9 @@ static int note_laggard(void *ud, const char *key, size_t key_len,
 int kvs__coord_all_applied(kvs__coord *co, uint64_t epoch, size_t *behind,
                            char *who, size_t who_len)
 {
-	char *dir = kvs__concat(co->prefix, "/nodes/");
 	struct laggards l = {epoch, 0, 0, NULL};
-	int rc;
+	int rc = list_nodes(co, note_laggard, &l, &l.skip);
 
-	if (dir == NULL)
-		return KVS_ENOMEM;
-	l.skip = strlen(dir);
-	rc = kvs__etcd_list(co->etcd, dir, note_laggard, &l);
-	free(dir);
 	*behind = l.behind;
 	if (rc == KVS_OK && l.behind > 0)
 		snprintf(who, who_len, "%s", l.first != NULL ? l.first : "?");

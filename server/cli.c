@@ -829,10 +829,28 @@ static void status_json(FILE *f, const kvs_shard_info *info, size_t n)
 	fputs("]}\n", f);
 }
 
+/* The outcome of an admin call that wrote epoch: "cluster <what>: why"
+ * on failure, else "<done>: epoch N" (or {"epoch": N}). */
+static int said_epoch(struct ctx *x, int rc, const char *err,
+                      const char *what, const char *done, uint64_t epoch)
+{
+	if (rc != KVS_OK) {
+		fail("cluster %s: %s (%s)", what, err[0] ? err : kvs_strerror(rc),
+		     kvs_error_code(rc));
+		return exit_code(rc);
+	}
+	if (x->o.json)
+		fprintf(x->out, "{\"epoch\":%llu}\n", (unsigned long long)epoch);
+	else
+		fprintf(x->out, "%s: epoch %llu\n", done,
+		        (unsigned long long)epoch);
+	return EXIT_OK;
+}
+
 /* cluster add NAME ADDRESS / cluster remove NAME. */
 static int change_shards(struct ctx *x, char **args, int n)
 {
-	char err[KVS_ERRBUF_SIZE] = "";
+	char err[KVS_ERRBUF_SIZE] = "", what[512], done[512];
 	uint64_t epoch = 0;
 	int add = strcmp(args[0], "add") == 0, rc, code;
 
@@ -848,18 +866,10 @@ static int change_shards(struct ctx *x, char **args, int n)
 	                                x->o.weight_given ? x->o.weight : 1.0,
 	                                &epoch, err)
 	         : kvs_client_remove_shard(x->client, args[1], &epoch, err);
-	if (rc != KVS_OK) {
-		fail("cluster %s %s: %s (%s)", args[0], args[1],
-		     err[0] ? err : kvs_strerror(rc), kvs_error_code(rc));
-		return exit_code(rc);
-	}
-	if (x->o.json)
-		fprintf(x->out, "{\"epoch\":%llu}\n", (unsigned long long)epoch);
-	else
-		fprintf(x->out, "%s shard %s: epoch %llu\n",
-		        add ? "added" : "removed", args[1],
-		        (unsigned long long)epoch);
-	return EXIT_OK;
+	snprintf(what, sizeof(what), "%s %s", args[0], args[1]);
+	snprintf(done, sizeof(done), "%s shard %s", add ? "added" : "removed",
+	         args[1]);
+	return said_epoch(x, rc, err, what, done, epoch);
 }
 
 /* How often cluster rebalance --watch asks, and for how long at most. */
@@ -921,27 +931,19 @@ static int rebalance_line(FILE *f, const char *json)
 /* cluster rebalance pause|resume|cancel. */
 static int rebalance_control(struct ctx *x, const char *action)
 {
-	char err[KVS_ERRBUF_SIZE] = "";
+	char err[KVS_ERRBUF_SIZE] = "", what[64];
 	uint64_t epoch = 0;
 	int rc, code = connect_cluster(x);
 
 	if (code != EXIT_OK)
 		return code;
 	rc = kvs_client_rebalance_control(x->client, action, &epoch, err);
-	if (rc != KVS_OK) {
-		fail("cluster rebalance %s: %s (%s)", action,
-		     err[0] ? err : kvs_strerror(rc), kvs_error_code(rc));
-		return exit_code(rc);
-	}
-	if (x->o.json)
-		fprintf(x->out, "{\"epoch\":%llu}\n", (unsigned long long)epoch);
-	else
-		fprintf(x->out, "rebalance %s: epoch %llu\n",
-		        strcmp(action, "pause") == 0    ? "paused"
-		        : strcmp(action, "resume") == 0 ? "resumed"
-		                                        : "cancelled",
-		        (unsigned long long)epoch);
-	return EXIT_OK;
+	snprintf(what, sizeof(what), "rebalance %s", action);
+	return said_epoch(x, rc, err, what,
+	                  strcmp(action, "pause") == 0    ? "rebalance paused"
+	                  : strcmp(action, "resume") == 0 ? "rebalance resumed"
+	                                                  : "rebalance cancelled",
+	                  epoch);
 }
 
 /* cluster rebalance [--watch]: the move, once or until it has ended. */

@@ -321,6 +321,28 @@ void tc_stop(struct tc_cluster *c)
 	              bad >= 0 ? c->node[bad].name : "", bad_status);
 }
 
+long long tc_metric(const struct tc_cluster *c, int i, const char *name)
+{
+	struct tc_resp r;
+	size_t len = strlen(name);
+	long long v = -1;
+
+	if (tc_http("GET", tc_url(c, i, "/metrics%s", ""), NULL, 0, NULL, &r) ==
+	            0 &&
+	    r.status == 200)
+		for (const char *p = r.body; p != NULL && *p != '\0';) {
+			if (strncmp(p, name, len) == 0 && p[len] == ' ') {
+				v = atoll(p + len + 1);
+				break;
+			}
+			p = strchr(p, '\n');
+			if (p != NULL)
+				p++;
+		}
+	tc_resp_free(&r);
+	return v;
+}
+
 void tc_dump_logs(const struct tc_cluster *c)
 {
 	for (int i = 0; i < c->n; i++) {

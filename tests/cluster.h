@@ -74,6 +74,11 @@ void tc_stop(struct tc_cluster *c);
 /* Print the shards' logs to stderr (for failing tests). */
 void tc_dump_logs(const struct tc_cluster *c);
 
+/* The value of metric `name` (with its labels, if any) in node i's
+ * /metrics: the first line that is name, a space and the value; -1 when
+ * there is none (or /metrics did not answer 200). */
+long long tc_metric(const struct tc_cluster *c, int i, const char *name);
+
 /* A key "<prefix><n>" whose primary owner is shard `owner` (0-based) of
  * c, all shards of weight 1 (static storage, reused by the next call). */
 const char *tc_key_owned_by(const struct tc_cluster *c, int owner,

@@ -81,33 +81,6 @@ static void *write_stream(void *arg)
 	return NULL;
 }
 
-/* A metric's value in node i's /metrics (the first line that starts with
- * name), or -1. */
-static long long metric(int i, const char *name)
-{
-	char url[128];
-	struct tc_resp r;
-	long long v = -1;
-
-	snprintf(url, sizeof(url), "%s/metrics", C.node[i].url);
-	if (tc_http("GET", url, NULL, 0, NULL, &r) == 0 && r.status == 200) {
-		const char *p = r.body;
-		size_t len = strlen(name);
-
-		while (p != NULL && *p != '\0') {
-			if (strncmp(p, name, len) == 0 && p[len] == ' ') {
-				v = atoll(p + len + 1);
-				break;
-			}
-			p = strchr(p, '\n');
-			if (p != NULL)
-				p++;
-		}
-	}
-	tc_resp_free(&r);
-	return v;
-}
-
 /* Wait until no node of `nodes` keeps hints for node `target`. */
 static void wait_hints_delivered(const int *nodes, int n_nodes, int target)
 {
@@ -120,7 +93,7 @@ static void wait_hints_delivered(const int *nodes, int n_nodes, int target)
 		long long left = 0;
 
 		for (int i = 0; i < n_nodes; i++) {
-			long long v = metric(nodes[i], pending);
+			long long v = tc_metric(&C, nodes[i], pending);
 
 			ck_assert_msg(v >= 0, "no %s in the metrics of %s", pending,
 			              C.node[nodes[i]].name);
@@ -185,14 +158,14 @@ static void drop_hints(int i)
  * since now (so at least one whole pass began after node 2 was back). */
 static void wait_aae_passes(void)
 {
-	long long base0 = metric(0, "kvshard_aae_passes_total");
-	long long base1 = metric(1, "kvshard_aae_passes_total");
+	long long base0 = tc_metric(&C, 0, "kvshard_aae_passes_total");
+	long long base1 = tc_metric(&C, 1, "kvshard_aae_passes_total");
 	uint64_t deadline = now_ms() + REPAIR_MS;
 
 	ck_assert(base0 >= 0 && base1 >= 0);
 	for (;;) {
-		long long p0 = metric(0, "kvshard_aae_passes_total");
-		long long p1 = metric(1, "kvshard_aae_passes_total");
+		long long p0 = tc_metric(&C, 0, "kvshard_aae_passes_total");
+		long long p1 = tc_metric(&C, 1, "kvshard_aae_passes_total");
 
 		if (p0 >= base0 + 2 && p1 >= base1 + 2)
 			return;
@@ -245,8 +218,8 @@ static void stream_through(enum fault fault)
 		atomic_store(&w.stop, 1);
 		pthread_join(t, NULL);
 		joined = 1;
-		ck_assert_int_gt(metric(0, "kvshard_hints_written_total") +
-		                         metric(1, "kvshard_hints_written_total"),
+		ck_assert_int_gt(tc_metric(&C, 0, "kvshard_hints_written_total") +
+		                         tc_metric(&C, 1, "kvshard_hints_written_total"),
 		                 0);
 		for (int i = 0; i < 2; i++) {
 			char pending[128];
@@ -257,7 +230,7 @@ static void stream_through(enum fault fault)
 			snprintf(pending, sizeof(pending),
 			         "kvshard_hints_pending{shard=\"%s\"}",
 			         C.node[2].name);
-			ck_assert_int_eq(metric(i, pending), 0);
+			ck_assert_int_eq(tc_metric(&C, i, pending), 0);
 		}
 		tc_start_node(&C, 2);
 		break;
@@ -282,24 +255,24 @@ static void stream_through(enum fault fault)
 	}
 	ck_assert_msg(w.n_acked > 100, "only %d writes acknowledged",
 	              w.n_acked);
-	written = metric(0, "kvshard_hints_written_total") +
-	          metric(1, "kvshard_hints_written_total");
+	written = tc_metric(&C, 0, "kvshard_hints_written_total") +
+	          tc_metric(&C, 1, "kvshard_hints_written_total");
 	if (fault == KILL_NO_HINTS || fault == KILL_DROP_HINTS) {
 		long long repaired;
 
 		if (fault == KILL_NO_HINTS)
 			ck_assert_int_eq(written, 0);
 		wait_aae_passes();
-		repaired = metric(0, "kvshard_aae_keys_repaired_total") +
-		           metric(1, "kvshard_aae_keys_repaired_total") +
-		           metric(2, "kvshard_aae_keys_repaired_total");
+		repaired = tc_metric(&C, 0, "kvshard_aae_keys_repaired_total") +
+		           tc_metric(&C, 1, "kvshard_aae_keys_repaired_total") +
+		           tc_metric(&C, 2, "kvshard_aae_keys_repaired_total");
 		ck_assert_msg(repaired > 0, "anti-entropy repaired nothing");
 	} else {
 		ck_assert_msg(written > 0, "no hints kept while a node was away");
 		/* The hints reach it: nothing pending for it any more. */
 		wait_hints_delivered(writers, 2, 2);
-		delivered = metric(0, "kvshard_hints_delivered_total") +
-		            metric(1, "kvshard_hints_delivered_total");
+		delivered = tc_metric(&C, 0, "kvshard_hints_delivered_total") +
+		            tc_metric(&C, 1, "kvshard_hints_delivered_total");
 		ck_assert_msg(delivered > 0, "no hint was delivered");
 	}
 
@@ -375,7 +348,7 @@ START_TEST(hints_survive_a_crash_of_their_keeper)
 	tc_start_node(&C, 0);
 	snprintf(url, sizeof(url), "kvshard_hints_pending{shard=\"%s\"}",
 	         C.node[2].name);
-	ck_assert_int_eq(metric(0, url), 200);
+	ck_assert_int_eq(tc_metric(&C, 0, url), 200);
 	tc_start_node(&C, 2);
 	wait_hints_delivered(keeper, 1, 2);
 	tc_stop_node(&C, 0, SIGTERM);
